@@ -1,0 +1,5 @@
+"""A distributed PPO trainer: Ray rollout workers, a central learner, TensorBoard monitoring."""
+
+from trainer.driver import train
+
+__all__ = ["train"]

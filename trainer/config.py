@@ -1,0 +1,220 @@
+"""Config models: every default lives here; YAML files in configs/ hold only what differs.
+
+`load_config` reads a YAML file, applies `--set key.path=value` overrides and validates the
+result, turning every problem into one `ConfigError` that names the key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from trainer.errors import ConfigError
+
+
+
+class Section(BaseModel):
+    """Unknown keys are errors, so a typo never silently falls back to a default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EnvConfig(Section):
+    id: str = "CartPole-v1"
+    """A gymnasium id (`CartPole-v1`) or an entry point `package.module:Class`."""
+    kwargs: dict[str, Any] = {}
+    max_episode_steps: int | None = Field(default=None, gt=0)
+    """Time limit for entry-point envs (gymnasium ids take theirs from the registry)."""
+    reward_threshold: float | None = None
+    """Mean return that counts as solved; defaults to the env spec's `reward_threshold`."""
+
+
+class PolicyConfig(Section):
+    kind: Literal["mlp", "lstm"] = "mlp"
+    hidden_sizes: list[int] = [64, 64]
+    activation: Literal["tanh", "relu"] = "tanh"
+    lstm_hidden_size: int = Field(default=128, gt=0)
+    lstm_layers: int = Field(default=1, gt=0)
+
+    @model_validator(mode="after")
+    def _sizes_positive(self) -> PolicyConfig:
+        if not self.hidden_sizes or min(self.hidden_sizes) <= 0:
+            raise ValueError(f"hidden_sizes must be a non-empty list of positive ints, got {self.hidden_sizes}")
+        return self
+
+
+class PPOConfig(Section):
+    total_steps: int = Field(default=500_000, gt=0)
+    rollout_steps: int = Field(default=128, gt=0)
+    """T: steps each env takes per iteration."""
+    sequence_length: int = Field(default=16, gt=0)
+    """K: BPTT length of the LSTM's training sequences (the MLP trains on single steps)."""
+    num_minibatches: int = Field(default=4, gt=0)
+    update_epochs: int = Field(default=4, gt=0)
+    lr: float = Field(default=2.5e-4, gt=0)
+    anneal_lr: bool = True
+    adam_eps: float = Field(default=1e-5, gt=0)
+    gamma: float = Field(default=0.99, gt=0, le=1)
+    gae_lambda: float = Field(default=0.95, ge=0, le=1)
+    clip_coef: float = Field(default=0.2, gt=0)
+    value_clip: float | None = Field(default=0.2, gt=0)
+    """Clip the change of the value prediction to +-value_clip around the rollout's value; null: off."""
+    ent_coef: float = Field(default=0.01, ge=0)
+    vf_coef: float = Field(default=0.5, ge=0)
+    max_grad_norm: float = Field(default=0.5, gt=0)
+    target_kl: float | None = Field(default=None, gt=0)
+    """Stop the epochs of an update early once approx KL exceeds this; null: never."""
+    normalize_advantages: bool = True
+    normalize_obs: bool = True
+    obs_clip: float = Field(default=10.0, gt=0)
+    normalize_rewards: bool = False
+    """Scale rewards by the running std of the discounted return."""
+    reward_clip: float = Field(default=10.0, gt=0)
+
+
+class WorkersConfig(Section):
+    num_workers: int = Field(default=2, gt=0)
+    envs_per_worker: int = Field(default=8, gt=0)
+    num_cpus: float = Field(default=1.0, gt=0)
+    torch_threads: int = Field(default=1, gt=0)
+    sample_timeout_s: float = Field(default=120.0, gt=0)
+    max_restarts: int = Field(default=3, ge=0)
+    resources: dict[str, float] = {}
+    """Custom Ray resources each worker asks for, e.g. to pin workers to some nodes."""
+
+
+class LearnerConfig(Section):
+    device: str = "auto"
+    """`auto` picks CUDA when present, else CPU; or any torch device string."""
+    num_gpus: float = Field(default=0.0, ge=0)
+    torch_threads: int = Field(default=1, gt=0)
+
+
+class LoggingConfig(Section):
+    dir: str = "runs"
+    progress_interval_s: float = Field(default=10.0, gt=0)
+
+
+class Config(Section):
+    name: str = "run"
+    """Short config name used in run directory names; load_config sets it from the file name."""
+    seed: int = 1
+    execution: Literal["inline", "ray"] = "inline"
+    env: EnvConfig = EnvConfig()
+    policy: PolicyConfig = PolicyConfig()
+    ppo: PPOConfig = PPOConfig()
+    workers: WorkersConfig = WorkersConfig()
+    learner: LearnerConfig = LearnerConfig()
+    logging: LoggingConfig = LoggingConfig()
+
+    @property
+    def total_envs(self) -> int:
+        """N: envs across all workers."""
+        return self.workers.num_workers * self.workers.envs_per_worker
+
+    @property
+    def steps_per_iteration(self) -> int:
+        return self.ppo.rollout_steps * self.total_envs
+
+    @property
+    def num_iterations(self) -> int:
+        return max(1, self.ppo.total_steps // self.steps_per_iteration)
+
+    @property
+    def sequence_length(self) -> int:
+        """K used by the buffer: the LSTM trains on sequences, the MLP on single steps."""
+        return self.ppo.sequence_length if self.policy.kind == "lstm" else 1
+
+    @property
+    def num_sequences(self) -> int:
+        return self.ppo.rollout_steps // self.sequence_length * self.total_envs
+
+    @model_validator(mode="after")
+    def _sizes_fit(self) -> Config:
+        ppo = self.ppo
+        if self.policy.kind == "lstm" and ppo.rollout_steps % ppo.sequence_length:
+            raise ValueError(
+                f"ppo.sequence_length ({ppo.sequence_length}) must divide ppo.rollout_steps ({ppo.rollout_steps})"
+            )
+        if self.num_sequences % ppo.num_minibatches:
+            unit = "sequences" if self.policy.kind == "lstm" else "samples"
+            raise ValueError(
+                f"ppo.num_minibatches ({ppo.num_minibatches}) must divide the {self.num_sequences} {unit} "
+                f"of one iteration (rollout_steps x num_workers x envs_per_worker)"
+            )
+        return self
+
+
+def load_config(source: str | Path | dict | Config, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Build a validated Config from a YAML path, a dict or a Config, plus `key.path=value` overrides."""
+    if isinstance(source, Config):
+        raw, name = source.model_dump(), source.name
+    elif isinstance(source, dict):
+        raw, name = dict(source), source.get("name", "run")
+    else:
+        path = Path(source)
+        raw, name = _read_yaml(path), path.stem
+    raw = {"name": name, **raw}
+    for item in overrides:
+        _apply_override(raw, item)
+    return validate_config(raw, origin=str(source) if isinstance(source, str | Path) else "config")
+
+
+def validate_config(raw: dict, origin: str = "config") -> Config:
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        problems = [_describe(err) for err in exc.errors()]
+        raise ConfigError(f"invalid config ({origin}): " + "; ".join(problems)) from None
+
+
+def dump_config(config: Config) -> str:
+    """The resolved config as YAML: every key, defaults included."""
+    return yaml.safe_dump(config.model_dump(), sort_keys=False)
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"config file {path} is not valid YAML{where}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys, got {type(raw).__name__}")
+    return raw
+
+
+def _apply_override(raw: dict, item: str) -> None:
+    key, sep, text = item.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override {item!r} must look like key.path=value, e.g. ppo.lr=1e-3")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise ConfigError(f"override {item!r}: value {text!r} is not valid YAML") from None
+    node = raw
+    parts = key.split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {item!r}: {part} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _describe(err: dict) -> str:
+    key = ".".join(str(p) for p in err["loc"]) or "config"
+    if err["type"] == "extra_forbidden":
+        return f"{key}: unknown key"
+    message = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "value_error" and not err["loc"]:
+        return message
+    return f"{key}: {message} (got {err.get('input')!r})"

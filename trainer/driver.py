@@ -1,0 +1,88 @@
+"""The training loop: publish a snapshot, collect rollouts, learn, log; until total_steps.
+
+`train()` is the Python API and what the CLI calls. The runtime (in-process or Ray actors)
+provides `iterate()`; everything around it (run directory, tracking, summary) is shared.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from trainer.config import Config, load_config
+from trainer.learner import IterationStats, Learner
+from trainer.progress import ProgressReporter
+from trainer.run_dir import create_run_dir, write_json
+from trainer.tracking import EpisodeTracker
+
+
+class InlineRuntime:
+    """Learner and workers in this process, no Ray: for debugging, profiling and fast tests."""
+
+    def __init__(self, config: Config, observation_space, action_space) -> None:
+        from workers.rollout_worker import RolloutWorker
+
+        self.learner = Learner(config, observation_space, action_space)
+        self.workers = [RolloutWorker(config, i) for i in range(config.workers.num_workers)]
+
+    def iterate(self) -> IterationStats:
+        snapshot = self.learner.snapshot()
+        start = time.perf_counter()
+        rollouts = [worker.collect(snapshot) for worker in self.workers]
+        collect_time = time.perf_counter() - start
+        stats = self.learner.learn(rollouts)
+        stats.metrics["collect_time_s"] = collect_time
+        return stats
+
+    def close(self) -> None:
+        for worker in self.workers:
+            worker.close()
+
+
+def train(
+    config: str | Path | dict | Config,
+    overrides: list[str] | tuple[str, ...] = (),
+    run_dir: str | Path | None = None,
+    run_name: str | None = None,
+) -> dict:
+    """Train PPO as the config says and return the run summary (also written to summary.json)."""
+    from workers.envs import probe_env
+
+    config = load_config(config, overrides)
+    observation_space, action_space, threshold = probe_env(config.env)
+    path = create_run_dir(config, run_dir, run_name)
+    progress = ProgressReporter(config.num_iterations * config.steps_per_iteration, config.logging.progress_interval_s)
+    progress.message(f"run directory: {path}")
+    runtime = InlineRuntime(config, observation_space, action_space)
+    tracker = EpisodeTracker(threshold)
+    start = time.perf_counter()
+    env_steps = 0
+    try:
+        for iteration in range(config.num_iterations):
+            stats = runtime.iterate()
+            env_steps += config.steps_per_iteration
+            tracker.add(stats.episodes.returns, env_steps)
+            progress.update(env_steps, tracker.mean_return)
+    finally:
+        runtime.close()
+        progress.close()
+    wall = time.perf_counter() - start
+    summary = {
+        "env_id": config.env.id,
+        "env_steps": env_steps,
+        "iterations": config.num_iterations,
+        "episodes": tracker.episodes,
+        "wall_time_s": round(wall, 3),
+        "steps_per_s": round(env_steps / wall, 1),
+        "mean_return_last20": tracker.mean_return,
+        "best_mean_return": tracker.best_mean_return if tracker.episodes >= 20 else None,
+        "reward_threshold": threshold,
+        "solved_at_step": tracker.solved_at_step,
+        "run_dir": str(path),
+    }
+    write_json(path / "summary.json", summary)
+    progress.message(
+        f"done: {env_steps} steps in {wall:.1f}s ({summary['steps_per_s']:.0f} steps/s), "
+        f"mean return (last 20) {tracker.mean_return:.1f}, solved at step {tracker.solved_at_step}"
+    )
+    return summary

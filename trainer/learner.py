@@ -1,0 +1,158 @@
+"""The learner: owns the policy, optimizer, normalizers and buffer; publishes snapshots,
+takes rollouts in, runs the PPO epochs. A plain class, so a Ray actor can wrap it unchanged.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+from gymnasium import spaces
+
+from trainer.buffer import RolloutBuffer
+from trainer.config import Config
+from trainer.distributions import distribution_for
+from trainer.errors import UserError
+from trainer.normalization import MomentStats, RunningMeanStd
+from trainer.policy import build_policy, observation_dim
+from trainer.ppo import ppo_loss
+from trainer.rollout import EpisodeStats, PolicySnapshot, Rollout, check_rollout
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"learner.device is {name!r} but no CUDA device is available; use 'auto' or 'cpu'")
+    return device
+
+
+@dataclass
+class IterationStats:
+    """What the driver logs after one iteration."""
+
+    metrics: dict[str, float]
+    episodes: EpisodeStats
+    worker_timings: list[dict[str, float]]
+    obs_stats: MomentStats
+
+
+class Learner:
+    def __init__(self, config: Config, observation_space: spaces.Space, action_space: spaces.Space) -> None:
+        self.config = config
+        torch.manual_seed(config.seed)
+        torch.set_num_threads(config.learner.torch_threads)
+        self.device = resolve_device(config.learner.device)
+        obs_dim = observation_dim(observation_space)
+        self.policy = build_policy(obs_dim, distribution_for(action_space), config.policy).to(self.device)
+        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.ppo.lr, eps=config.ppo.adam_eps)
+        self.obs_rms = RunningMeanStd((obs_dim,))
+        self.return_rms = RunningMeanStd(())
+        self.buffer = RolloutBuffer(
+            rollout_steps=config.ppo.rollout_steps,
+            num_envs=config.total_envs,
+            envs_per_worker=config.workers.envs_per_worker,
+            obs_dim=obs_dim,
+            action_dim=self.policy.dist.action_dim,
+            action_dtype=self.policy.dist.action_dtype,
+            state_shape=self.policy.state_shape,
+            sequence_length=config.sequence_length,
+            device=self.device,
+        )
+        self._expected = self.buffer.expected_shapes()
+        self._shuffle = torch.Generator().manual_seed(config.seed)
+        self.version = 0
+        self.iteration = 0
+        self._received: dict[int, tuple[MomentStats, MomentStats]] = {}
+
+    def snapshot(self) -> PolicySnapshot:
+        weights = {k: v.detach().to("cpu", copy=True) for k, v in self.policy.state_dict().items()}
+        ppo = self.config.ppo
+        return PolicySnapshot(self.version, weights, self.obs_rms.stats(), ppo.normalize_obs, ppo.obs_clip)
+
+    def receive(self, slot: int, rollout: Rollout) -> None:
+        """Check a worker's rollout and copy it into its slice of the buffer."""
+        check_rollout(rollout, self.version, self._expected)
+        self.buffer.store(slot, rollout)
+        self._received[slot] = (rollout.obs_delta, rollout.return_delta)
+
+    def learn(self, rollouts: list[Rollout]) -> IterationStats:
+        """One iteration's learner side: take every worker's rollout, update, report."""
+        start = time.perf_counter()
+        for slot, rollout in enumerate(rollouts):
+            self.receive(slot, rollout)
+        copy_time = time.perf_counter() - start
+        metrics = self.update()
+        metrics["copy_time_s"] = copy_time
+        episodes = EpisodeStats()
+        for rollout in rollouts:
+            episodes.returns += rollout.episodes.returns
+            episodes.lengths += rollout.episodes.lengths
+        worker_timings = [rollout.timings for rollout in rollouts]
+        return IterationStats(metrics, episodes, worker_timings, self.obs_rms.stats())
+
+    def update(self) -> dict[str, float]:
+        """Run the PPO epochs on the full buffer, then merge the workers' normalizer deltas
+        and move to the next policy version."""
+        missing = set(range(self.config.workers.num_workers)) - set(self._received)
+        if missing:
+            raise RuntimeError(f"update() before rollouts from workers {sorted(missing)} arrived")
+        start = time.perf_counter()
+        ppo = self.config.ppo
+        if ppo.anneal_lr:
+            fraction = 1.0 - self.iteration / self.config.num_iterations
+            for group in self.optimizer.param_groups:
+                group["lr"] = fraction * ppo.lr
+        reward = self.return_rms.scale(self.buffer.reward, ppo.reward_clip) if ppo.normalize_rewards else None
+        self.buffer.compute_advantages(ppo.gamma, ppo.gae_lambda, reward)
+
+        sums: dict[str, float] = {}
+        count = 0
+        first_ratio_dev = float("nan")
+        grad_norm = torch.zeros(())
+        stopped_early = False
+        for _ in range(ppo.update_epochs):
+            for batch in self.buffer.minibatches(ppo.num_minibatches, self._shuffle):
+                obs = self.obs_rms.normalize(batch.obs, ppo.obs_clip) if ppo.normalize_obs else batch.obs
+                logprob, entropy, value = self.policy.evaluate_actions(obs, batch.actions, batch.hidden, batch.first)
+                terms = ppo_loss(batch, logprob, entropy, value, ppo)
+                if count == 0:
+                    first_ratio_dev = terms.ratio_max_dev.item()
+                self.optimizer.zero_grad(set_to_none=True)
+                terms.loss.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), ppo.max_grad_norm)
+                self.optimizer.step()
+                for name in ("loss", "policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction"):
+                    sums[name] = sums.get(name, 0.0) + getattr(terms, name).item()
+                sums["grad_norm"] = sums.get("grad_norm", 0.0) + grad_norm.item()
+                count += 1
+            if ppo.target_kl is not None and terms.approx_kl.item() > ppo.target_kl:
+                stopped_early = True
+                break
+
+        metrics = {name: total / count for name, total in sums.items()}
+        metrics["first_minibatch_ratio_dev"] = first_ratio_dev
+        metrics["explained_variance"] = explained_variance(self.buffer.value, self.buffer.ret)
+        metrics["learning_rate"] = self.optimizer.param_groups[0]["lr"]
+        metrics["stopped_early"] = float(stopped_early)
+        metrics["update_time_s"] = time.perf_counter() - start
+        self._merge_deltas()
+        self.version += 1
+        self.iteration += 1
+        return metrics
+
+    def _merge_deltas(self) -> None:
+        # Merge in slot order so the global stats do not depend on arrival order.
+        for slot in sorted(self._received):
+            obs_delta, return_delta = self._received[slot]
+            self.obs_rms.merge(obs_delta)
+            self.return_rms.merge(return_delta)
+        self._received.clear()
+
+
+def explained_variance(predicted: torch.Tensor, target: torch.Tensor) -> float:
+    """1 - Var(target - predicted) / Var(target): 1 is perfect, 0 is no better than the mean."""
+    var = target.var().item()
+    return float("nan") if var == 0 else 1.0 - (target - predicted).var().item() / var

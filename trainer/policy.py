@@ -1,0 +1,147 @@
+"""MLP and LSTM actor-critics with one interface for rollouts (`act`) and learning (`evaluate_actions`).
+
+Shapes: T/K time, B batch, L LSTM layers, H LSTM hidden size. A recurrent state is one tensor
+`[2, L, B, H]` (h and c stacked); the MLP's is empty, `[2, 0, B, 0]`, so both flow through the
+same buffer code. `first[t, b]` is 1 where observation t starts an episode: the state is zeroed
+right before that observation, in `act` and in `evaluate_actions` alike.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from gymnasium import spaces
+from torch import nn
+
+from trainer.config import PolicyConfig
+from trainer.distributions import ActionDistribution
+from trainer.errors import UserError
+
+
+def layer_init(layer: nn.Linear, std: float = math.sqrt(2), bias: float = 0.0) -> nn.Linear:
+    """Orthogonal weights, constant bias: detail 2 of 'The 37 Implementation Details of PPO'."""
+    nn.init.orthogonal_(layer.weight, std)
+    nn.init.constant_(layer.bias, bias)
+    return layer
+
+
+def mlp(sizes: list[int], activation: type[nn.Module]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+        layers += [layer_init(nn.Linear(n_in, n_out)), activation()]
+    return nn.Sequential(*layers)
+
+
+class ActorCritic(nn.Module):
+    """Base: heads and the distribution; subclasses provide the features and the state."""
+
+    def __init__(self, dist: ActionDistribution, feature_dim: int) -> None:
+        super().__init__()
+        self.dist = dist
+        self.actor_head = layer_init(nn.Linear(feature_dim, dist.num_params), std=0.01)
+        self.critic_head = layer_init(nn.Linear(feature_dim, 1), std=1.0)
+
+    @property
+    def state_shape(self) -> tuple[int, int]:
+        """(L, H) of the recurrent state."""
+        raise NotImplementedError
+
+    @torch.inference_mode()
+    def initial_hidden(self, batch_size: int) -> torch.Tensor:
+        """Zero state `[2, L, B, H]` for rollouts. Inference tensors: never fed to autograd directly."""
+        layers, size = self.state_shape
+        return torch.zeros(2, layers, batch_size, size, device=self.actor_head.weight.device)
+
+    def features(
+        self, obs: torch.Tensor, hidden: torch.Tensor, first: torch.Tensor
+    ) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """obs `[T, B, D]`, first `[T, B]` -> (actor features, critic features) `[T, B, F]`, final state."""
+        raise NotImplementedError
+
+    def act(
+        self, obs: torch.Tensor, hidden: torch.Tensor, first: torch.Tensor, deterministic: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One rollout step on obs `[B, D]` -> action, logprob `[B]`, value `[B]`, next state."""
+        (actor_x, critic_x), hidden = self.features(obs.unsqueeze(0), hidden, first.unsqueeze(0))
+        params = self.actor_head(actor_x[0])
+        action = self.dist.mode(params) if deterministic else self.dist.sample(params)
+        value = self.critic_head(critic_x[0]).squeeze(-1)
+        return action, self.dist.log_prob(params, action), value, hidden
+
+    def value(self, obs: torch.Tensor, hidden: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
+        """V(obs) `[B]` for bootstrapping, continuing from `hidden` (reset where `first`)."""
+        (_, critic_x), _ = self.features(obs.unsqueeze(0), hidden, first.unsqueeze(0))
+        return self.critic_head(critic_x[0]).squeeze(-1)
+
+    def evaluate_actions(
+        self, obs: torch.Tensor, actions: torch.Tensor, hidden: torch.Tensor, first: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Sequences obs `[K, B, D]`, actions `[K, B, A]`, chunk-start state, first `[K, B]`
+        -> logprob, entropy, value, each `[K, B]`."""
+        (actor_x, critic_x), _ = self.features(obs, hidden, first)
+        params = self.actor_head(actor_x)
+        value = self.critic_head(critic_x).squeeze(-1)
+        return self.dist.log_prob(params, actions), self.dist.entropy(params), value
+
+
+class MLPActorCritic(ActorCritic):
+    """Separate actor and critic torsos (CleanRL's ppo.py), no recurrent state."""
+
+    def __init__(self, obs_dim: int, dist: ActionDistribution, config: PolicyConfig) -> None:
+        activation = nn.Tanh if config.activation == "tanh" else nn.ReLU
+        super().__init__(dist, config.hidden_sizes[-1])
+        self.actor_torso = mlp([obs_dim, *config.hidden_sizes], activation)
+        self.critic_torso = mlp([obs_dim, *config.hidden_sizes], activation)
+
+    @property
+    def state_shape(self) -> tuple[int, int]:
+        return (0, 0)
+
+    def features(self, obs, hidden, first):
+        return (self.actor_torso(obs), self.critic_torso(obs)), hidden
+
+
+class LSTMActorCritic(ActorCritic):
+    """Encoder -> LSTM -> shared features for both heads (CleanRL's ppo_atari_lstm.py)."""
+
+    def __init__(self, obs_dim: int, dist: ActionDistribution, config: PolicyConfig) -> None:
+        activation = nn.Tanh if config.activation == "tanh" else nn.ReLU
+        super().__init__(dist, config.lstm_hidden_size)
+        self.encoder = mlp([obs_dim, *config.hidden_sizes], activation)
+        self.lstm = nn.LSTM(config.hidden_sizes[-1], config.lstm_hidden_size, num_layers=config.lstm_layers)
+        for name, param in self.lstm.named_parameters():
+            if "bias" in name:
+                nn.init.constant_(param, 0)
+            elif "weight" in name:
+                nn.init.orthogonal_(param, 1.0)
+
+    @property
+    def state_shape(self) -> tuple[int, int]:
+        return (self.lstm.num_layers, self.lstm.hidden_size)
+
+    def features(self, obs, hidden, first):
+        x = self.encoder(obs)
+        h, c = hidden[0], hidden[1]
+        keep = (1.0 - first.to(x.dtype)).unsqueeze(0).unsqueeze(-1)  # [1, T, B, 1]
+        # Where no episode starts after t=0, the whole segment runs as one cuDNN/MKL call;
+        # split only at the steps where some env starts a new episode.
+        starts = [0, *(first[1:].any(dim=1).nonzero().flatten() + 1).tolist(), x.shape[0]]
+        outputs = []
+        for begin, end in zip(starts[:-1], starts[1:]):
+            h, c = h * keep[:, begin], c * keep[:, begin]
+            out, (h, c) = self.lstm(x[begin:end], (h, c))
+            outputs.append(out)
+        out = torch.cat(outputs) if len(outputs) > 1 else outputs[0]
+        return (out, out), torch.stack([h, c])
+
+
+def observation_dim(space: spaces.Space) -> int:
+    if not isinstance(space, spaces.Box) or len(space.shape) != 1:
+        raise UserError(f"unsupported observation space {space}: a 1-D Box is required")
+    return int(space.shape[0])
+
+
+def build_policy(obs_dim: int, dist: ActionDistribution, config: PolicyConfig) -> ActorCritic:
+    cls = LSTMActorCritic if config.kind == "lstm" else MLPActorCritic
+    return cls(obs_dim, dist, config)

@@ -1,0 +1,164 @@
+"""The rollout worker: steps E envs with the snapshot's policy and frozen normalizer stats.
+
+A plain class that runs in-process (inline mode) or inside a Ray actor. Episodes continue
+across iterations: the worker keeps the envs, the next observation and the recurrent state.
+Shapes: T rollout steps, E envs, K sequence length, C = T / K chunks.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from trainer.config import Config
+from trainer.distributions import distribution_for
+from trainer.errors import UserError
+from trainer.normalization import RunningMeanStd
+from trainer.policy import build_policy, observation_dim
+from trainer.rollout import EpisodeStats, PolicySnapshot, Rollout
+from workers.envs import make_vector_env, to_env_actions
+
+
+class EnvStepError(UserError):
+    """The environment itself failed or produced non-finite values."""
+
+
+class RolloutWorker:
+    def __init__(self, config: Config, worker_index: int) -> None:
+        self.config = config
+        self.index = worker_index
+        E = config.workers.envs_per_worker
+        torch.set_num_threads(config.workers.torch_threads)
+        self.envs = make_vector_env(config.env, E)
+        self.action_space = self.envs.single_action_space
+        obs_dim = observation_dim(self.envs.single_observation_space)
+        self.policy = build_policy(obs_dim, distribution_for(self.action_space), config.policy)
+        self.policy.requires_grad_(False)
+        self.obs_stats = RunningMeanStd((obs_dim,))  # frozen: the snapshot's global stats
+        self.obs_delta = RunningMeanStd((obs_dim,))  # what this worker saw since the snapshot
+        self.return_delta = RunningMeanStd(())
+        self.version = -1
+
+        obs, _ = self.envs.reset(seed=config.seed * 10_000 + worker_index * E)
+        self.next_obs = torch.as_tensor(obs, dtype=torch.float32)
+        self.next_first = torch.ones(E, dtype=torch.bool)
+        self.hidden = self.policy.initial_hidden(E)
+        self.discounted_return = np.zeros(E)
+        self.episode_return = np.zeros(E)
+        self.episode_length = np.zeros(E, dtype=np.int64)
+        self.total_steps = 0
+
+    def load(self, snapshot: PolicySnapshot) -> None:
+        self.policy.load_state_dict(snapshot.weights)
+        self.obs_stats = RunningMeanStd.from_stats(snapshot.obs_stats)
+        self.version = snapshot.version
+
+    def _normalize(self, obs: torch.Tensor, snapshot: PolicySnapshot) -> torch.Tensor:
+        return self.obs_stats.normalize(obs, snapshot.obs_clip) if snapshot.normalize_obs else obs
+
+    @torch.inference_mode()
+    def collect(self, snapshot: PolicySnapshot) -> Rollout:
+        """Run T steps on every env with the snapshot's policy; return plain CPU tensors."""
+        self.load(snapshot)
+        ppo = self.config.ppo
+        T, E, K = ppo.rollout_steps, self.config.workers.envs_per_worker, self.config.sequence_length
+        obs_dim = self.next_obs.shape[1]
+        dist = self.policy.dist
+        obs = torch.empty(T, E, obs_dim)
+        actions = torch.empty(T, E, dist.action_dim, dtype=dist.action_dtype)
+        logprob, value, reward = torch.empty(T, E), torch.empty(T, E), torch.empty(T, E)
+        terminated, truncated, first = (torch.empty(T, E, dtype=torch.bool) for _ in range(3))
+        bootstrap_value = torch.zeros(T, E)
+        hidden = torch.empty(T // K, *self.hidden.shape)
+        episodes = EpisodeStats()
+        env_time = forward_time = 0.0
+
+        for t in range(T):
+            if t % K == 0:
+                hidden[t // K] = self.hidden
+            tick = time.perf_counter()
+            obs[t], first[t] = self.next_obs, self.next_first
+            self.obs_delta.update(self.next_obs)
+            action, logprob[t], value[t], self.hidden = self.policy.act(
+                self._normalize(self.next_obs, snapshot), self.hidden, self.next_first
+            )
+            actions[t] = action
+            tock = time.perf_counter()
+            forward_time += tock - tick
+            next_obs, rew, term, trunc, info = self._step(action.numpy(), t)
+            env_time += time.perf_counter() - tock
+
+            reward[t] = torch.from_numpy(rew)
+            terminated[t], truncated[t] = torch.from_numpy(term), torch.from_numpy(trunc)
+            if trunc.any():
+                bootstrap_value[t] = self._final_values(info, trunc, snapshot)
+            done = term | trunc
+            self._track_episodes(rew, done, episodes)
+            self.next_obs = torch.from_numpy(next_obs).float()
+            self.next_first = torch.from_numpy(done)
+
+        last_value = self.policy.value(self._normalize(self.next_obs, snapshot), self.hidden, self.next_first)
+        self.total_steps += T * E
+        rollout = Rollout(
+            version=snapshot.version,
+            worker_index=self.index,
+            obs=obs,
+            actions=actions,
+            logprob=logprob,
+            value=value,
+            reward=reward,
+            terminated=terminated,
+            truncated=truncated,
+            first=first,
+            bootstrap_value=bootstrap_value,
+            last_value=last_value,
+            hidden=hidden,
+            obs_delta=self.obs_delta.stats(),
+            return_delta=self.return_delta.stats(),
+            episodes=episodes,
+            timings={"env_s": env_time, "forward_s": forward_time},
+        )
+        self.obs_delta.reset()
+        self.return_delta.reset()
+        return rollout
+
+    def _step(self, action: np.ndarray, t: int) -> tuple[np.ndarray, ...]:
+        env_id = self.config.env.id
+        try:
+            next_obs, rew, term, trunc, info = self.envs.step(to_env_actions(action, self.action_space))
+        except Exception as exc:  # the env's own code failed: name it, not the Ray plumbing
+            raise EnvStepError(
+                f"env {env_id!r} raised {type(exc).__name__}: {exc} (worker {self.index}, rollout step {t})"
+            ) from exc
+        if not (np.isfinite(next_obs).all() and np.isfinite(rew).all()):
+            raise EnvStepError(
+                f"env {env_id!r} returned a NaN or inf observation or reward (worker {self.index}, "
+                f"env step {self.total_steps + t * len(rew)})"
+            )
+        return next_obs, rew.astype(np.float32), term, trunc, info
+
+    def _final_values(self, info: dict, truncated: np.ndarray, snapshot: PolicySnapshot) -> torch.Tensor:
+        """V(final observation) of each truncated env, continuing that env's recurrent state."""
+        index = np.flatnonzero(truncated)
+        final_obs = torch.as_tensor(np.stack([info["final_obs"][i] for i in index]), dtype=torch.float32)
+        no_reset = torch.zeros(len(index), dtype=torch.bool)
+        values = torch.zeros(len(truncated))
+        values[index] = self.policy.value(self._normalize(final_obs, snapshot), self.hidden[:, :, index], no_reset)
+        return values
+
+    def _track_episodes(self, reward: np.ndarray, done: np.ndarray, episodes: EpisodeStats) -> None:
+        self.discounted_return = self.discounted_return * self.config.ppo.gamma + reward
+        self.return_delta.update(torch.from_numpy(self.discounted_return))
+        self.discounted_return[done] = 0.0
+        self.episode_return += reward
+        self.episode_length += 1
+        for i in np.flatnonzero(done):
+            episodes.returns.append(float(self.episode_return[i]))
+            episodes.lengths.append(int(self.episode_length[i]))
+        self.episode_return[done] = 0.0
+        self.episode_length[done] = 0
+
+    def close(self) -> None:
+        self.envs.close()
