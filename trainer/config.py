@@ -60,7 +60,7 @@ class PPOConfig(Section):
     gamma: float = Field(default=0.99, gt=0, le=1)
     gae_lambda: float = Field(default=0.95, ge=0, le=1)
     clip_coef: float = Field(default=0.2, gt=0)
-    value_clip: float | None = Field(default=0.2, gt=0)
+    value_clip: float | None = Field(default=None, gt=0)
     """Clip the change of the value prediction to +-value_clip around the rollout's value; null: off."""
     ent_coef: float = Field(default=0.01, ge=0)
     vf_coef: float = Field(default=0.5, ge=0)
@@ -70,7 +70,7 @@ class PPOConfig(Section):
     normalize_advantages: bool = True
     normalize_obs: bool = True
     obs_clip: float = Field(default=10.0, gt=0)
-    normalize_rewards: bool = False
+    normalize_rewards: bool = True
     """Scale rewards by the running std of the discounted return."""
     reward_clip: float = Field(default=10.0, gt=0)
 
