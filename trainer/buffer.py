@@ -69,7 +69,11 @@ class RolloutBuffer:
         self.ret = alloc(T, N)
         # Rollouts land in pinned host memory first when the learner is on CUDA, so the
         # host-to-device copy is one asynchronous transfer per field.
-        self._staging = {name: torch.empty_like(getattr(self, name), device="cpu").pin_memory() for name in TENSOR_FIELDS} if pin else None
+        self._staging = (
+            {name: torch.empty_like(getattr(self, name), device="cpu").pin_memory() for name in TENSOR_FIELDS}
+            if pin
+            else None
+        )
 
     def expected_shapes(self) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
         """Shape and dtype each rollout field must have (E envs in place of N)."""
@@ -137,7 +141,9 @@ class RolloutBuffer:
     def _sequences(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """[T, N, ...] -> [K, C*N, ...] (sequence s = chunk s // N, env s % N) -> columns `index`."""
         tail = x.shape[2:]
-        return x.reshape(self.C, self.K, self.N, *tail).transpose(0, 1).reshape(self.K, self.C * self.N, *tail)[:, index]
+        return (
+            x.reshape(self.C, self.K, self.N, *tail).transpose(0, 1).reshape(self.K, self.C * self.N, *tail)[:, index]
+        )
 
 
 def env_axis(name: str) -> int:

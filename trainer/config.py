@@ -15,7 +15,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from trainer.errors import ConfigError
 
 
-
 class Section(BaseModel):
     """Unknown keys are errors, so a typo never silently falls back to a default."""
 

@@ -51,7 +51,9 @@ class MultiCategorical(ActionDistribution):
         return torch.stack([p.argmax(-1) for p in params.split(self.nvec, dim=-1)], dim=-1)
 
     def log_prob(self, params: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        parts = [lp.gather(-1, a.unsqueeze(-1)).squeeze(-1) for lp, a in zip(self._log_probs(params), action.unbind(-1))]
+        parts = [
+            lp.gather(-1, a.unsqueeze(-1)).squeeze(-1) for lp, a in zip(self._log_probs(params), action.unbind(-1))
+        ]
         return torch.stack(parts, dim=-1).sum(-1)
 
     def entropy(self, params: torch.Tensor) -> torch.Tensor:
@@ -91,6 +93,4 @@ def distribution_for(space: spaces.Space) -> ActionDistribution:
         return MultiCategorical([int(n) for n in space.nvec])
     if isinstance(space, spaces.Box) and len(space.shape) == 1:
         return DiagGaussian(int(space.shape[0]))
-    raise UserError(
-        f"unsupported action space {space}: supported are Discrete, 1-D MultiDiscrete and 1-D Box"
-    )
+    raise UserError(f"unsupported action space {space}: supported are Discrete, 1-D MultiDiscrete and 1-D Box")

@@ -58,7 +58,7 @@ def train(
     start = time.perf_counter()
     env_steps = 0
     try:
-        for iteration in range(config.num_iterations):
+        for _iteration in range(config.num_iterations):
             stats = runtime.iterate()
             env_steps += config.steps_per_iteration
             tracker.add(stats.episodes.returns, env_steps)

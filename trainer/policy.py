@@ -8,6 +8,7 @@ right before that observation, in `act` and in `evaluate_actions` alike.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -28,7 +29,7 @@ def layer_init(layer: nn.Linear, std: float = math.sqrt(2), bias: float = 0.0) -
 
 def mlp(sizes: list[int], activation: type[nn.Module]) -> nn.Sequential:
     layers: list[nn.Module] = []
-    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+    for n_in, n_out in itertools.pairwise(sizes):
         layers += [layer_init(nn.Linear(n_in, n_out)), activation()]
     return nn.Sequential(*layers)
 
@@ -128,7 +129,7 @@ class LSTMActorCritic(ActorCritic):
         # split only at the steps where some env starts a new episode.
         starts = [0, *(first[1:].any(dim=1).nonzero().flatten() + 1).tolist(), x.shape[0]]
         outputs = []
-        for begin, end in zip(starts[:-1], starts[1:]):
+        for begin, end in itertools.pairwise(starts):
             h, c = h * keep[:, begin], c * keep[:, begin]
             out, (h, c) = self.lstm(x[begin:end], (h, c))
             outputs.append(out)

@@ -36,7 +36,8 @@ class ProgressReporter:
             self.bar.update(self.task, completed=step, sps=sps, ret=mean_return)
         elif now - self.last_line >= self.interval_s or step >= self.total:
             self.last_line = now
-            line = f"step {step}/{self.total} ({100 * step / self.total:.0f}%)  {sps:.0f} steps/s  return {mean_return:.1f}"
+            percent = 100 * step / self.total
+            line = f"step {step}/{self.total} ({percent:.0f}%)  {sps:.0f} steps/s  return {mean_return:.1f}"
             print(line + (f"  {extra}" if extra else ""), file=self.stream, flush=True)
 
     def message(self, text: str) -> None:
