@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     train.add_argument("--run-dir", help="write the run here (default: a new directory under logging.dir)")
     train.add_argument("--run-name", help="name of the run directory under logging.dir")
+    train.add_argument("--address", help="Ray cluster to attach to (default: RAY_ADDRESS, else an embedded local Ray)")
     return parser
 
 
@@ -31,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "train":
             from trainer.driver import train
 
-            train(args.config, args.overrides, run_dir=args.run_dir, run_name=args.run_name)
+            train(args.config, args.overrides, run_dir=args.run_dir, run_name=args.run_name, address=args.address)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

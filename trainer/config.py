@@ -89,6 +89,8 @@ class LearnerConfig(Section):
     device: str = "auto"
     """`auto` picks CUDA when present, else CPU; or any torch device string."""
     num_gpus: float = Field(default=0.0, ge=0)
+    """GPUs the learner actor asks Ray for (ray execution); 0 on CPU-only clusters."""
+    num_cpus: float = Field(default=1.0, gt=0)
     torch_threads: int = Field(default=1, gt=0)
 
 
@@ -101,7 +103,9 @@ class Config(Section):
     name: str = "run"
     """Short config name used in run directory names; load_config sets it from the file name."""
     seed: int = 1
-    execution: Literal["inline", "ray"] = "inline"
+    execution: Literal["inline", "ray"] = "ray"
+    """`ray`: worker and learner actors (embedded local Ray unless an address is given);
+    `inline`: everything in this process, for debugging and profiling."""
     env: EnvConfig = EnvConfig()
     policy: PolicyConfig = PolicyConfig()
     ppo: PPOConfig = PPOConfig()

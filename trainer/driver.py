@@ -10,8 +10,9 @@ import time
 from pathlib import Path
 
 from trainer.config import Config, load_config
-from trainer.learner import IterationStats, Learner
+from trainer.learner import Learner
 from trainer.progress import ProgressReporter
+from trainer.rollout import EpisodeStats, IterationStats
 from trainer.run_dir import create_run_dir, write_json
 from trainer.tracking import EpisodeTracker
 
@@ -30,9 +31,10 @@ class InlineRuntime:
         start = time.perf_counter()
         rollouts = [worker.collect(snapshot) for worker in self.workers]
         collect_time = time.perf_counter() - start
-        stats = self.learner.learn(rollouts)
-        stats.metrics["collect_time_s"] = collect_time
-        return stats
+        metrics = self.learner.learn(rollouts)
+        metrics["collect_time_s"] = collect_time
+        episodes = EpisodeStats.concat([rollout.episodes for rollout in rollouts])
+        return IterationStats(metrics, episodes, [rollout.timings for rollout in rollouts])
 
     def close(self) -> None:
         for worker in self.workers:
@@ -44,8 +46,10 @@ def train(
     overrides: list[str] | tuple[str, ...] = (),
     run_dir: str | Path | None = None,
     run_name: str | None = None,
+    address: str | None = None,
 ) -> dict:
-    """Train PPO as the config says and return the run summary (also written to summary.json)."""
+    """Train PPO as the config says and return the run summary (also written to summary.json).
+    `address` attaches to a running Ray cluster (else RAY_ADDRESS, else an embedded local Ray)."""
     from workers.envs import probe_env
 
     config = load_config(config, overrides)
@@ -53,14 +57,21 @@ def train(
     path = create_run_dir(config, run_dir, run_name)
     progress = ProgressReporter(config.num_iterations * config.steps_per_iteration, config.logging.progress_interval_s)
     progress.message(f"run directory: {path}")
-    runtime = InlineRuntime(config, observation_space, action_space)
+    if config.execution == "ray":
+        from trainer.ray_runtime import RayRuntime
+
+        runtime = RayRuntime(config, observation_space, action_space, address=address, log=progress.message)
+    else:
+        runtime = InlineRuntime(config, observation_space, action_space)
     tracker = EpisodeTracker(threshold)
     start = time.perf_counter()
     env_steps = 0
+    restarts = 0
     try:
         for _iteration in range(config.num_iterations):
             stats = runtime.iterate()
             env_steps += config.steps_per_iteration
+            restarts += stats.restarts
             tracker.add(stats.episodes.returns, env_steps)
             progress.update(env_steps, tracker.mean_return)
     finally:
@@ -78,6 +89,8 @@ def train(
         "best_mean_return": tracker.best_mean_return if tracker.episodes >= 20 else None,
         "reward_threshold": threshold,
         "solved_at_step": tracker.solved_at_step,
+        "execution": config.execution,
+        "worker_restarts": restarts,
         "run_dir": str(path),
     }
     write_json(path / "summary.json", summary)

@@ -5,7 +5,6 @@ takes rollouts in, runs the PPO epochs. A plain class, so a Ray actor can wrap i
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 import torch
 from gymnasium import spaces
@@ -17,7 +16,7 @@ from trainer.errors import UserError
 from trainer.normalization import MomentStats, RunningMeanStd
 from trainer.policy import build_policy, observation_dim
 from trainer.ppo import ppo_loss
-from trainer.rollout import EpisodeStats, PolicySnapshot, Rollout, check_rollout
+from trainer.rollout import PolicySnapshot, Rollout, check_rollout
 
 
 def resolve_device(name: str) -> torch.device:
@@ -27,16 +26,6 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"learner.device is {name!r} but no CUDA device is available; use 'auto' or 'cpu'")
     return device
-
-
-@dataclass
-class IterationStats:
-    """What the driver logs after one iteration."""
-
-    metrics: dict[str, float]
-    episodes: EpisodeStats
-    worker_timings: list[dict[str, float]]
-    obs_stats: MomentStats
 
 
 class Learner:
@@ -78,20 +67,15 @@ class Learner:
         self.buffer.store(slot, rollout)
         self._received[slot] = (rollout.obs_delta, rollout.return_delta)
 
-    def learn(self, rollouts: list[Rollout]) -> IterationStats:
-        """One iteration's learner side: take every worker's rollout, update, report."""
+    def learn(self, rollouts: list[Rollout]) -> dict[str, float]:
+        """One iteration's learner side: every worker's rollout in slot order, then the update."""
         start = time.perf_counter()
         for slot, rollout in enumerate(rollouts):
             self.receive(slot, rollout)
         copy_time = time.perf_counter() - start
         metrics = self.update()
         metrics["copy_time_s"] = copy_time
-        episodes = EpisodeStats()
-        for rollout in rollouts:
-            episodes.returns += rollout.episodes.returns
-            episodes.lengths += rollout.episodes.lengths
-        worker_timings = [rollout.timings for rollout in rollouts]
-        return IterationStats(metrics, episodes, worker_timings, self.obs_rms.stats())
+        return metrics
 
     def update(self) -> dict[str, float]:
         """Run the PPO epochs on the full buffer, then merge the workers' normalizer deltas

@@ -27,8 +27,24 @@ class PolicySnapshot:
 
 @dataclass
 class EpisodeStats:
+    """Returns and lengths of the episodes that finished during one rollout (raw rewards)."""
+
     returns: list[float] = field(default_factory=list)
     lengths: list[int] = field(default_factory=list)
+
+    @classmethod
+    def concat(cls, parts: list[EpisodeStats]) -> EpisodeStats:
+        return cls([r for p in parts for r in p.returns], [n for p in parts for n in p.lengths])
+
+
+@dataclass
+class IterationStats:
+    """What a runtime reports to the driver after one iteration."""
+
+    metrics: dict[str, float]
+    episodes: EpisodeStats
+    worker_timings: list[dict[str, float]]
+    restarts: int = 0
 
 
 @dataclass

@@ -1,0 +1,180 @@
+"""The Ray runtime: rollout-worker actors and a learner actor, with worker fault handling.
+
+Per iteration the learner returns ONE snapshot object that every worker reads from the object
+store. Each worker returns two objects: a small RolloutInfo the driver waits on, and the rollout
+itself, whose reference the driver hands to the learner, which fetches it from the object store.
+A worker that dies or misses `workers.sample_timeout_s` is replaced and its share collected
+again with the same snapshot, so an iteration never mixes versions or half rollouts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+
+import ray
+from ray import exceptions as ray_errors
+
+from trainer.config import Config
+from trainer.errors import UserError
+from trainer.learner import Learner
+from trainer.rollout import EpisodeStats, IterationStats
+
+WORKER_LOST = (ray_errors.RayActorError, ray_errors.WorkerCrashedError, ray_errors.ObjectLostError)
+
+
+class WorkerFailedError(UserError):
+    """One worker kept failing past workers.max_restarts."""
+
+
+class LearnerActor(Learner):
+    """The learner in its own process (on a GPU node when it asks for one)."""
+
+    def learn_from_refs(self, rollout_refs: list) -> dict[str, float]:
+        start = time.perf_counter()
+        rollouts = ray.get(rollout_refs)
+        transfer_time = time.perf_counter() - start
+        metrics = self.learn(rollouts)
+        metrics["transfer_time_s"] = transfer_time
+        return metrics
+
+    def node_id(self) -> str:
+        return ray.get_runtime_context().get_node_id()
+
+
+def connect(config: Config, address: str | None) -> bool:
+    """Attach to a cluster (`address`, or RAY_ADDRESS) or start an embedded local Ray.
+    Returns True when this process started Ray and so must stop it."""
+    if ray.is_initialized():
+        return False
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, logging_level=logging.WARNING)
+        return False
+    needed = config.workers.num_workers * config.workers.num_cpus + config.learner.num_cpus
+    ray.init(
+        address="local",
+        num_cpus=max(os.cpu_count() or 1, int(needed + 0.999)),
+        include_dashboard=False,
+        logging_level=logging.WARNING,
+    )
+    return True
+
+
+class RayRuntime:
+    def __init__(
+        self,
+        config: Config,
+        observation_space,
+        action_space,
+        address: str | None = None,
+        log: Callable[[str], None] = print,
+    ) -> None:
+        self.config = config
+        self.log = log
+        self.started_ray = connect(config, address)
+        learner = config.learner
+        self.learner = (
+            ray.remote(LearnerActor)
+            .options(num_cpus=learner.num_cpus, num_gpus=learner.num_gpus)
+            .remote(config, observation_space, action_space)
+        )
+        self.workers = [self._spawn(index) for index in range(config.workers.num_workers)]
+        self.restarts = [0] * config.workers.num_workers
+        self.failures_in_a_row = [0] * config.workers.num_workers
+
+    def _spawn(self, index: int):
+        from workers.ray_worker import RolloutWorkerActor
+
+        workers = self.config.workers
+        return (
+            ray.remote(RolloutWorkerActor)
+            .options(
+                num_cpus=workers.num_cpus,
+                resources=dict(workers.resources) or None,
+                scheduling_strategy="SPREAD",
+                max_restarts=0,
+            )
+            .remote(self.config, index)
+        )
+
+    def iterate(self) -> IterationStats:
+        snapshot = self.learner.snapshot.remote()
+        start = time.perf_counter()
+        restarts_before = sum(self.restarts)
+        infos, rollout_refs = self._collect(snapshot)
+        collect_time = time.perf_counter() - start
+        metrics = _unwrap(lambda: ray.get(self.learner.learn_from_refs.remote(rollout_refs)))
+        metrics["collect_time_s"] = collect_time
+        episodes = EpisodeStats.concat([info.episodes for info in infos])
+        return IterationStats(metrics, episodes, [info.timings for info in infos], sum(self.restarts) - restarts_before)
+
+    def _collect(self, snapshot) -> tuple[list, list]:
+        """Every worker's (info, rollout ref) for this snapshot, replacing failed workers."""
+        count = len(self.workers)
+        infos: list = [None] * count
+        rollout_refs: list = [None] * count
+        pending: dict = {}
+        for slot in range(count):
+            self._submit(slot, snapshot, pending)
+        while pending:
+            next_deadline = min(deadline for _, _, deadline in pending.values())
+            timeout = max(0.0, next_deadline - time.monotonic())
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=timeout)
+            for ref in ready:
+                slot, rollout_ref, _ = pending.pop(ref)
+                try:
+                    infos[slot] = _unwrap(lambda ref=ref: ray.get(ref))
+                except WORKER_LOST as exc:
+                    self._replace(slot, f"died ({type(exc).__name__})")
+                    self._submit(slot, snapshot, pending)
+                    continue
+                rollout_refs[slot] = rollout_ref
+                self.failures_in_a_row[slot] = 0
+            now = time.monotonic()
+            for ref, (slot, _, deadline) in list(pending.items()):
+                if now >= deadline:
+                    del pending[ref]
+                    timeout_s = self.config.workers.sample_timeout_s
+                    self._replace(slot, f"sent no rollout within workers.sample_timeout_s={timeout_s:g}s")
+                    self._submit(slot, snapshot, pending)
+        return infos, rollout_refs
+
+    def _submit(self, slot: int, snapshot, pending: dict) -> None:
+        info_ref, rollout_ref = self.workers[slot].collect_split.remote(snapshot)
+        pending[info_ref] = (slot, rollout_ref, time.monotonic() + self.config.workers.sample_timeout_s)
+
+    def _replace(self, slot: int, reason: str) -> None:
+        self.failures_in_a_row[slot] += 1
+        self.restarts[slot] += 1
+        limit = self.config.workers.max_restarts
+        ray.kill(self.workers[slot], no_restart=True)
+        if self.failures_in_a_row[slot] > limit:
+            raise WorkerFailedError(
+                f"rollout worker {slot} {reason}, its {self.failures_in_a_row[slot]}th failure in a row "
+                f"(workers.max_restarts={limit}); stopping"
+            )
+        self.log(f"rollout worker {slot} {reason}; replacing it (restart {self.failures_in_a_row[slot]}/{limit})")
+        self.workers[slot] = self._spawn(slot)
+
+    def close(self) -> None:
+        for actor in [*self.workers, self.learner]:
+            try:
+                ray.kill(actor, no_restart=True)
+            except Exception:
+                pass
+        if self.started_ray:
+            ray.shutdown()
+
+
+def _unwrap(call: Callable):
+    """Run a ray.get; a UserError raised inside an actor comes out as itself, minus Ray's wrapper."""
+    try:
+        return call()
+    except ray_errors.RayTaskError as exc:
+        cause = getattr(exc, "cause", None)
+        if isinstance(cause, UserError):
+            raise type(cause)(str(cause)) from None
+        raise
