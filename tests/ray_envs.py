@@ -1,0 +1,54 @@
+"""Envs for the Ray fault tests, loaded by workers through `tests.ray_envs:Class` entry points."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import gymnasium as gym
+
+
+class SlowCartPole(gym.Wrapper):
+    """CartPole whose step takes `step_sleep_s`, so a collection lasts long enough to be hit."""
+
+    def __init__(self, step_sleep_s: float = 0.002) -> None:
+        super().__init__(gym.make("CartPole-v1"))
+        self.step_sleep_s = step_sleep_s
+
+    def step(self, action):
+        time.sleep(self.step_sleep_s)
+        return self.env.step(action)
+
+
+class HangOnceCartPole(gym.Wrapper):
+    """Hangs forever on step `hang_at_step` unless `flag_file` exists, and creates it first: the
+    first worker to get there hangs, its replacement does not."""
+
+    def __init__(self, flag_file: str, hang_at_step: int = 50) -> None:
+        super().__init__(gym.make("CartPole-v1"))
+        self.flag = Path(flag_file)
+        self.hang_at_step = hang_at_step
+        self.steps = 0
+
+    def step(self, action):
+        self.steps += 1
+        if self.steps == self.hang_at_step and not self.flag.exists():
+            self.flag.touch()
+            while True:
+                time.sleep(1)
+        return self.env.step(action)
+
+
+class BrokenCartPole(gym.Wrapper):
+    """Raises from its own step after `fail_at_step` steps, like a simulator that crashes."""
+
+    def __init__(self, fail_at_step: int = 20) -> None:
+        super().__init__(gym.make("CartPole-v1"))
+        self.fail_at_step = fail_at_step
+        self.steps = 0
+
+    def step(self, action):
+        self.steps += 1
+        if self.steps >= self.fail_at_step:
+            raise RuntimeError("simulator exploded")
+        return self.env.step(action)

@@ -1,0 +1,73 @@
+"""A two-node Ray cluster on this machine: workers placed on the second node by a custom
+resource, and training that survives losing a node."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+import ray
+from ray.cluster_utils import Cluster
+
+from tests.conftest import REPO_ROOT, make_small_config
+from trainer.ray_runtime import RayRuntime
+from workers.envs import probe_env
+
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture
+def two_nodes():
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 4, "include_dashboard": False})
+    second = cluster.add_node(num_cpus=2, resources={"rollout_node": 2})
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, logging_level="ERROR")
+    yield cluster, second
+    ray.shutdown()
+    cluster.shutdown()
+
+
+def make_runtime(config, messages):
+    observation_space, action_space, _ = probe_env(config.env)
+    return RayRuntime(config, observation_space, action_space, log=messages.append)
+
+
+def test_workers_pinned_to_second_node_feed_the_learner(two_nodes):
+    cluster, second = two_nodes
+    config = make_small_config(execution="ray", workers={"resources": {"rollout_node": 1}})
+    runtime = make_runtime(config, [])
+    try:
+        worker_nodes = ray.get([worker.node_id.remote() for worker in runtime.workers])
+        stats = [runtime.iterate() for _ in range(3)]
+        version = ray.get(runtime.learner.__ray_call__.remote(lambda learner: learner.version))
+    finally:
+        runtime.close()
+    assert worker_nodes == [second.node_id, second.node_id]
+    assert version == 3
+    assert all(s.metrics["first_minibatch_ratio_dev"] < 1e-5 for s in stats)
+
+
+def test_training_survives_losing_a_node(two_nodes):
+    cluster, second = two_nodes
+    config = make_small_config(
+        execution="ray", env={"id": "tests.ray_envs:SlowCartPole"}, workers={"sample_timeout_s": 30.0}
+    )
+    messages: list[str] = []
+    runtime = make_runtime(config, messages)
+    try:
+        worker_nodes = ray.get([worker.node_id.remote() for worker in runtime.workers])
+        assert second.node_id in worker_nodes, "SPREAD placement should use both nodes"
+        runtime.iterate()
+        remover = threading.Timer(0.05, cluster.remove_node, (second,))
+        remover.start()
+        stats = [runtime.iterate() for _ in range(3)]
+        remover.join()
+        time.sleep(0.1)
+    finally:
+        runtime.close()
+    assert sum(s.restarts for s in stats) >= 1
+    assert any("died" in m for m in messages), messages
+    assert all(s.metrics["first_minibatch_ratio_dev"] < 1e-5 for s in stats)

@@ -1,0 +1,184 @@
+"""The Ray runtime on a real local Ray: learning, exact normalizer merge across workers, version
+checks, worker faults (killed process, hang, env exception)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import psutil
+import pytest
+import ray
+
+from tests.conftest import REPO_ROOT, make_small_config
+from trainer import train
+from trainer.errors import UserError
+from trainer.ray_runtime import RayRuntime, WorkerFailedError
+from trainer.rollout import StaleRolloutError
+from workers.envs import probe_env
+
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One local Ray for the module; workers import the test envs from the repo root."""
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+    ray.init(address="local", num_cpus=4, include_dashboard=False, logging_level="ERROR")
+    yield
+    ray.shutdown()
+
+
+def ray_config(**overrides):
+    return make_small_config(execution="ray", **overrides)
+
+
+def make_runtime(config, messages=None) -> RayRuntime:
+    observation_space, action_space, _ = probe_env(config.env)
+    log = messages.append if messages is not None else print
+    return RayRuntime(config, observation_space, action_space, log=log)
+
+
+def learner_state(runtime: RayRuntime, fn):
+    return ray.get(runtime.learner.__ray_call__.remote(fn))
+
+
+@pytest.mark.learning
+def test_ray_learns_cartpole_with_two_workers(local_ray, tmp_path):
+    summary = train(REPO_ROOT / "configs/cartpole.yaml", run_dir=tmp_path / "run")
+    assert summary["execution"] == "ray"
+    assert summary["solved_at_step"] is not None
+    assert summary["mean_return_last20"] >= 475
+
+
+@pytest.mark.learning
+def test_ray_learns_masked_cartpole_with_lstm(local_ray, tmp_path):
+    summary = train(
+        REPO_ROOT / "configs/cartpole_masked_lstm.yaml",
+        overrides=["ppo.total_steps=150000"],
+        run_dir=tmp_path / "run",
+    )
+    assert summary["solved_at_step"] is not None, summary
+
+
+def test_normalizer_stats_equal_all_observations_seen(local_ray):
+    config = ray_config()
+    runtime = make_runtime(config)
+    seen = []
+    try:
+        for _ in range(4):
+            runtime.iterate()
+            seen.append(learner_state(runtime, lambda learner: learner.buffer.obs.clone()))
+        stats = learner_state(runtime, lambda learner: learner.obs_rms.stats())
+    finally:
+        runtime.close()
+    everything = np.concatenate([obs.reshape(-1, obs.shape[-1]).numpy() for obs in seen]).astype(np.float64)
+    assert stats.count == len(everything) == 4 * config.steps_per_iteration
+    np.testing.assert_allclose(stats.mean.numpy(), everything.mean(0), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose((stats.m2 / stats.count).numpy(), everything.var(0), rtol=1e-9, atol=1e-12)
+
+
+def test_rollout_from_an_old_version_is_refused(local_ray):
+    runtime = make_runtime(ray_config())
+    try:
+        old_snapshot = runtime.learner.snapshot.remote()
+        runtime.iterate()
+        _, stale = runtime.workers[0].collect_split.remote(old_snapshot)
+        _, fresh = runtime.workers[1].collect_split.remote(runtime.learner.snapshot.remote())
+        with pytest.raises(StaleRolloutError, match="collected with policy version 0, learner is at 1"):
+            ray.get(runtime.learner.learn_from_refs.remote([stale, fresh]))
+    finally:
+        runtime.close()
+
+
+def test_killed_worker_is_replaced_and_training_stays_on_policy(local_ray):
+    config = ray_config(env={"id": "tests.ray_envs:SlowCartPole", "max_episode_steps": 200})
+    messages: list[str] = []
+    runtime = make_runtime(config, messages)
+    try:
+        runtime.iterate()
+        pid = ray.get(runtime.workers[1].__ray_call__.remote(lambda worker: os.getpid()))
+        # Kill the worker's process while it is collecting (one collection takes ~0.1 s).
+        killer = threading.Timer(0.03, os.kill, (pid, signal.SIGKILL))
+        killer.start()
+        during = runtime.iterate()
+        killer.join()
+        after = runtime.iterate()
+    finally:
+        runtime.close()
+    assert during.restarts == 1
+    assert runtime.restarts == [0, 1]
+    assert any("rollout worker 1 died" in m and "restart 1/3" in m for m in messages), messages
+    assert during.metrics["first_minibatch_ratio_dev"] < 1e-5
+    assert after.metrics["first_minibatch_ratio_dev"] < 1e-5
+
+
+def test_killed_worker_run_finishes_with_all_steps(local_ray, tmp_path):
+    """Through train(): a worker killed mid-run costs a restart, not steps."""
+    config = ray_config(env={"id": "tests.ray_envs:SlowCartPole"}, ppo={"total_steps": 1280})
+
+    def kill_a_worker_soon():
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            victims = [
+                p
+                for p in psutil.process_iter(["cmdline"])
+                if "RolloutWorkerActor.collect" in " ".join(p.info["cmdline"] or [])
+            ]
+            if victims:
+                victims[0].kill()
+                return
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_a_worker_soon)
+    killer.start()
+    summary = train(config, run_dir=tmp_path / "run")
+    killer.join()
+    assert summary["env_steps"] == config.num_iterations * config.steps_per_iteration
+    assert summary["worker_restarts"] >= 1
+
+
+def test_hanging_worker_is_timed_out_and_replaced(local_ray, tmp_path):
+    flag = tmp_path / "hung-once"
+    config = ray_config(
+        env={"id": "tests.ray_envs:HangOnceCartPole", "kwargs": {"flag_file": str(flag), "hang_at_step": 30}},
+        workers={"sample_timeout_s": 5.0},
+    )
+    messages: list[str] = []
+    runtime = make_runtime(config, messages)
+    try:
+        stats = [runtime.iterate() for _ in range(2)]
+    finally:
+        runtime.close()
+    assert flag.exists()
+    assert sum(s.restarts for s in stats) == 1
+    assert any("sent no rollout within workers.sample_timeout_s=5s" in m for m in messages), messages
+
+
+def test_worker_that_keeps_failing_stops_the_run(local_ray, tmp_path):
+    config = ray_config(
+        env={"id": "tests.ray_envs:HangOnceCartPole", "kwargs": {"flag_file": str(tmp_path / "f"), "hang_at_step": 10}},
+        workers={"sample_timeout_s": 3.0, "max_restarts": 0},
+    )
+    runtime = make_runtime(config)
+    try:
+        with pytest.raises(WorkerFailedError, match=r"rollout worker \d .*workers.max_restarts=0"):
+            for _ in range(3):
+                runtime.iterate()
+    finally:
+        runtime.close()
+
+
+def test_env_exception_names_the_env_and_worker(local_ray):
+    runtime = make_runtime(ray_config(env={"id": "tests.ray_envs:BrokenCartPole", "kwargs": {"fail_at_step": 5}}))
+    try:
+        with pytest.raises(UserError) as excinfo:
+            runtime.iterate()
+    finally:
+        runtime.close()
+    message = str(excinfo.value)
+    assert "env 'tests.ray_envs:BrokenCartPole' raised RuntimeError: simulator exploded (worker " in message
+    assert "Traceback" not in message
