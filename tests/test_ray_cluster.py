@@ -36,7 +36,7 @@ def make_runtime(config, messages):
 
 
 def test_workers_pinned_to_second_node_feed_the_learner(two_nodes):
-    cluster, second = two_nodes
+    _, second = two_nodes
     config = make_small_config(execution="ray", workers={"resources": {"rollout_node": 1}})
     runtime = make_runtime(config, [])
     try:

@@ -1,0 +1,87 @@
+"""The CLI with embedded Ray leaves no Ray processes behind: after a normal end, an error, SIGINT."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+pytestmark = pytest.mark.ray
+
+RAY_MARKERS = ("raylet", "gcs_server", "ray::", "default_worker.py", "dashboard", "log_monitor", "runtime_env")
+
+
+def ray_processes() -> set[int]:
+    found = set()
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        if any(marker in cmdline for marker in RAY_MARKERS):
+            found.add(proc.pid)
+    return found
+
+
+def wait_for_no_new_ray_processes(before: set[int], timeout_s: float = 20.0) -> set[int]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        stray = ray_processes() - before
+        if not stray:
+            return stray
+        time.sleep(0.5)
+    return ray_processes() - before
+
+
+def run_cli(*args: str, **popen) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    env.pop("RAY_ADDRESS", None)
+    return subprocess.Popen(
+        [sys.executable, "-m", "trainer", "train", *args],
+        cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen,
+    )  # fmt: skip
+
+
+SMALL_RUN = ["--set", "ppo.rollout_steps=32", "--set", "workers.envs_per_worker=2"]
+
+
+def test_normal_end_leaves_no_ray_processes(tmp_path):
+    before = ray_processes()
+    proc = run_cli(
+        "configs/cartpole.yaml", "--run-dir", str(tmp_path / "run"), "--set", "ppo.total_steps=2048", *SMALL_RUN
+    )
+    out, err = proc.communicate(timeout=180)
+    assert proc.returncode == 0, err
+    assert (tmp_path / "run" / "summary.json").exists()
+    assert wait_for_no_new_ray_processes(before) == set()
+
+
+def test_env_error_exits_cleanly_with_one_message(tmp_path):
+    before = ray_processes()
+    proc = run_cli(
+        "configs/cartpole.yaml", "--run-dir", str(tmp_path / "run"),
+        "--set", "env.id=tests.ray_envs:BrokenCartPole", "--set", "env.kwargs={fail_at_step: 5}", *SMALL_RUN,
+    )  # fmt: skip
+    out, err = proc.communicate(timeout=180)
+    assert proc.returncode == 2
+    assert "error: env 'tests.ray_envs:BrokenCartPole' raised RuntimeError: simulator exploded (worker" in err
+    assert "Traceback" not in err
+    assert wait_for_no_new_ray_processes(before) == set()
+
+
+def test_sigint_stops_training_and_ray(tmp_path):
+    before = ray_processes()
+    proc = run_cli("configs/cartpole.yaml", "--run-dir", str(tmp_path / "run"), "--set", "ppo.total_steps=10000000")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(ray_processes() - before) < 3:
+        time.sleep(0.5)
+    time.sleep(3.0)  # let training start
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert wait_for_no_new_ray_processes(before) == set()
