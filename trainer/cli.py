@@ -6,7 +6,9 @@ A UserError (bad config, unknown env, ...) prints one line and exits with its co
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 
 from trainer.errors import UserError
 
@@ -23,7 +25,19 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--run-dir", help="write the run here (default: a new directory under logging.dir)")
     train.add_argument("--run-name", help="name of the run directory under logging.dir")
     train.add_argument("--address", help="Ray cluster to attach to (default: RAY_ADDRESS, else an embedded local Ray)")
+    board = commands.add_parser("tensorboard", help="serve TensorBoard for a run directory (or a folder of runs)")
+    board.add_argument("logdir", nargs="?", default="runs", help="run directory or parent of run directories")
+    board.add_argument("--port", type=int, default=6006)
+    board.add_argument("--host", default="localhost", help="address to listen on (default: this machine only)")
     return parser
+
+
+def serve_tensorboard(logdir: str, port: int, host: str) -> None:
+    """Replace this process with TensorBoard's own server."""
+    if not Path(logdir).is_dir():
+        raise UserError(f"no such run directory: {logdir}")
+    argv = [sys.executable, "-m", "tensorboard.main", "--logdir", logdir, "--port", str(port), "--host", host]
+    os.execv(sys.executable, argv)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
             from trainer.driver import train
 
             train(args.config, args.overrides, run_dir=args.run_dir, run_name=args.run_name, address=args.address)
+        elif args.command == "tensorboard":
+            serve_tensorboard(args.logdir, args.port, args.host)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -96,7 +96,10 @@ class LearnerConfig(Section):
 
 class LoggingConfig(Section):
     dir: str = "runs"
+    """Parent of the run directories (`<dir>/<env>__<config name>__<seed>__<time>`)."""
+    tensorboard: bool = True
     progress_interval_s: float = Field(default=10.0, gt=0)
+    """Seconds between plain progress lines when the output is not a terminal."""
 
 
 class Config(Section):

@@ -11,10 +11,11 @@ from pathlib import Path
 
 from trainer.config import Config, load_config
 from trainer.learner import Learner
+from trainer.metrics import MetricsWriter, iteration_scalars
 from trainer.progress import ProgressReporter
 from trainer.rollout import EpisodeStats, IterationStats
 from trainer.run_dir import create_run_dir, write_json
-from trainer.tracking import EpisodeTracker
+from trainer.tracking import WINDOW, EpisodeTracker
 
 
 class InlineRuntime:
@@ -25,6 +26,7 @@ class InlineRuntime:
 
         self.learner = Learner(config, observation_space, action_space)
         self.workers = [RolloutWorker(config, i) for i in range(config.workers.num_workers)]
+        self.restarts = [0] * config.workers.num_workers  # in-process workers are never replaced
 
     def iterate(self) -> IterationStats:
         snapshot = self.learner.snapshot()
@@ -57,45 +59,59 @@ def train(
     path = create_run_dir(config, run_dir, run_name)
     progress = ProgressReporter(config.num_iterations * config.steps_per_iteration, config.logging.progress_interval_s)
     progress.message(f"run directory: {path}")
-    if config.execution == "ray":
-        from trainer.ray_runtime import RayRuntime
-
-        runtime = RayRuntime(config, observation_space, action_space, address=address, log=progress.message)
-    else:
-        runtime = InlineRuntime(config, observation_space, action_space)
+    writer = MetricsWriter(path, config, enabled=config.logging.tensorboard)
     tracker = EpisodeTracker(threshold)
     start = time.perf_counter()
     env_steps = 0
-    restarts = 0
+    runtime = make_runtime(config, observation_space, action_space, address, progress.message)
     try:
-        for _iteration in range(config.num_iterations):
+        for _ in range(config.num_iterations):
+            iteration_start = time.perf_counter()
             stats = runtime.iterate()
             env_steps += config.steps_per_iteration
-            restarts += stats.restarts
             tracker.add(stats.episodes.returns, env_steps)
+            now = time.perf_counter()
+            steps_per_s = env_steps / (now - start)
+            writer.write(
+                iteration_scalars(stats, now - iteration_start, steps_per_s, runtime.restarts, config), env_steps
+            )
             progress.update(env_steps, tracker.mean_return)
     finally:
         runtime.close()
         progress.close()
-    wall = time.perf_counter() - start
-    summary = {
+        writer.close(tracker.mean_return, env_steps)
+    summary = run_summary(config, tracker, env_steps, time.perf_counter() - start, sum(runtime.restarts), path)
+    write_json(path / "summary.json", summary)
+    progress.message(
+        f"done: {env_steps} steps in {summary['wall_time_s']:.1f}s ({summary['steps_per_s']:.0f} steps/s), "
+        f"mean return (last 20) {tracker.mean_return:.1f}, solved at step {tracker.solved_at_step}"
+    )
+    return summary
+
+
+def make_runtime(config: Config, observation_space, action_space, address: str | None, log):
+    if config.execution == "ray":
+        from trainer.ray_runtime import RayRuntime
+
+        return RayRuntime(config, observation_space, action_space, address=address, log=log)
+    return InlineRuntime(config, observation_space, action_space)
+
+
+def run_summary(
+    config: Config, tracker: EpisodeTracker, env_steps: int, wall: float, restarts: int, path: Path
+) -> dict:
+    return {
         "env_id": config.env.id,
         "env_steps": env_steps,
-        "iterations": config.num_iterations,
+        "iterations": env_steps // config.steps_per_iteration,
         "episodes": tracker.episodes,
         "wall_time_s": round(wall, 3),
         "steps_per_s": round(env_steps / wall, 1),
         "mean_return_last20": tracker.mean_return,
-        "best_mean_return": tracker.best_mean_return if tracker.episodes >= 20 else None,
-        "reward_threshold": threshold,
+        "best_mean_return": tracker.best_mean_return if tracker.episodes >= WINDOW else None,
+        "reward_threshold": tracker.reward_threshold,
         "solved_at_step": tracker.solved_at_step,
         "execution": config.execution,
         "worker_restarts": restarts,
         "run_dir": str(path),
     }
-    write_json(path / "summary.json", summary)
-    progress.message(
-        f"done: {env_steps} steps in {wall:.1f}s ({summary['steps_per_s']:.0f} steps/s), "
-        f"mean return (last 20) {tracker.mean_return:.1f}, solved at step {tracker.solved_at_step}"
-    )
-    return summary

@@ -123,9 +123,23 @@ class Learner:
         metrics["stopped_early"] = float(stopped_early)
         metrics["update_time_s"] = time.perf_counter() - start
         self._merge_deltas()
+        metrics.update(self._normalizer_summary())
+        if self.device.type == "cuda":
+            metrics["perf/learner_gpu_memory_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
         self.version += 1
         self.iteration += 1
         return metrics
+
+    def _normalizer_summary(self) -> dict[str, float]:
+        std = self.obs_rms.var.sqrt()
+        return {
+            "normalizer/obs_count": self.obs_rms.count,
+            "normalizer/obs_mean_avg": self.obs_rms.mean.mean().item(),
+            "normalizer/obs_std_mean": std.mean().item(),
+            "normalizer/obs_std_min": std.min().item(),
+            "normalizer/obs_std_max": std.max().item(),
+            "normalizer/return_std": self.return_rms.var.sqrt().item(),
+        }
 
     def _merge_deltas(self) -> None:
         # Merge in slot order so the global stats do not depend on arrival order.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable
 
@@ -49,6 +50,8 @@ def connect(config: Config, address: str | None) -> bool:
     Returns True when this process started Ray and so must stop it."""
     if ray.is_initialized():
         return False
+    if not sys.stdout.isatty():
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")  # plain worker-log prefixes in job logs and files
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, logging_level=logging.WARNING)

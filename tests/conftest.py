@@ -1,0 +1,74 @@
+"""Shared helpers: the repository root, a factory for small fast configs, and in-process runtimes."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from trainer.config import Config, load_config
+from trainer.driver import InlineRuntime
+from workers.envs import probe_env
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+SMALL = {
+    "name": "small",
+    "seed": 3,
+    "execution": "inline",
+    "env": {"id": "CartPole-v1"},
+    "policy": {"kind": "mlp", "hidden_sizes": [16], "lstm_hidden_size": 16},
+    "ppo": {
+        "total_steps": 10_000,
+        "rollout_steps": 16,
+        "sequence_length": 4,
+        "num_minibatches": 2,
+        "update_epochs": 2,
+    },
+    "workers": {"num_workers": 2, "envs_per_worker": 2},
+    "learner": {"device": "cpu"},
+    "logging": {"progress_interval_s": 1000.0},
+}
+
+
+def _deep_update(base: dict, extra: dict) -> dict:
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _deep_update(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def make_small_config(**overrides: Any) -> Config:
+    """SMALL with sections replaced key by key, e.g. `make_small_config(policy={"kind": "lstm"})`."""
+    return load_config(_deep_update(copy.deepcopy(SMALL), overrides))
+
+
+@pytest.fixture
+def repo_root() -> Path:
+    return REPO_ROOT
+
+
+@pytest.fixture
+def small_config() -> Callable[..., Config]:
+    return make_small_config
+
+
+@pytest.fixture
+def inline_runtime() -> Iterator[Callable[[Config], InlineRuntime]]:
+    """Factory for in-process runtimes (learner + workers); their envs are closed afterwards."""
+    made: list[InlineRuntime] = []
+
+    def make(config: Config) -> InlineRuntime:
+        observation_space, action_space, _ = probe_env(config.env)
+        runtime = InlineRuntime(config, observation_space, action_space)
+        made.append(runtime)
+        return runtime
+
+    yield make
+    for runtime in made:
+        runtime.close()

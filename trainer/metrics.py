@@ -1,0 +1,111 @@
+"""TensorBoard logging: one event file per run directory, every scalar indexed by env step.
+
+Tag prefixes group the dashboard: `charts/` (returns, lengths, learning rate), `losses/` (PPO
+terms and diagnostics), `perf/` (throughput and per-phase times), `workers/` (per worker),
+`normalizer/` (observation and return statistics).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.summary import hparams
+
+from trainer.config import Config, dump_config
+from trainer.rollout import IterationStats
+
+LOSS_TAGS = {
+    "policy_loss": "losses/policy",
+    "value_loss": "losses/value",
+    "entropy": "losses/entropy",
+    "approx_kl": "losses/approx_kl",
+    "clip_fraction": "losses/clip_fraction",
+    "explained_variance": "losses/explained_variance",
+    "grad_norm": "losses/grad_norm",
+    "first_minibatch_ratio_dev": "losses/first_minibatch_ratio_dev",
+    "learning_rate": "charts/learning_rate",
+}
+PHASES = {"collect": "collect_time_s", "transfer": "transfer_time_s", "copy": "copy_time_s", "learn": "update_time_s"}
+FINAL_RETURN_TAG = "hparams/final_mean_return"
+
+
+def iteration_scalars(
+    stats: IterationStats, iteration_s: float, steps_per_s: float, restarts: list[int], config: Config
+) -> dict[str, float]:
+    """Every scalar of one iteration, by tag; NaNs (e.g. no episode ended) are left out."""
+    scalars: dict[str, float] = {}
+    episodes = stats.episodes
+    if episodes.returns:
+        for name, values in (("return", episodes.returns), ("length", episodes.lengths)):
+            scalars[f"charts/episodic_{name}_mean"] = float(np.mean(values))
+            scalars[f"charts/episodic_{name}_min"] = float(np.min(values))
+            scalars[f"charts/episodic_{name}_max"] = float(np.max(values))
+    scalars["charts/episodes"] = float(len(episodes.returns))
+    for key, tag in LOSS_TAGS.items():
+        scalars[tag] = stats.metrics[key]
+    scalars["perf/steps_per_s"] = steps_per_s
+    scalars["perf/iteration_s"] = iteration_s
+    for phase, key in PHASES.items():
+        seconds = stats.metrics.get(key, 0.0)
+        scalars[f"perf/{phase}_s"] = seconds
+        scalars[f"perf/{phase}_share"] = seconds / iteration_s if iteration_s > 0 else 0.0
+    steps_per_worker = config.ppo.rollout_steps * config.workers.envs_per_worker
+    for index, timings in enumerate(stats.worker_timings):
+        busy = timings["env_s"] + timings["forward_s"]
+        scalars[f"workers/{index}/steps_per_s"] = steps_per_worker / busy if busy > 0 else 0.0
+        scalars[f"workers/{index}/env_s"] = timings["env_s"]
+        scalars[f"workers/{index}/forward_s"] = timings["forward_s"]
+    for index, count in enumerate(restarts):
+        scalars[f"workers/{index}/restarts"] = float(count)
+    scalars["workers/restarts_total"] = float(sum(restarts))
+    for key, value in stats.metrics.items():
+        if key.startswith(("normalizer/", "perf/")):
+            scalars[key] = value
+    return {tag: value for tag, value in scalars.items() if math.isfinite(value)}
+
+
+class MetricsWriter:
+    """A SummaryWriter on the run directory, or nothing at all when logging is off."""
+
+    def __init__(self, run_dir: Path, config: Config, enabled: bool = True) -> None:
+        self.config = config
+        self.writer = SummaryWriter(log_dir=str(run_dir), flush_secs=10) if enabled else None
+        if self.writer is not None:
+            self.writer.add_text("config", "```yaml\n" + dump_config(config) + "```", 0)
+
+    def write(self, scalars: dict[str, float], env_step: int) -> None:
+        if self.writer is None:
+            return
+        for tag, value in scalars.items():
+            self.writer.add_scalar(tag, value, env_step)
+
+    def close(self, final_mean_return: float, env_step: int) -> None:
+        """Record the config as hparams with the final mean return as their metric."""
+        if self.writer is None:
+            return
+        if math.isfinite(final_mean_return):
+            for summary in hparams(flat_hparams(self.config), {FINAL_RETURN_TAG: final_mean_return}):
+                self.writer.file_writer.add_summary(summary, env_step)
+            self.writer.add_scalar(FINAL_RETURN_TAG, final_mean_return, env_step)
+        self.writer.close()
+
+
+def flat_hparams(config: Config) -> dict[str, float | int | str | bool]:
+    """`section.key: value` for every scalar config value (lists and dicts as text)."""
+    flat: dict[str, float | int | str | bool] = {}
+
+    def walk(prefix: str, node: dict) -> None:
+        for key, value in node.items():
+            name = f"{prefix}{key}"
+            if isinstance(value, dict) and name not in ("env.kwargs", "workers.resources"):
+                walk(f"{name}.", value)
+            elif isinstance(value, bool | int | float | str):
+                flat[name] = value
+            elif value is not None:
+                flat[name] = str(value)
+
+    walk("", config.model_dump())
+    return flat
