@@ -36,7 +36,9 @@ class Learner:
         self.device = resolve_device(config.learner.device)
         obs_dim = observation_dim(observation_space)
         self.policy = build_policy(obs_dim, distribution_for(action_space), config.policy).to(self.device)
-        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.ppo.lr, eps=config.ppo.adam_eps)
+        self.optimizer = torch.optim.Adam(
+            self.policy.parameters(), lr=config.ppo.lr, eps=config.ppo.adam_eps, fused=self.device.type == "cuda"
+        )
         self.obs_rms = RunningMeanStd((obs_dim,))
         self.return_rms = RunningMeanStd(())
         self.buffer = RolloutBuffer(
@@ -92,32 +94,7 @@ class Learner:
         reward = self.return_rms.scale(self.buffer.reward, ppo.reward_clip) if ppo.normalize_rewards else None
         self.buffer.compute_advantages(ppo.gamma, ppo.gae_lambda, reward)
 
-        sums: dict[str, float] = {}
-        count = 0
-        first_ratio_dev = float("nan")
-        grad_norm = torch.zeros(())
-        stopped_early = False
-        for _ in range(ppo.update_epochs):
-            for batch in self.buffer.minibatches(ppo.num_minibatches, self._shuffle):
-                obs = self.obs_rms.normalize(batch.obs, ppo.obs_clip) if ppo.normalize_obs else batch.obs
-                logprob, entropy, value = self.policy.evaluate_actions(obs, batch.actions, batch.hidden, batch.first)
-                terms = ppo_loss(batch, logprob, entropy, value, ppo)
-                if count == 0:
-                    first_ratio_dev = terms.ratio_max_dev.item()
-                self.optimizer.zero_grad(set_to_none=True)
-                terms.loss.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), ppo.max_grad_norm)
-                self.optimizer.step()
-                for name in ("loss", "policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction"):
-                    sums[name] = sums.get(name, 0.0) + getattr(terms, name).item()
-                sums["grad_norm"] = sums.get("grad_norm", 0.0) + grad_norm.item()
-                count += 1
-            if ppo.target_kl is not None and terms.approx_kl.item() > ppo.target_kl:
-                stopped_early = True
-                break
-
-        metrics = {name: total / count for name, total in sums.items()}
-        metrics["first_minibatch_ratio_dev"] = first_ratio_dev
+        metrics, stopped_early = self._run_epochs()
         metrics["explained_variance"] = explained_variance(self.buffer.value, self.buffer.ret)
         metrics["learning_rate"] = self.optimizer.param_groups[0]["lr"]
         metrics["stopped_early"] = float(stopped_early)
@@ -129,6 +106,35 @@ class Learner:
         self.version += 1
         self.iteration += 1
         return metrics
+
+    def _run_epochs(self) -> tuple[dict[str, float], bool]:
+        """The PPO epochs over shuffled minibatches. Diagnostics stay on the device until the
+        end, so a CUDA learner synchronizes once per update, not once per minibatch."""
+        ppo = self.config.ppo
+        names = ("loss", "policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction", "grad_norm")
+        sums = torch.zeros(len(names), device=self.device)
+        first_ratio_dev = None
+        count = 0
+        for _ in range(ppo.update_epochs):
+            for batch in self.buffer.minibatches(ppo.num_minibatches, self._shuffle):
+                obs = self.obs_rms.normalize(batch.obs, ppo.obs_clip) if ppo.normalize_obs else batch.obs
+                logprob, entropy, value = self.policy.evaluate_actions(obs, batch.actions, batch.hidden, batch.first)
+                terms = ppo_loss(batch, logprob, entropy, value, ppo)
+                if first_ratio_dev is None:
+                    first_ratio_dev = terms.ratio_max_dev
+                self.optimizer.zero_grad(set_to_none=True)
+                terms.loss.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), ppo.max_grad_norm)
+                self.optimizer.step()
+                values = [getattr(terms, name) for name in names[:-1]] + [grad_norm]
+                sums += torch.stack([v.detach().to(sums.dtype) for v in values])
+                count += 1
+            if ppo.target_kl is not None and terms.approx_kl.item() > ppo.target_kl:
+                break
+        stopped_early = count < ppo.update_epochs * ppo.num_minibatches
+        metrics = dict(zip(names, (sums / count).tolist()))
+        metrics["first_minibatch_ratio_dev"] = first_ratio_dev.item()
+        return metrics, stopped_early
 
     def _normalizer_summary(self) -> dict[str, float]:
         std = self.obs_rms.var.sqrt()
