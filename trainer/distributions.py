@@ -22,7 +22,7 @@ class ActionDistribution(nn.Module):
     action_dim: int
     action_dtype: torch.dtype
 
-    def sample(self, params: torch.Tensor) -> torch.Tensor: ...
+    def sample(self, params: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor: ...
     def mode(self, params: torch.Tensor) -> torch.Tensor: ...
     def log_prob(self, params: torch.Tensor, action: torch.Tensor) -> torch.Tensor: ...
     def entropy(self, params: torch.Tensor) -> torch.Tensor: ...
@@ -42,9 +42,10 @@ class MultiCategorical(ActionDistribution):
     def _log_probs(self, params: torch.Tensor) -> list[torch.Tensor]:
         return [F.log_softmax(p, dim=-1) for p in params.split(self.nvec, dim=-1)]
 
-    def sample(self, params: torch.Tensor) -> torch.Tensor:
+    def sample(self, params: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         # Gumbel-max: argmax(logits + Gumbel noise) is a sample of softmax(logits).
-        gumbel = -torch.log(-torch.log(torch.rand_like(params).clamp_(1e-20, 1.0)))
+        uniform = torch.rand(params.shape, generator=generator, device=params.device)
+        gumbel = -torch.log(-torch.log(uniform.clamp_(1e-20, 1.0)))
         return self.mode(params + gumbel)
 
     def mode(self, params: torch.Tensor) -> torch.Tensor:
@@ -71,8 +72,9 @@ class DiagGaussian(ActionDistribution):
         self.num_params = action_dim
         self.log_std = nn.Parameter(torch.zeros(action_dim))
 
-    def sample(self, params: torch.Tensor) -> torch.Tensor:
-        return params + torch.randn_like(params) * self.log_std.exp()
+    def sample(self, params: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        noise = torch.randn(params.shape, generator=generator, device=params.device)
+        return params + noise * self.log_std.exp()
 
     def mode(self, params: torch.Tensor) -> torch.Tensor:
         return params

@@ -61,12 +61,17 @@ class ActorCritic(nn.Module):
         raise NotImplementedError
 
     def act(
-        self, obs: torch.Tensor, hidden: torch.Tensor, first: torch.Tensor, deterministic: bool = False
+        self,
+        obs: torch.Tensor,
+        hidden: torch.Tensor,
+        first: torch.Tensor,
+        deterministic: bool = False,
+        generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """One rollout step on obs `[B, D]` -> action, logprob `[B]`, value `[B]`, next state."""
         (actor_x, critic_x), hidden = self.features(obs.unsqueeze(0), hidden, first.unsqueeze(0))
         params = self.actor_head(actor_x[0])
-        action = self.dist.mode(params) if deterministic else self.dist.sample(params)
+        action = self.dist.mode(params) if deterministic else self.dist.sample(params, generator)
         value = self.critic_head(critic_x[0]).squeeze(-1)
         return action, self.dist.log_prob(params, action), value, hidden
 

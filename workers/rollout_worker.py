@@ -40,15 +40,30 @@ class RolloutWorker:
         self.obs_delta = RunningMeanStd((obs_dim,))  # what this worker saw since the snapshot
         self.return_delta = RunningMeanStd(())
         self.version = -1
+        self.generator = torch.Generator().manual_seed(config.seed * 10_000 + 7919 * (worker_index + 1))
+        self.total_steps = 0
+        self.start_episodes(env_seed=config.seed * 10_000 + worker_index * E)
 
-        obs, _ = self.envs.reset(seed=config.seed * 10_000 + worker_index * E)
+    def start_episodes(self, env_seed: int) -> None:
+        """Reset every env (seeded) and the per-episode state: a fresh start or a resume."""
+        E = self.config.workers.envs_per_worker
+        obs, _ = self.envs.reset(seed=env_seed)
         self.next_obs = torch.as_tensor(obs, dtype=torch.float32)
         self.next_first = torch.ones(E, dtype=torch.bool)
         self.hidden = self.policy.initial_hidden(E)
         self.discounted_return = np.zeros(E)
         self.episode_return = np.zeros(E)
         self.episode_length = np.zeros(E, dtype=np.int64)
-        self.total_steps = 0
+
+    def rng_state(self) -> torch.Tensor:
+        return self.generator.get_state()
+
+    def resume(self, rng_state: torch.Tensor, iteration: int) -> None:
+        """Continue a checkpointed run: the sampling RNG as saved, envs re-seeded per iteration
+        (gymnasium has no API to save an env's internal state, so episodes start afresh)."""
+        self.generator.set_state(rng_state)
+        E = self.config.workers.envs_per_worker
+        self.start_episodes(env_seed=self.config.seed * 10_000 + self.index * E + 1_000_003 * iteration)
 
     def load(self, snapshot: PolicySnapshot) -> None:
         self.policy.load_state_dict(snapshot.weights)
@@ -82,7 +97,7 @@ class RolloutWorker:
             obs[t], first[t] = self.next_obs, self.next_first
             self.obs_delta.update(self.next_obs)
             action, logprob[t], value[t], self.hidden = self.policy.act(
-                self._normalize(self.next_obs, snapshot), self.hidden, self.next_first
+                self._normalize(self.next_obs, snapshot), self.hidden, self.next_first, generator=self.generator
             )
             actions[t] = action
             tock = time.perf_counter()
