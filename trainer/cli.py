@@ -17,7 +17,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trainer", description="Distributed PPO with Ray rollout workers.")
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="train a policy from a YAML config")
-    train.add_argument("config", help="path to a YAML config, e.g. configs/cartpole.yaml")
+    train.add_argument("config", nargs="?", help="path to a YAML config, e.g. configs/cartpole.yaml")
+    train.add_argument("--resume", metavar="RUN_DIR_OR_CHECKPOINT", help="continue a run from its newest checkpoint")
     train.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override a config key, e.g. --set ppo.lr=1e-3 (repeatable)",
@@ -46,7 +47,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "train":
             from trainer.driver import train
 
-            train(args.config, args.overrides, run_dir=args.run_dir, run_name=args.run_name, address=args.address)
+            train(
+                args.config,
+                args.overrides,
+                run_dir=args.run_dir,
+                run_name=args.run_name,
+                address=args.address,
+                resume=args.resume,
+            )
         elif args.command == "tensorboard":
             serve_tensorboard(args.logdir, args.port, args.host)
     except UserError as exc:

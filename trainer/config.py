@@ -102,6 +102,13 @@ class LoggingConfig(Section):
     """Seconds between plain progress lines when the output is not a terminal."""
 
 
+class CheckpointConfig(Section):
+    every: int = Field(default=50, ge=0)
+    """Iterations between checkpoints (0: only the final one)."""
+    keep_last: int = Field(default=3, gt=0)
+    """Periodic checkpoints kept on disk; best.pt (highest mean return) is kept besides."""
+
+
 class Config(Section):
     name: str = "run"
     """Short config name used in run directory names; load_config sets it from the file name."""
@@ -115,6 +122,7 @@ class Config(Section):
     workers: WorkersConfig = WorkersConfig()
     learner: LearnerConfig = LearnerConfig()
     logging: LoggingConfig = LoggingConfig()
+    checkpoint: CheckpointConfig = CheckpointConfig()
 
     @property
     def total_envs(self) -> int:

@@ -63,6 +63,27 @@ class Learner:
         ppo = self.config.ppo
         return PolicySnapshot(self.version, weights, self.obs_rms.stats(), ppo.normalize_obs, ppo.obs_clip)
 
+    def state_dict(self) -> dict:
+        """Everything a resume needs to continue this learner exactly, as plain CPU data."""
+        return {
+            "policy": {k: v.detach().cpu() for k, v in self.policy.state_dict().items()},
+            "optimizer": _to_cpu(self.optimizer.state_dict()),
+            "obs_rms": self.obs_rms.state_dict(),
+            "return_rms": self.return_rms.state_dict(),
+            "version": self.version,
+            "iteration": self.iteration,
+            "shuffle_rng": self._shuffle.get_state(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.policy.load_state_dict(state["policy"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.obs_rms.load_state_dict(state["obs_rms"])
+        self.return_rms.load_state_dict(state["return_rms"])
+        self.version = state["version"]
+        self.iteration = state["iteration"]
+        self._shuffle.set_state(state["shuffle_rng"])
+
     def receive(self, slot: int, rollout: Rollout) -> None:
         """Check a worker's rollout and copy it into its slice of the buffer."""
         check_rollout(rollout, self.version, self._expected)
@@ -160,3 +181,13 @@ def explained_variance(predicted: torch.Tensor, target: torch.Tensor) -> float:
     """1 - Var(target - predicted) / Var(target): 1 is perfect, 0 is no better than the mean."""
     var = target.var().item()
     return float("nan") if var == 0 else 1.0 - (target - predicted).var().item() / var
+
+
+def _to_cpu(value):
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {k: _to_cpu(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_to_cpu(v) for v in value)
+    return value

@@ -70,10 +70,12 @@ def iteration_scalars(
 class MetricsWriter:
     """A SummaryWriter on the run directory, or nothing at all when logging is off."""
 
-    def __init__(self, run_dir: Path, config: Config, enabled: bool = True) -> None:
+    def __init__(self, run_dir: Path, config: Config, enabled: bool = True, purge_step: int | None = None) -> None:
+        """`purge_step`: on resume, TensorBoard drops points at or after this step that an
+        earlier session wrote after its last checkpoint, so curves never rewind or repeat."""
         self.config = config
-        self.writer = SummaryWriter(log_dir=str(run_dir), flush_secs=10) if enabled else None
-        if self.writer is not None:
+        self.writer = SummaryWriter(log_dir=str(run_dir), flush_secs=10, purge_step=purge_step) if enabled else None
+        if self.writer is not None and purge_step is None:
             self.writer.add_text("config", "```yaml\n" + dump_config(config) + "```", 0)
 
     def write(self, scalars: dict[str, float], env_step: int) -> None:

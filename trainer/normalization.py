@@ -75,6 +75,13 @@ class RunningMeanStd:
     def stats(self) -> MomentStats:
         return MomentStats(self.count, self.mean.clone(), self.m2.clone())
 
+    def state_dict(self) -> dict:
+        return {"count": self.count, "mean": self.mean.clone(), "m2": self.m2.clone()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.reset()
+        self.merge(MomentStats(state["count"], state["mean"], state["m2"]))
+
     @classmethod
     def from_stats(cls, stats: MomentStats, eps: float = 1e-8) -> RunningMeanStd:
         rms = cls(tuple(stats.mean.shape), eps)

@@ -18,6 +18,7 @@ from collections.abc import Callable
 import ray
 from ray import exceptions as ray_errors
 
+from trainer.checkpoint import capture_rng, restore_rng
 from trainer.config import Config
 from trainer.errors import UserError
 from trainer.learner import Learner
@@ -161,6 +162,18 @@ class RayRuntime:
             )
         self.log(f"rollout worker {slot} {reason}; replacing it (restart {self.failures_in_a_row[slot]}/{limit})")
         self.workers[slot] = self._spawn(slot)
+
+    def state_dict(self) -> dict:
+        learner = self.learner.state_dict.remote()
+        worker_rng = [worker.rng_state.remote() for worker in self.workers]
+        return {"learner": ray.get(learner), "worker_rng": ray.get(worker_rng), "rng": capture_rng()}
+
+    def load_state_dict(self, state: dict) -> None:
+        iteration = state["learner"]["iteration"]
+        pending = [self.learner.load_state_dict.remote(state["learner"])]
+        pending += [worker.resume.remote(rng, iteration) for worker, rng in zip(self.workers, state["worker_rng"])]
+        ray.get(pending)
+        restore_rng(state["rng"])
 
     def close(self) -> None:
         for actor in [*self.workers, self.learner]:

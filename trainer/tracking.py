@@ -28,6 +28,21 @@ class EpisodeTracker:
         if self.solved_at_step is None and self.reward_threshold is not None and mean >= self.reward_threshold:
             self.solved_at_step = env_step
 
+    def state_dict(self) -> dict:
+        return {
+            "recent": list(self.recent),
+            "episodes": self.episodes,
+            "best_mean_return": self.best_mean_return,
+            "solved_at_step": self.solved_at_step,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.recent.clear()
+        self.recent.extend(state["recent"])
+        self.episodes = state["episodes"]
+        self.best_mean_return = state["best_mean_return"]
+        self.solved_at_step = state["solved_at_step"]
+
     @property
     def mean_return(self) -> float:
         return float(np.mean(self.recent)) if self.recent else float("nan")
