@@ -26,6 +26,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--run-dir", help="write the run here (default: a new directory under logging.dir)")
     train.add_argument("--run-name", help="name of the run directory under logging.dir")
     train.add_argument("--address", help="Ray cluster to attach to (default: RAY_ADDRESS, else an embedded local Ray)")
+    evaluate = commands.add_parser("evaluate", help="run a checkpoint's (or exported .pt2) policy for some episodes")
+    evaluate.add_argument("checkpoint", help="checkpoint file, run directory (its newest checkpoint) or exported .pt2")
+    evaluate.add_argument("--episodes", type=int, default=10)
+    evaluate.add_argument("--deterministic", action="store_true", help="take the most likely action")
+    evaluate.add_argument("--video", metavar="DIR", help="record the first episode as DIR/episode_0.mp4")
+    export = commands.add_parser("export", help="write a self-contained inference program (.pt2)")
+    export.add_argument("checkpoint", help="checkpoint file or run directory")
+    export.add_argument("out", help="output path, e.g. policy.pt2")
     board = commands.add_parser("tensorboard", help="serve TensorBoard for a run directory (or a folder of runs)")
     board.add_argument("logdir", nargs="?", default="runs", help="run directory or parent of run directories")
     board.add_argument("--port", type=int, default=6006)
@@ -55,6 +63,19 @@ def main(argv: list[str] | None = None) -> int:
                 address=args.address,
                 resume=args.resume,
             )
+        elif args.command == "evaluate":
+            from trainer.evaluate import evaluate
+
+            result = evaluate(args.checkpoint, args.episodes, args.deterministic, args.video)
+            print(
+                f"{result['episodes']} episodes: return {result['mean_return']:.2f} +- {result['std_return']:.2f}, "
+                f"length {result['mean_length']:.1f} +- {result['std_length']:.1f}"
+                + (f", video {result['video']}" if "video" in result else "")
+            )
+        elif args.command == "export":
+            from trainer.export import export_checkpoint
+
+            print(f"exported {export_checkpoint(args.checkpoint, args.out)}")
         elif args.command == "tensorboard":
             serve_tensorboard(args.logdir, args.port, args.host)
     except UserError as exc:

@@ -130,7 +130,10 @@ class LSTMActorCritic(ActorCritic):
         x = self.encoder(obs)
         h, c = hidden[0], hidden[1]
         keep = (1.0 - first.to(x.dtype)).unsqueeze(0).unsqueeze(-1)  # [1, T, B, 1]
-        # Where no episode starts after t=0, the whole segment runs as one cuDNN/MKL call;
+        if x.shape[0] == 1:  # one rollout step: no data-dependent control flow (exportable)
+            out, (h, c) = self.lstm(x, (h * keep[:, 0], c * keep[:, 0]))
+            return (out, out), torch.stack([h, c])
+        # Where no episode starts after t=0, the whole segment runs as one LSTM call;
         # split only at the steps where some env starts a new episode.
         starts = [0, *(first[1:].any(dim=1).nonzero().flatten() + 1).tolist(), x.shape[0]]
         outputs = []

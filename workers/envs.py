@@ -41,12 +41,13 @@ gym.register(
 )
 
 
-def make_env(config: EnvConfig) -> gym.Env:
+def make_env(config: EnvConfig, render_mode: str | None = None) -> gym.Env:
     """One env from a registered id or an entry point, with the config's time limit."""
+    kwargs = {**config.kwargs, "render_mode": render_mode} if render_mode else config.kwargs
     if ":" in config.id and "/" not in config.id.split(":")[0]:
-        env = _from_entry_point(config.id, config.kwargs)
+        env = _from_entry_point(config.id, kwargs)
     else:
-        env = _from_registry(config.id, config.kwargs)
+        env = _from_registry(config.id, kwargs)
     if config.max_episode_steps is not None:
         env = gym.wrappers.TimeLimit(env, config.max_episode_steps)
     return env
