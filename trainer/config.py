@@ -29,6 +29,9 @@ class EnvConfig(Section):
     """Time limit for entry-point envs (gymnasium ids take theirs from the registry)."""
     reward_threshold: float | None = None
     """Mean return that counts as solved; defaults to the env spec's `reward_threshold`."""
+    on_error: Literal["stop", "reset"] = "stop"
+    """An env that raises or returns NaN/inf: `stop` the run naming env, worker and step, or
+    `reset` that env, record a zero-reward termination and count it (workers/env_failures)."""
 
 
 class PolicyConfig(Section):

@@ -58,6 +58,7 @@ def iteration_scalars(
         scalars[f"workers/{index}/steps_per_s"] = steps_per_worker / busy if busy > 0 else 0.0
         scalars[f"workers/{index}/env_s"] = timings["env_s"]
         scalars[f"workers/{index}/forward_s"] = timings["forward_s"]
+        scalars[f"workers/{index}/env_failures"] = timings.get("env_failures", 0.0)
     for index, count in enumerate(restarts):
         scalars[f"workers/{index}/restarts"] = float(count)
     scalars["workers/restarts_total"] = float(sum(restarts))

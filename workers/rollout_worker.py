@@ -42,6 +42,7 @@ class RolloutWorker:
         self.version = -1
         self.generator = torch.Generator().manual_seed(config.seed * 10_000 + 7919 * (worker_index + 1))
         self.total_steps = 0
+        self.env_failures = 0
         self.start_episodes(env_seed=config.seed * 10_000 + worker_index * E)
 
     def start_episodes(self, env_seed: int) -> None:
@@ -133,26 +134,46 @@ class RolloutWorker:
             obs_delta=self.obs_delta.stats(),
             return_delta=self.return_delta.stats(),
             episodes=episodes,
-            timings={"env_s": env_time, "forward_s": forward_time},
+            timings={"env_s": env_time, "forward_s": forward_time, "env_failures": float(self.env_failures)},
         )
         self.obs_delta.reset()
         self.return_delta.reset()
         return rollout
 
     def _step(self, action: np.ndarray, t: int) -> tuple[np.ndarray, ...]:
-        env_id = self.config.env.id
+        """Step all envs. A failing env stops the run with its id, worker and step, or, with
+        `env.on_error: reset`, is reset and its step recorded as a zero-reward termination."""
+        env_id, reset = self.config.env.id, self.config.env.on_error == "reset"
+        where = f"worker {self.index}, env step {self.total_steps + t * len(action)}"
         try:
             next_obs, rew, term, trunc, info = self.envs.step(to_env_actions(action, self.action_space))
         except Exception as exc:  # the env's own code failed: name it, not the Ray plumbing
-            raise EnvStepError(
-                f"env {env_id!r} raised {type(exc).__name__}: {exc} (worker {self.index}, rollout step {t})"
-            ) from exc
-        if not (np.isfinite(next_obs).all() and np.isfinite(rew).all()):
-            raise EnvStepError(
-                f"env {env_id!r} returned a NaN or inf observation or reward (worker {self.index}, "
-                f"env step {self.total_steps + t * len(rew)})"
-            )
+            if not reset:
+                raise EnvStepError(f"env {env_id!r} raised {type(exc).__name__}: {exc} ({where})") from exc
+            return self._reset_failed(np.ones(len(action), dtype=bool))
+        bad = ~(np.isfinite(next_obs).all(axis=1) & np.isfinite(rew))
+        if bad.any():
+            if not reset:
+                raise EnvStepError(
+                    f"env {env_id!r} returned a NaN or inf observation or reward ({where}); "
+                    "set env.on_error: reset to reset such envs instead"
+                )
+            next_obs, rew, term, trunc = next_obs.copy(), rew.copy(), term.copy(), trunc.copy()
+            next_obs[bad] = self._reset_failed(bad)[0][bad]
+            rew[bad], term[bad], trunc[bad] = 0.0, True, False
         return next_obs, rew.astype(np.float32), term, trunc, info
+
+    def _reset_failed(self, failed: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Reset the failed envs; their step becomes a zero-reward termination."""
+        E = len(failed)
+        self.env_failures += int(failed.sum())
+        if failed.all():
+            obs, _ = self.envs.reset()
+        else:
+            obs = self.next_obs.numpy().copy()
+            for i in np.flatnonzero(failed):
+                obs[i] = self.envs.envs[i].reset()[0]
+        return obs, np.zeros(E, dtype=np.float32), failed.copy(), np.zeros(E, dtype=bool), {}
 
     def _final_values(self, info: dict, truncated: np.ndarray, snapshot: PolicySnapshot) -> torch.Tensor:
         """V(final observation) of each truncated env, continuing that env's recurrent state."""
