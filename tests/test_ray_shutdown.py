@@ -54,7 +54,7 @@ def test_normal_end_leaves_no_ray_processes(tmp_path):
     proc = run_cli(
         "configs/cartpole.yaml", "--run-dir", str(tmp_path / "run"), "--set", "ppo.total_steps=2048", *SMALL_RUN
     )
-    out, err = proc.communicate(timeout=180)
+    _out, err = proc.communicate(timeout=180)
     assert proc.returncode == 0, err
     assert (tmp_path / "run" / "summary.json").exists()
     assert wait_for_no_new_ray_processes(before) == set()
@@ -66,7 +66,7 @@ def test_env_error_exits_cleanly_with_one_message(tmp_path):
         "configs/cartpole.yaml", "--run-dir", str(tmp_path / "run"),
         "--set", "env.id=tests.ray_envs:BrokenCartPole", "--set", "env.kwargs={fail_at_step: 5}", *SMALL_RUN,
     )  # fmt: skip
-    out, err = proc.communicate(timeout=180)
+    _out, err = proc.communicate(timeout=180)
     assert proc.returncode == 2
     assert "error: env 'tests.ray_envs:BrokenCartPole' raised RuntimeError: simulator exploded (worker" in err
     assert "Traceback" not in err
@@ -81,7 +81,7 @@ def test_sigint_stops_training_and_ray(tmp_path):
         time.sleep(0.5)
     time.sleep(3.0)  # let training start
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "Traceback" not in err
     assert wait_for_no_new_ray_processes(before) == set()

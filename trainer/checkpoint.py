@@ -5,6 +5,7 @@ runs code from it. A checkpoint holds only tensors and plain Python values.
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import random
@@ -49,10 +50,13 @@ def save_checkpoint(run_dir: Path, state: dict, keep_last: int, is_best: bool) -
 
 
 def _atomic_save(obj: dict, path: Path) -> None:
+    # Serialize in memory first: a full disk then fails as a plain OSError on write().
+    data = io.BytesIO()
+    torch.save(obj, data)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as f:
-            torch.save(obj, f)
+            f.write(data.getbuffer())
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -95,12 +99,12 @@ def load_checkpoint(target: str | Path) -> tuple[Path, dict]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+        if "Unsupported global" in str(exc) or "not an allowed global" in str(exc):
             raise CheckpointError(
                 f"checkpoint {path} holds objects other than tensors and plain data; refusing to load it "
                 "(loading it could run code from the file)"
             ) from None
-        raise CheckpointError(f"checkpoint {path} is corrupted ({_first_line(exc)})") from None
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupted (it does not unpickle)") from None
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
         raise CheckpointError(f"checkpoint {path} is truncated or corrupted ({_first_line(exc)})") from None
     if not isinstance(state, dict) or "format_version" not in state:

@@ -89,8 +89,8 @@ class WorkersConfig(Section):
 
 
 class LearnerConfig(Section):
-    device: str = "auto"
-    """`auto` picks CUDA when present, else CPU; or any torch device string."""
+    device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")
+    """`auto` picks CUDA when present, else CPU; or `cpu`, `cuda`, `cuda:N`, `mps`."""
     num_gpus: float = Field(default=0.0, ge=0)
     """GPUs the learner actor asks Ray for (ray execution); 0 on CPU-only clusters."""
     num_cpus: float = Field(default=1.0, gt=0)
@@ -115,7 +115,7 @@ class CheckpointConfig(Section):
 class Config(Section):
     name: str = "run"
     """Short config name used in run directory names; load_config sets it from the file name."""
-    seed: int = 1
+    seed: int = Field(default=1, ge=0)
     execution: Literal["inline", "ray"] = "ray"
     """`ray`: worker and learner actors (embedded local Ray unless an address is given);
     `inline`: everything in this process, for debugging and profiling."""
@@ -198,6 +198,8 @@ def _read_yaml(path: Path) -> dict:
         raise ConfigError(f"config file not found: {path}")
     try:
         raw = yaml.safe_load(path.read_text())
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not a text (YAML) file") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""

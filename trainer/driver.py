@@ -106,7 +106,7 @@ def train(
             f"checkpoint {checkpoint_path} was written for observation/action spaces {checkpoint['spaces']}, "
             f"but env {config.env.id!r} has {spaces}"
         )
-    path = create_run_dir(config, run_dir, run_name)
+    path = create_run_dir(config, run_dir, run_name, resuming=checkpoint is not None)
     with GracefulStop() as stop:
         return _run(config, path, spaces, threshold, checkpoint, address, stop, observation_space, action_space)
 

@@ -17,9 +17,14 @@ def default_run_name(config: Config) -> str:
     return f"{env}__{config.name}__{config.seed}__{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def create_run_dir(config: Config, run_dir: str | Path | None = None, run_name: str | None = None) -> Path:
-    """Make the run directory and save the resolved config in it."""
+def create_run_dir(
+    config: Config, run_dir: str | Path | None = None, run_name: str | None = None, resuming: bool = False
+) -> Path:
+    """Make the run directory and save the resolved config in it. A directory that already
+    holds a run is only reused to resume it, never overwritten by a new run."""
     path = Path(run_dir) if run_dir is not None else Path(config.logging.dir) / (run_name or default_run_name(config))
+    if not resuming and (path / "config.yaml").exists():
+        raise UserError(f"run directory {path} already holds a run; continue it with --resume {path} or pick another")
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-")

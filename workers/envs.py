@@ -16,7 +16,9 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
 from trainer.config import EnvConfig
+from trainer.distributions import distribution_for
 from trainer.errors import UserError
+from trainer.policy import observation_dim
 
 
 class MaskedVelocityCartPole(gym.ObservationWrapper):
@@ -93,9 +95,12 @@ def make_vector_env(config: EnvConfig, num_envs: int) -> SyncVectorEnv:
 
 
 def probe_env(config: EnvConfig) -> tuple[spaces.Space, spaces.Space, float | None]:
-    """Observation space, action space and solved threshold, from one throwaway env."""
+    """Observation space, action space and solved threshold, from one throwaway env; an
+    unsupported space fails here, before anything is written."""
     env = make_env(config)
     try:
+        observation_dim(env.observation_space)
+        distribution_for(env.action_space)
         spec_threshold = env.spec.reward_threshold if env.spec is not None else None
         threshold = config.reward_threshold if config.reward_threshold is not None else spec_threshold
         return env.observation_space, env.action_space, threshold

@@ -1,0 +1,49 @@
+"""Envs that misbehave or have spaces the trainer does not support, for the bad-input tests."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+
+class NaNCartPole(gym.Wrapper):
+    """CartPole whose observation turns NaN on step `nan_at_step` of every episode."""
+
+    def __init__(self, nan_at_step: int = 5) -> None:
+        super().__init__(gym.make("CartPole-v1"))
+        self.nan_at_step = nan_at_step
+        self.steps = 0
+
+    def reset(self, **kwargs):
+        self.steps = 0
+        return self.env.reset(**kwargs)
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self.steps += 1
+        if self.steps == self.nan_at_step:
+            obs = np.full_like(obs, np.nan)
+        return obs, reward, terminated, truncated, info
+
+
+class DictObservationEnv(gym.Env):
+    observation_space = spaces.Dict({"x": spaces.Box(-1, 1, (2,))})
+    action_space = spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        return self.observation_space.sample(), {}
+
+    def step(self, action):
+        return self.observation_space.sample(), 0.0, False, False, {}
+
+
+class TupleActionEnv(gym.Env):
+    observation_space = spaces.Box(-1, 1, (2,))
+    action_space = spaces.Tuple((spaces.Discrete(2), spaces.Discrete(3)))
+
+    def reset(self, *, seed=None, options=None):
+        return np.zeros(2, dtype=np.float32), {}
+
+    def step(self, action):
+        return np.zeros(2, dtype=np.float32), 0.0, False, False, {}

@@ -1,0 +1,152 @@
+"""Bad input through the CLI: one clear message naming the problem, a non-zero exit, and not one
+byte changed in an existing run directory."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import resource
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import REPO_ROOT
+from trainer.checkpoint import load_checkpoint
+
+SMALL = ["--set", "execution=inline", "--set", "ppo.rollout_steps=32", "--set", "workers.envs_per_worker=2"]
+
+
+def cli(*args: str, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "trainer", *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+        timeout=timeout, **kwargs,
+    )  # fmt: skip
+
+
+def fingerprint(directory: Path) -> dict[str, tuple[str, int]]:
+    return {
+        str(p.relative_to(directory)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def existing_run(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("existing") / "run"
+    result = cli("train", "configs/cartpole.yaml", "--run-dir", str(run_dir), *SMALL, "--set", "ppo.total_steps=1024")
+    assert result.returncode == 0, result.stderr
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def bad_checkpoints(tmp_path_factory, existing_run) -> dict[str, Path]:
+    directory = tmp_path_factory.mktemp("bad")
+    good = sorted((existing_run / "checkpoints").glob("iter_*.pt"))[-1]
+    data = good.read_bytes()
+    truncated = directory / "truncated.pt"
+    truncated.write_bytes(data[: len(data) // 2])
+    corrupted = directory / "corrupted.pt"
+    corrupted.write_bytes(bytes(b ^ 0x5A for b in data[:4096]) + data[4096:])
+    _, state = load_checkpoint(good)
+    other_version = directory / "other_version.pt"
+    torch.save({**state, "format_version": 99}, other_version)
+    not_a_run = directory / "not_a_run"
+    not_a_run.mkdir()
+    return {"truncated": truncated, "corrupted": corrupted, "other_version": other_version, "not_a_run": not_a_run}
+
+
+CASES = {
+    "missing config": (["train", "configs/nope.yaml"], "config file not found: configs/nope.yaml"),
+    "not YAML": (["train", "{bad_yaml}"], "is not valid YAML at line"),
+    "unknown key": (["train", "configs/cartpole.yaml", "--set", "ppo.lrr=1"], "ppo.lrr: unknown key"),
+    "wrong type": (["train", "configs/cartpole.yaml", "--set", "ppo.rollout_steps=many"], "ppo.rollout_steps: Input should be a valid integer"),
+    "out of range": (["train", "configs/cartpole.yaml", "--set", "ppo.lr=-0.1"], "ppo.lr: Input should be greater than 0"),
+    "unknown env": (["train", "configs/cartpole.yaml", "--set", "env.id=NoSuchEnv-v0"], "env.id 'NoSuchEnv-v0': Environment `NoSuchEnv` doesn't exist"),
+    "entry point": (["train", "configs/cartpole.yaml", "--set", "env.id=no_such_module:Env"], "cannot import module 'no_such_module'"),
+    "observation space": (["train", "configs/cartpole.yaml", "--set", "env.id=tests.bad_envs:DictObservationEnv"], "unsupported observation space Dict("),
+    "action space": (["train", "configs/cartpole.yaml", "--set", "env.id=tests.bad_envs:TupleActionEnv"], "unsupported action space Tuple("),
+    "missing checkpoint": (["train", "--resume", "{tmp}/nope.pt"], "checkpoint or run directory not found"),
+    "truncated checkpoint": (["train", "--resume", "{truncated}"], "is truncated or corrupted"),
+    "corrupted checkpoint": (["train", "--resume", "{corrupted}"], "is truncated or corrupted"),
+    "other format version": (["train", "--resume", "{other_version}"], "has format version 99; this trainer reads version 1"),
+    "other spaces": (["train", "--resume", "{existing}", "--set", "env.id=MaskedVelocityCartPole-v1"], "was written for observation/action spaces"),
+    "not a run directory": (["train", "--resume", "{not_a_run}"], "is not a run directory with checkpoints"),
+    "run directory in use": (["train", "configs/cartpole.yaml"], "already holds a run; continue it with --resume"),
+    "evaluate missing": (["evaluate", "{tmp}/nope.pt"], "checkpoint or run directory not found"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_gives_one_clear_error_and_changes_nothing(case, existing_run, bad_checkpoints, tmp_path):
+    args, expected = CASES[case]
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("ppo: [unclosed\n")
+    values = {"tmp": tmp_path, "existing": existing_run, "bad_yaml": bad_yaml, **bad_checkpoints}
+    args = [arg.format(**values) for arg in args]
+    if args[0] == "train" and "--resume" not in args:
+        args = [*args[:2], *SMALL, *args[2:], "--run-dir", str(existing_run)]
+    before = fingerprint(existing_run)
+    result = cli(*args)
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    assert expected in result.stderr, result.stderr
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert fingerprint(existing_run) == before
+
+
+def test_nan_env_stops_the_run_naming_env_worker_and_step(tmp_path):
+    result = cli(
+        "train", "configs/cartpole.yaml", "--run-dir", str(tmp_path / "run"), *SMALL,
+        "--set", "env.id=tests.bad_envs:NaNCartPole",
+    )  # fmt: skip
+    assert result.returncode == 2
+    message = "env 'tests.bad_envs:NaNCartPole' returned a NaN or inf observation or reward (worker 0, env step"
+    assert result.stderr.startswith(f"error: {message}") and result.stderr.count("\n") == 1, result.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()  # nothing trained on NaN was saved
+
+
+def test_nan_env_with_reset_switch_trains_and_counts_failures(tmp_path):
+    result = cli(
+        "train", "configs/cartpole.yaml", "--run-dir", str(tmp_path / "run"), *SMALL,
+        "--set", "env.id=tests.bad_envs:NaNCartPole", "--set", "env.on_error=reset", "--set", "ppo.total_steps=1024",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "run"))
+    events.Reload()
+    assert events.Scalars("workers/0/env_failures")[-1].value > 0
+    assert all(e.value == e.value for e in events.Scalars("losses/value"))  # never NaN
+
+
+def limit_file_size(max_bytes: int):
+    def apply() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG instead
+        resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, max_bytes))
+
+    return apply
+
+
+def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(existing_run, tmp_path):
+    run_dir = tmp_path / "run"
+    import shutil
+
+    shutil.copytree(existing_run, run_dir)
+    previous = sorted((run_dir / "checkpoints").glob("iter_*.pt"))[-1]
+    before = previous.read_bytes()
+    result = cli(
+        "train", "--resume", str(run_dir), "--set", "ppo.total_steps=2048", "--set", "logging.tensorboard=false",
+        preexec_fn=limit_file_size(previous.stat().st_size // 2),
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "could not write checkpoint" in result.stderr and "File too large" in result.stderr
+    assert "earlier checkpoints are intact" in result.stderr
+    assert previous.read_bytes() == before
+    assert load_checkpoint(run_dir)[0] == previous
+    assert not [p for p in (run_dir / "checkpoints").iterdir() if p.name.endswith(".tmp")]

@@ -1,0 +1,157 @@
+"""End-to-end invariants of one iteration: the first-minibatch PPO ratio is 1 (invariant 5),
+stale and non-finite rollouts are refused (invariant 6), and truncated steps bootstrap from the
+final observation's value with the env's own LSTM state while terminated ones do not (invariant 7)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from trainer.errors import UserError
+from trainer.rollout import StaleRolloutError
+
+TOY_ENV = "tests.envs_for_tests:StepCounterEnv"
+
+
+RATIO_ENVS = {
+    "cartpole": ("CartPole-v1", {}, 15),
+    "masked-cartpole": ("MaskedVelocityCartPole-v1", {}, 15),
+    "toy-discrete": (TOY_ENV, {"action_space": "discrete"}, 5),
+    "toy-multidiscrete": (TOY_ENV, {"action_space": "multidiscrete"}, 5),
+    "toy-box": (TOY_ENV, {"action_space": "box"}, 5),
+}
+
+
+RATIO_CASES = [(env, kind, 1) for kind in ("mlp", "lstm") for env in RATIO_ENVS] + [("toy-multidiscrete", "lstm", 2)]
+
+
+@pytest.mark.parametrize("env, kind, layers", RATIO_CASES, ids=[f"{k}{n}-{e}" for e, k, n in RATIO_CASES])
+def test_first_minibatch_ratio_is_one(small_config, inline_runtime, env: str, kind: str, layers: int) -> None:
+    """Invariant 5: worker and learner agree on normalization, log-probs, LSTM states and resets,
+    over several iterations whose sequences hold terminations, truncations and episode starts."""
+    env_id, kwargs, time_limit = RATIO_ENVS[env]
+    config = small_config(
+        env={"id": env_id, "kwargs": kwargs, "max_episode_steps": time_limit},
+        policy={"kind": kind, "lstm_layers": layers},
+        ppo={"rollout_steps": 32, "sequence_length": 8, "num_minibatches": 4, "normalize_obs": True},
+        workers={"num_workers": 2, "envs_per_worker": 3},
+    )
+    runtime = inline_runtime(config)
+    buffer = runtime.learner.buffer
+    terminations = truncations = starts_inside = 0
+    for iteration in range(4):
+        metrics = runtime.iterate().metrics
+        deviation = metrics["first_minibatch_ratio_dev"]
+        assert deviation < 1e-5, f"iteration {iteration}: max |ratio - 1| = {deviation}"
+        terminations += int(buffer.terminated.sum())
+        truncations += int(buffer.truncated.sum())
+        first = buffer.first.view(buffer.C, buffer.K, buffer.N)
+        starts_inside += int(first[:, 1:].sum())
+    assert runtime.learner.obs_rms.count > 0  # normalization was live from iteration 2 on
+    assert terminations > 0 and truncations > 0
+    if kind == "lstm":
+        assert starts_inside > 0
+
+
+def collect_one(small_config, inline_runtime):
+    runtime = inline_runtime(small_config())
+    learner = runtime.learner
+    rollouts = [worker.collect(learner.snapshot()) for worker in runtime.workers]
+    return learner, rollouts
+
+
+def test_learner_refuses_a_rollout_from_another_version(small_config, inline_runtime) -> None:
+    """Invariant 6."""
+    learner, rollouts = collect_one(small_config, inline_runtime)
+    learner.learn(rollouts)
+    assert learner.version == 1
+    obs_before = learner.buffer.obs.clone()
+    with pytest.raises(StaleRolloutError, match=r"version 0, learner is at 1"):
+        learner.receive(0, rollouts[0])
+    with pytest.raises(StaleRolloutError, match="version"):
+        learner.receive(1, dataclasses.replace(rollouts[1], version=7))
+    assert torch.equal(learner.buffer.obs, obs_before)  # nothing was copied in
+    with pytest.raises(RuntimeError, match=r"workers \[0, 1\]"):
+        learner.update()  # the refused rollouts do not count as arrived
+
+
+@pytest.mark.parametrize(
+    "field, index, bad",
+    [("reward", (3, 1), math.nan), ("obs", (0, 0, 2), math.inf), ("bootstrap_value", (5, 0), math.nan)],
+)
+def test_learner_refuses_a_non_finite_rollout(small_config, inline_runtime, field: str, index, bad: float) -> None:
+    learner, rollouts = collect_one(small_config, inline_runtime)
+    tensor = getattr(rollouts[0], field).clone()
+    tensor[index] = bad
+    before = getattr(learner.buffer, field).clone()
+    with pytest.raises(UserError, match=rf"worker 0: {field} holds NaN or inf"):
+        learner.receive(0, dataclasses.replace(rollouts[0], **{field: tensor}))
+    assert torch.equal(getattr(learner.buffer, field), before)
+
+
+def test_learner_refuses_a_rollout_of_the_wrong_shape(small_config, inline_runtime) -> None:
+    learner, rollouts = collect_one(small_config, inline_runtime)
+    with pytest.raises(UserError, match=r"obs is \(16, 1, 4\) torch.float32, expected \(16, 2, 4\)"):
+        learner.receive(0, dataclasses.replace(rollouts[0], obs=rollouts[0].obs[:, :1]))
+
+
+@pytest.mark.parametrize("kind", ["lstm", "mlp"])
+def test_truncation_bootstraps_from_final_observation(small_config, inline_runtime, kind: str) -> None:
+    """Invariant 7, on StepCounterEnv whose final observations are known from the stored ones:
+    truncated steps carry V(normalized final obs) continuing that env's state; others carry 0."""
+    config = small_config(
+        env={"id": TOY_ENV, "max_episode_steps": 5},
+        policy={"kind": kind},
+        ppo={"rollout_steps": 24, "sequence_length": 4, "num_minibatches": 2},
+        workers={"num_workers": 1, "envs_per_worker": 4},
+    )
+    runtime = inline_runtime(config)
+    for _ in range(2):  # train a little, and make the normalizer stats non-trivial
+        runtime.iterate()
+    learner, worker = runtime.learner, runtime.workers[0]
+    rollout = worker.collect(learner.snapshot())
+    T, E, K = config.ppo.rollout_steps, config.workers.envs_per_worker, config.sequence_length
+    obs, first = rollout.obs.clone(), rollout.first.clone()
+    k, c = obs[..., 0], obs[..., 1]
+
+    # The env's rules, read back from the stored observations.
+    assert torch.equal(rollout.terminated, (c > 0) & (k == 2))
+    assert torch.equal(rollout.truncated, (c <= 0) & (k == 4))
+    assert rollout.terminated.any() and rollout.truncated.any()
+    assert (rollout.bootstrap_value[~rollout.truncated] == 0).all()
+
+    policy = learner.policy  # same weights and stats as the snapshot the worker used
+    assert learner.obs_rms.count > 0
+
+    def normalize(x: torch.Tensor) -> torch.Tensor:
+        return learner.obs_rms.normalize(x, config.ppo.obs_clip)
+
+    checked, differs_without_state = 0, False
+    no_reset = torch.zeros(1, dtype=torch.bool)
+    with torch.no_grad():
+        for e in range(E):
+            hidden = rollout.hidden[0, :, :, e : e + 1].clone()
+            for t in range(T):
+                if t % K == 0:  # the stored chunk-start states are the ones the worker had
+                    torch.testing.assert_close(hidden[:, :, 0], rollout.hidden[t // K, :, :, e], rtol=0, atol=1e-5)
+                (_, critic_x), hidden = policy.features(
+                    normalize(obs[t : t + 1, e : e + 1]), hidden, first[t : t + 1, e : e + 1]
+                )
+                value = policy.critic_head(critic_x[0, 0]).squeeze(-1)
+                torch.testing.assert_close(value, rollout.value[t, e], rtol=0, atol=1e-5)  # replay is faithful
+                if not rollout.truncated[t, e]:
+                    continue
+                step = obs[t, e, 0] + 1
+                final_obs = torch.stack([step, obs[t, e, 1], torch.sin(step)]).unsqueeze(0)
+                expected = policy.value(normalize(final_obs), hidden, no_reset)[0]
+                torch.testing.assert_close(rollout.bootstrap_value[t, e], expected, rtol=0, atol=1e-5)
+                zero_state = torch.zeros_like(hidden)
+                other = policy.value(normalize(final_obs), zero_state, no_reset)[0]
+                differs_without_state |= bool((other - expected).abs() > 1e-4)
+                checked += 1
+    assert checked == int(rollout.truncated.sum())
+    if kind == "lstm":
+        assert differs_without_state  # so the check above does tell the env's state apart

@@ -1,0 +1,230 @@
+"""Policies and action distributions: inference-mode initial state (invariant 1), the LSTM
+sequence unroll equal to a step-by-step loop, output shapes per action space, the hand-written
+distributions against torch.distributions, and clear errors for unsupported spaces."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+from torch.distributions import Categorical, Normal
+
+from trainer.config import PolicyConfig
+from trainer.distributions import DiagGaussian, MultiCategorical, distribution_for
+from trainer.errors import UserError
+from trainer.policy import ActorCritic, build_policy, observation_dim
+
+OBS_DIM = 5
+ACTION_SPACES = {
+    "discrete": spaces.Discrete(3),
+    "multidiscrete": spaces.MultiDiscrete([3, 4, 2]),
+    "box": spaces.Box(-1.0, 1.0, (2,), dtype=np.float32),
+}
+
+
+def make_policy(kind: str, space: spaces.Space, layers: int = 1, seed: int = 0) -> ActorCritic:
+    torch.manual_seed(seed)
+    config = PolicyConfig(kind=kind, hidden_sizes=[16, 12], lstm_hidden_size=10, lstm_layers=layers)
+    return build_policy(OBS_DIM, distribution_for(space), config)
+
+
+@pytest.mark.parametrize("kind", ["mlp", "lstm"])
+def test_initial_hidden_is_a_zero_inference_tensor(kind: str) -> None:
+    """Invariant 1."""
+    policy = make_policy(kind, spaces.Discrete(2), layers=2)
+    hidden = policy.initial_hidden(7)
+    assert hidden.is_inference()
+    expected = (2, 2, 7, 10) if kind == "lstm" else (2, 0, 7, 0)
+    assert tuple(hidden.shape) == expected
+    assert not hidden.any()
+
+
+def random_first(K: int, B: int, resets_inside: bool, seed: int = 1) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    first = torch.rand(K, B, generator=generator) < 0.25
+    first[0, ::2] = True
+    if resets_inside:
+        # Resets at different steps in different envs, some envs with several, one with none.
+        first[3, 1] = first[4, 2] = first[9, 1] = True
+        first[:, -1] = False
+        assert first[1:].any(dim=1).sum() >= 3
+    else:
+        first[1:] = False  # the single-call fast path
+    return first
+
+
+@pytest.mark.parametrize("resets_inside", [True, False], ids=["resets", "no-resets"])
+@pytest.mark.parametrize("layers", [1, 2])
+def test_lstm_unroll_equals_step_loop(resets_inside: bool, layers: int) -> None:
+    """evaluate_actions over [K, B] with resets == act() one step at a time, as the worker does."""
+    K, B = 12, 5
+    policy = make_policy("lstm", spaces.MultiDiscrete([3, 2]), layers=layers)
+    torch.manual_seed(2)
+    obs = torch.randn(K, B, OBS_DIM)
+    first = random_first(K, B, resets_inside)
+    hidden0 = torch.randn(2, layers, B, 10) * 0.5  # a mid-episode state: resets must zero it
+
+    actions, logprobs, values = [], [], []
+    with torch.inference_mode():
+        hidden = hidden0.clone()
+        for t in range(K):
+            action, logprob, value, hidden = policy.act(obs[t], hidden, first[t])
+            actions.append(action)
+            logprobs.append(logprob)
+            values.append(value)
+        step_hidden = hidden.clone()
+    actions = torch.stack(actions).clone()
+
+    logprob, entropy, value = policy.evaluate_actions(obs, actions, hidden0, first)
+    torch.testing.assert_close(logprob, torch.stack(logprobs), rtol=0, atol=1e-5)
+    torch.testing.assert_close(value, torch.stack(values), rtol=0, atol=1e-5)
+    assert entropy.shape == (K, B)
+    _, final_hidden = policy.features(obs, hidden0, first)
+    torch.testing.assert_close(final_hidden, step_hidden, rtol=0, atol=1e-5)
+
+
+def test_lstm_reset_makes_the_past_irrelevant() -> None:
+    """After `first`, outputs do not depend on what came before (state zeroed, not kept)."""
+    K, B = 6, 3
+    policy = make_policy("lstm", spaces.Discrete(2))
+    obs = torch.randn(K, B, OBS_DIM)
+    first = torch.zeros(K, B, dtype=torch.bool)
+    first[3] = True
+    actions = torch.zeros(K, B, 1, dtype=torch.long)
+    other_obs = obs.clone()
+    other_obs[:3] = torch.randn(3, B, OBS_DIM) * 3
+    with torch.no_grad():
+        a = policy.evaluate_actions(obs, actions, torch.randn(2, 1, B, 10), first)
+        b = policy.evaluate_actions(other_obs, actions, torch.randn(2, 1, B, 10), first)
+    for x, y in zip(a, b):
+        torch.testing.assert_close(x[3:], y[3:], rtol=0, atol=1e-6)
+    value_a, value_b = a[2], b[2]
+    assert (value_a[:3] - value_b[:3]).abs().max() > 1e-3  # before the reset they do differ
+
+
+@pytest.mark.parametrize("kind", ["mlp", "lstm"])
+def test_initial_hidden_fed_straight_into_evaluate_actions(kind: str) -> None:
+    """Pinned behaviour: this works, and gives the same gradients as a cloned state.
+
+    The inference tensor is never saved for backward itself: the LSTM multiplies the state by
+    the `first` mask before the LSTM call (creating an ordinary tensor), and the MLP ignores
+    the state. If this starts raising, a layer now saves the raw state: see invariant 1."""
+    K, B = 4, 3
+    policy = make_policy(kind, spaces.Discrete(3))
+    obs = torch.randn(K, B, OBS_DIM)
+    actions = torch.randint(0, 3, (K, B, 1))
+    first = torch.zeros(K, B, dtype=torch.bool)
+
+    def grads(hidden: torch.Tensor) -> list[torch.Tensor]:
+        policy.zero_grad(set_to_none=True)
+        logprob, entropy, value = policy.evaluate_actions(obs, actions, hidden, first)
+        (logprob.sum() + entropy.sum() + value.sum()).backward()
+        return [p.grad.clone() for p in policy.parameters() if p.grad is not None]
+
+    inference_state = policy.initial_hidden(B)
+    assert inference_state.is_inference()
+    with_inference = grads(inference_state)
+    layers, size = policy.state_shape
+    with_clone = grads(torch.zeros(2, layers, B, size))
+    assert len(with_inference) == len(with_clone) > 0
+    for a, b in zip(with_inference, with_clone):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("space_name", list(ACTION_SPACES))
+@pytest.mark.parametrize("kind", ["mlp", "lstm"])
+def test_output_shapes(kind: str, space_name: str) -> None:
+    space = ACTION_SPACES[space_name]
+    policy = make_policy(kind, space)
+    dist = policy.dist
+    K, B = 4, 6
+    action_dim = {"discrete": 1, "multidiscrete": 3, "box": 2}[space_name]
+    assert dist.action_dim == action_dim
+    with torch.inference_mode():
+        action, logprob, value, hidden = policy.act(
+            torch.randn(B, OBS_DIM), policy.initial_hidden(B), torch.ones(B, dtype=torch.bool)
+        )
+        greedy, *_ = policy.act(
+            torch.randn(B, OBS_DIM), policy.initial_hidden(B), torch.ones(B, dtype=torch.bool), deterministic=True
+        )
+    assert action.shape == greedy.shape == (B, action_dim)
+    assert action.dtype == dist.action_dtype
+    assert logprob.shape == value.shape == (B,)
+    assert hidden.shape == policy.initial_hidden(B).shape
+    if space_name != "box":
+        nvec = torch.as_tensor(space.nvec if space_name == "multidiscrete" else [space.n])
+        assert ((action >= 0) & (action < nvec)).all()
+        assert ((greedy >= 0) & (greedy < nvec)).all()
+
+    actions = torch.stack([action] * K)
+    logprob, entropy, value = policy.evaluate_actions(
+        torch.randn(K, B, OBS_DIM), actions, policy.initial_hidden(B).clone(), torch.zeros(K, B, dtype=torch.bool)
+    )
+    assert logprob.shape == entropy.shape == value.shape == (K, B)
+    assert logprob.requires_grad and value.requires_grad
+
+
+def test_multicategorical_matches_torch_categorical() -> None:
+    nvec = [3, 5, 2]
+    dist = MultiCategorical(nvec)
+    params = torch.randn(4, 7, sum(nvec)) * 3
+    actions = torch.stack([torch.randint(0, n, (4, 7)) for n in nvec], dim=-1)
+    parts = [Categorical(logits=p) for p in params.split(nvec, dim=-1)]
+    expected_logprob = sum(c.log_prob(a) for c, a in zip(parts, actions.unbind(-1)))
+    expected_entropy = sum(c.entropy() for c in parts)
+    torch.testing.assert_close(dist.log_prob(params, actions), expected_logprob)
+    torch.testing.assert_close(dist.entropy(params), expected_entropy)
+
+
+def test_multicategorical_samples_follow_softmax() -> None:
+    torch.manual_seed(0)
+    dist = MultiCategorical([4])
+    logits = torch.tensor([1.0, 0.0, -1.0, 2.0])
+    samples = dist.sample(logits.expand(200_000, 4))[:, 0]
+    frequencies = torch.bincount(samples, minlength=4).float() / len(samples)
+    torch.testing.assert_close(frequencies, torch.softmax(logits, 0), rtol=0, atol=0.01)
+    assert dist.mode(logits.unsqueeze(0)).item() == 3
+
+
+def test_diag_gaussian_matches_torch_normal() -> None:
+    dist = DiagGaussian(3)
+    with torch.no_grad():
+        dist.log_std.copy_(torch.tensor([-1.0, 0.0, 0.7]))
+    params = torch.randn(4, 7, 3)
+    actions = torch.randn(4, 7, 3) * 2
+    normal = Normal(params, dist.log_std.exp().detach())
+    torch.testing.assert_close(dist.log_prob(params, actions), normal.log_prob(actions).sum(-1))
+    torch.testing.assert_close(dist.entropy(params), normal.entropy().sum(-1))
+    torch.manual_seed(0)
+    samples = dist.sample(torch.zeros(100_000, 3))
+    torch.testing.assert_close(samples.std(0), dist.log_std.exp().detach(), rtol=0.02, atol=0)
+
+
+def test_gaussian_log_std_is_a_trained_policy_parameter() -> None:
+    policy = make_policy("mlp", ACTION_SPACES["box"])
+    assert any(p is policy.dist.log_std for p in policy.parameters())
+    assert "dist.log_std" in policy.state_dict()
+
+
+@pytest.mark.parametrize(
+    "space, name",
+    [
+        (spaces.Dict({"a": spaces.Discrete(2)}), "Dict"),
+        (spaces.Box(-1.0, 1.0, (2, 3)), "Box"),
+        (spaces.MultiDiscrete([[2, 3], [4, 5]]), "MultiDiscrete"),
+        (spaces.Tuple((spaces.Discrete(2), spaces.Discrete(3))), "Tuple"),
+    ],
+)
+def test_unsupported_action_space_is_a_user_error(space: spaces.Space, name: str) -> None:
+    with pytest.raises(UserError, match=rf"unsupported action space {name}"):
+        distribution_for(space)
+
+
+@pytest.mark.parametrize(
+    "space, name",
+    [(spaces.Box(0, 255, (4, 4), dtype=np.uint8), "Box"), (spaces.Discrete(5), "Discrete")],
+)
+def test_unsupported_observation_space_is_a_user_error(space: spaces.Space, name: str) -> None:
+    with pytest.raises(UserError, match=rf"unsupported observation space {name}.*1-D Box"):
+        observation_dim(space)
