@@ -68,3 +68,19 @@ def test_cuda_normalizer_normalizes_on_device_with_grad():
     assert out.device.type == "cuda" and not out.is_inference()
     out.sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+def test_checkpoint_written_by_a_cuda_learner_loads_on_cpu(tmp_path):
+    from trainer import train
+    from trainer.checkpoint import load_checkpoint
+
+    config = make_small_config(execution="inline", learner={"device": "cuda"}, ppo={"total_steps": 256})
+    train(config, run_dir=tmp_path / "run")
+    _, state = load_checkpoint(tmp_path / "run")
+    tensors = list(state["runtime"]["learner"]["policy"].values())
+    assert all(t.device.type == "cpu" for t in tensors)
+    cpu = runtime_for(learner={"device": "cpu"})
+    try:
+        cpu.learner.load_state_dict(state["runtime"]["learner"])
+    finally:
+        cpu.close()
