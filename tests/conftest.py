@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,8 @@ SMALL = {
         "update_epochs": 2,
     },
     "workers": {"num_workers": 2, "envs_per_worker": 2},
-    "learner": {"device": "cpu"},
+    # TRAINER_TEST_DEVICE=cuda runs every small-config learner on the GPU (see README: Tests).
+    "learner": {"device": os.environ.get("TRAINER_TEST_DEVICE", "cpu")},
     "logging": {"progress_interval_s": 1000.0},
 }
 
