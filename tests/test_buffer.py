@@ -47,10 +47,10 @@ def test_stored_rollouts_are_ordinary_tensors_that_backpropagate(small_config, i
     for name in ALL_FIELDS:
         assert not getattr(buffer, name).is_inference(), name
     E = config.workers.envs_per_worker
-    assert torch.equal(buffer.obs[:, E : 2 * E], rollouts[1].obs)
-    assert torch.equal(buffer.hidden[:, :, :, E : 2 * E], rollouts[1].hidden)
-    assert torch.equal(buffer.last_value[E : 2 * E], rollouts[1].last_value)
-    assert torch.equal(buffer.actions[:, :E], rollouts[0].actions)
+    assert torch.equal(buffer.obs[:, E : 2 * E].cpu(), rollouts[1].obs)
+    assert torch.equal(buffer.hidden[:, :, :, E : 2 * E].cpu(), rollouts[1].hidden)
+    assert torch.equal(buffer.last_value[E : 2 * E].cpu(), rollouts[1].last_value)
+    assert torch.equal(buffer.actions[:, :E].cpu(), rollouts[0].actions)
 
     buffer.compute_advantages(0.99, 0.95)
     batch = next(buffer.minibatches(config.ppo.num_minibatches, torch.Generator().manual_seed(0)))

@@ -123,7 +123,7 @@ def test_truncation_bootstraps_from_final_observation(small_config, inline_runti
     assert rollout.terminated.any() and rollout.truncated.any()
     assert (rollout.bootstrap_value[~rollout.truncated] == 0).all()
 
-    policy = learner.policy  # same weights and stats as the snapshot the worker used
+    policy = worker.policy  # the weights of the snapshot the worker used, on the CPU
     assert learner.obs_rms.count > 0
 
     def normalize(x: torch.Tensor) -> torch.Tensor:

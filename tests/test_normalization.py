@@ -163,7 +163,7 @@ def test_global_count_equals_observations_seen(small_config, inline_runtime) -> 
     seen = []
     for _ in range(iterations):
         runtime.iterate()
-        seen.append(runtime.learner.buffer.obs.double().reshape(-1, 4).clone().numpy())
+        seen.append(runtime.learner.buffer.obs.double().reshape(-1, 4).cpu().numpy())
     rms = runtime.learner.obs_rms
     expected_count = iterations * config.ppo.rollout_steps * config.total_envs
     assert rms.count == expected_count
