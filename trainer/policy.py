@@ -128,21 +128,57 @@ class LSTMActorCritic(ActorCritic):
 
     def features(self, obs, hidden, first):
         x = self.encoder(obs)
-        h, c = hidden[0], hidden[1]
-        keep = (1.0 - first.to(x.dtype)).unsqueeze(0).unsqueeze(-1)  # [1, T, B, 1]
-        if x.shape[0] == 1:  # one rollout step: no data-dependent control flow (exportable)
-            out, (h, c) = self.lstm(x, (h * keep[:, 0], c * keep[:, 0]))
+        keep = (~first).to(x.dtype).unsqueeze(-1)  # [T, B, 1]: 0 where an episode starts
+        h, c = hidden[0] * keep[0], hidden[1] * keep[0]
+        if x.shape[0] == 1 or not first[1:].any():
+            # One rollout step, or no episode starts after t=0: a single LSTM call.
+            out, (h, c) = self.lstm(x, (h, c))
             return (out, out), torch.stack([h, c])
-        # Where no episode starts after t=0, the whole segment runs as one LSTM call;
-        # split only at the steps where some env starts a new episode.
+        # On a GPU one packed call beats many short ones; on a CPU the short calls are cheaper
+        # than packing (measured: benchmarks/lstm_unroll.py). Both equal the step-by-step loop.
+        unroll = self._unroll_packed if x.is_cuda else self._unroll_split
+        out, (h, c) = unroll(x, h, c, first)
+        return (out, out), torch.stack([h, c])
+
+    def _unroll_split(self, x, h, c, first):
+        """One LSTM call per stretch of steps in which no env starts an episode."""
+        keep = (~first).to(x.dtype).unsqueeze(-1)
         starts = [0, *(first[1:].any(dim=1).nonzero().flatten() + 1).tolist(), x.shape[0]]
         outputs = []
         for begin, end in itertools.pairwise(starts):
-            h, c = h * keep[:, begin], c * keep[:, begin]
+            if begin > 0:
+                h, c = h * keep[begin], c * keep[begin]
             out, (h, c) = self.lstm(x[begin:end], (h, c))
             outputs.append(out)
-        out = torch.cat(outputs) if len(outputs) > 1 else outputs[0]
-        return (out, out), torch.stack([h, c])
+        return torch.cat(outputs), (h, c)
+
+    def _unroll_packed(self, x, h0, c0, first):
+        """Unroll sequences with episode starts inside them in one packed LSTM call.
+
+        Each column of `[T, B]` is cut where an episode starts; every piece becomes its own row
+        of a PackedSequence, starting from the column's state (first piece) or zeros. Equal to
+        a step-by-step loop that zeroes the state at each start, without a Python loop over T.
+        """
+        T, B, F = x.shape
+        starts = first.t().reshape(-1).clone()  # [B*T], column-major: (b, t)
+        starts[::T] = True
+        segment = starts.cumsum(0) - 1  # segment id of every (b, t)
+        begin = starts.nonzero().squeeze(1)  # [S] flat index where each segment begins
+        lengths = torch.diff(begin, append=torch.tensor([B * T], device=begin.device))
+        offset = torch.arange(B * T, device=x.device) - begin[segment]  # time within the segment
+        S = begin.shape[0]
+        padded = x.new_zeros(T, S, F)
+        padded[offset, segment] = x.transpose(0, 1).reshape(B * T, F)
+        h = h0.new_zeros(h0.shape[0], S, h0.shape[2])
+        c = torch.zeros_like(h)
+        column_start = begin % T == 0  # the segments that continue the stored state
+        h[:, column_start], c[:, column_start] = h0, c0  # exactly one such segment per column, in order
+        packed = nn.utils.rnn.pack_padded_sequence(padded, lengths.cpu(), enforce_sorted=False)
+        out, (hn, cn) = self.lstm(packed, (h, c))
+        out, _ = nn.utils.rnn.pad_packed_sequence(out, total_length=T)
+        out = out[offset, segment].reshape(B, T, -1).transpose(0, 1)
+        last = segment.reshape(B, T)[:, -1]  # each column's final segment holds its final state
+        return out, (hn[:, last], cn[:, last])
 
 
 def observation_dim(space: spaces.Space) -> int:

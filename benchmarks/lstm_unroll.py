@@ -1,0 +1,61 @@
+"""Time the LSTM training unroll both ways on each device: split at episode starts (short LSTM
+calls) vs one packed call. `features()` picks the faster per device.
+
+    python -m benchmarks.lstm_unroll [--steps 16] [--batch 1024] [--reset-prob 0.025]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from trainer.config import PolicyConfig
+from trainer.distributions import MultiCategorical
+from trainer.policy import LSTMActorCritic
+
+
+def time_unroll(policy: LSTMActorCritic, method: str, x, h, c, first, repeats: int) -> float:
+    unroll = getattr(policy, method)
+    best = float("inf")
+    for _ in range(repeats + 1):
+        if x.is_cuda:
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        out, _ = unroll(x, h, c, first)
+        out.sum().backward()
+        if x.is_cuda:
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=16)
+    parser.add_argument("--batch", type=int, default=1024)
+    parser.add_argument("--reset-prob", type=float, default=0.025, help="chance that a step starts an episode")
+    parser.add_argument("--repeats", type=int, default=10)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    results = {}
+    for device in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
+        policy = LSTMActorCritic(2, MultiCategorical([2]), PolicyConfig(kind="lstm", hidden_sizes=[64])).to(device)
+        x = torch.randn(args.steps, args.batch, 64, device=device, requires_grad=True)
+        h = torch.zeros(1, args.batch, policy.lstm.hidden_size, device=device)
+        first = torch.rand(args.steps, args.batch, device=device) < args.reset_prob
+        results[device] = {
+            method: time_unroll(policy, method, x, h, h.clone(), first, args.repeats)
+            for method in ("_unroll_split", "_unroll_packed")
+        }
+    print(
+        json.dumps(
+            {"steps": args.steps, "batch": args.batch, "reset_prob": args.reset_prob, "seconds": results}, indent=2
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
