@@ -117,6 +117,7 @@ def _run(config, path, spaces, threshold, checkpoint, address, stop, observation
     tracker = EpisodeTracker(threshold)
     iteration, env_steps, wall_before = 0, 0, 0.0
     runtime = make_runtime(config, observation_space, action_space, address, progress.message)
+    stop.install()  # ray.init() put in its own SIGTERM handler (exit at once): take SIGTERM back
     if checkpoint is not None:
         runtime.load_state_dict(checkpoint["runtime"])
         tracker.load_state_dict(checkpoint["tracker"])

@@ -59,12 +59,14 @@ class RunningMeanStd:
         self.mean.add_(delta * (count / total))
         self.count = total
 
+    def moments(self, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"):
+        """(mean, std) exactly as normalize() uses them, for callers that normalize many batches
+        with frozen stats (rollout workers)."""
+        return self.mean.to(device=device, dtype=dtype), torch.sqrt(self.var.to(device=device, dtype=dtype) + self.eps)
+
     def normalize(self, x: torch.Tensor, clip: float | None = None) -> torch.Tensor:
         """(x - mean) / std, clipped. Not inference mode: on the learner its output feeds autograd."""
-        mean = self.mean.to(device=x.device, dtype=x.dtype)
-        std = torch.sqrt(self.var.to(device=x.device, dtype=x.dtype) + self.eps)
-        out = (x - mean) / std
-        return out.clamp(-clip, clip) if clip is not None else out
+        return standardize(x, *self.moments(x.dtype, x.device), clip)
 
     def scale(self, x: torch.Tensor, clip: float | None = None) -> torch.Tensor:
         """x / std, clipped: reward scaling keeps the sign and zero of rewards."""
@@ -93,3 +95,8 @@ class RunningMeanStd:
         self.count = 0.0
         self.mean.zero_()
         self.m2.zero_()
+
+
+def standardize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, clip: float | None) -> torch.Tensor:
+    out = (x - mean) / std
+    return out.clamp(-clip, clip) if clip is not None else out

@@ -21,10 +21,15 @@ class GracefulStop:
         self.requested = signal.Signals(signum).name
 
     def __enter__(self) -> GracefulStop:
+        self.install()
+        return self
+
+    def install(self) -> None:
+        """Register the handlers; call again after ray.init(), which replaces the SIGTERM handler with
+        one that exits at once (so `ray job stop` would leave no final checkpoint)."""
         if threading.current_thread() is threading.main_thread():
             for signum in self.SIGNALS:
-                self._previous[signum] = signal.signal(signum, self._handle)
-        return self
+                self._previous.setdefault(signum, signal.signal(signum, self._handle))
 
     def __exit__(self, *exc_info) -> None:
         for signum, handler in self._previous.items():

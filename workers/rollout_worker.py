@@ -15,7 +15,7 @@ import torch
 from trainer.config import Config
 from trainer.distributions import distribution_for
 from trainer.errors import UserError
-from trainer.normalization import RunningMeanStd
+from trainer.normalization import RunningMeanStd, standardize
 from trainer.policy import build_policy, observation_dim
 from trainer.rollout import EpisodeStats, PolicySnapshot, Rollout
 from workers.envs import make_vector_env, to_env_actions
@@ -36,7 +36,7 @@ class RolloutWorker:
         obs_dim = observation_dim(self.envs.single_observation_space)
         self.policy = build_policy(obs_dim, distribution_for(self.action_space), config.policy)
         self.policy.requires_grad_(False)
-        self.obs_stats = RunningMeanStd((obs_dim,))  # frozen: the snapshot's global stats
+        self.obs_moments = RunningMeanStd((obs_dim,)).moments()  # frozen (mean, std) of the snapshot
         self.obs_delta = RunningMeanStd((obs_dim,))  # what this worker saw since the snapshot
         self.return_delta = RunningMeanStd(())
         self.version = -1
@@ -68,11 +68,11 @@ class RolloutWorker:
 
     def load(self, snapshot: PolicySnapshot) -> None:
         self.policy.load_state_dict(snapshot.weights)
-        self.obs_stats = RunningMeanStd.from_stats(snapshot.obs_stats)
+        self.obs_moments = RunningMeanStd.from_stats(snapshot.obs_stats).moments()
         self.version = snapshot.version
 
     def _normalize(self, obs: torch.Tensor, snapshot: PolicySnapshot) -> torch.Tensor:
-        return self.obs_stats.normalize(obs, snapshot.obs_clip) if snapshot.normalize_obs else obs
+        return standardize(obs, *self.obs_moments, snapshot.obs_clip) if snapshot.normalize_obs else obs
 
     @torch.inference_mode()
     def collect(self, snapshot: PolicySnapshot) -> Rollout:
@@ -88,6 +88,7 @@ class RolloutWorker:
         terminated, truncated, first = (torch.empty(T, E, dtype=torch.bool) for _ in range(3))
         bootstrap_value = torch.zeros(T, E)
         hidden = torch.empty(T // K, *self.hidden.shape)
+        discounted_returns = np.empty((T, E))
         episodes = EpisodeStats()
         env_time = forward_time = 0.0
 
@@ -96,7 +97,6 @@ class RolloutWorker:
                 hidden[t // K] = self.hidden
             tick = time.perf_counter()
             obs[t], first[t] = self.next_obs, self.next_first
-            self.obs_delta.update(self.next_obs)
             action, logprob[t], value[t], self.hidden = self.policy.act(
                 self._normalize(self.next_obs, snapshot), self.hidden, self.next_first, generator=self.generator
             )
@@ -111,12 +111,15 @@ class RolloutWorker:
             if trunc.any():
                 bootstrap_value[t] = self._final_values(info, trunc, snapshot)
             done = term | trunc
-            self._track_episodes(rew, done, episodes)
+            discounted_returns[t] = self._track_episodes(rew, done, episodes)
             self.next_obs = torch.from_numpy(next_obs).float()
             self.next_first = torch.from_numpy(done)
 
         last_value = self.policy.value(self._normalize(self.next_obs, snapshot), self.hidden, self.next_first)
         self.total_steps += T * E
+        # The deltas cover exactly the observations normalized (and returns seen) in this rollout.
+        self.obs_delta.update(obs)
+        self.return_delta.update(torch.from_numpy(discounted_returns))
         rollout = Rollout(
             version=snapshot.version,
             worker_index=self.index,
@@ -184,9 +187,11 @@ class RolloutWorker:
         values[index] = self.policy.value(self._normalize(final_obs, snapshot), self.hidden[:, :, index], no_reset)
         return values
 
-    def _track_episodes(self, reward: np.ndarray, done: np.ndarray, episodes: EpisodeStats) -> None:
+    def _track_episodes(self, reward: np.ndarray, done: np.ndarray, episodes: EpisodeStats) -> np.ndarray:
+        """Fold one step into the running episode stats; returns the discounted returns so far
+        (what reward scaling normalizes by)."""
         self.discounted_return = self.discounted_return * self.config.ppo.gamma + reward
-        self.return_delta.update(torch.from_numpy(self.discounted_return))
+        discounted = self.discounted_return.copy()
         self.discounted_return[done] = 0.0
         self.episode_return += reward
         self.episode_length += 1
@@ -195,6 +200,7 @@ class RolloutWorker:
             episodes.lengths.append(int(self.episode_length[i]))
         self.episode_return[done] = 0.0
         self.episode_length[done] = 0
+        return discounted
 
     def close(self) -> None:
         self.envs.close()
