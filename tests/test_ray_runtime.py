@@ -123,11 +123,9 @@ def test_killed_worker_run_finishes_with_all_steps(local_ray, tmp_path):
     def kill_a_worker_soon():
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            victims = [
-                p
-                for p in psutil.process_iter(["cmdline"])
-                if "RolloutWorkerActor.collect" in " ".join(p.info["cmdline"] or [])
-            ]
+            # Only this test's Ray: its raylet, and so its workers, descend from this process.
+            mine = psutil.Process().children(recursive=True)
+            victims = [p for p in mine if "RolloutWorkerActor.collect" in " ".join(p.cmdline())]
             if victims:
                 victims[0].kill()
                 return

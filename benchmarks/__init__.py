@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m benchmarks.benchmark` (throughput, time-to-solve, memory, peers)."""

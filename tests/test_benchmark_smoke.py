@@ -1,0 +1,89 @@
+"""The benchmark's smoke run: every row comes out, with positive finite steps/s and ratios that
+are what they claim to be (ours / limit, ours / SB3)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from benchmarks.benchmark import ALL_ROWS, LIMIT_ROWS, OURS, SB3_ROWS, limit_name
+from tests.conftest import REPO_ROOT
+
+pytestmark = pytest.mark.ray
+
+PEER_ROWS = {*SB3_ROWS, "sb3-solve"}
+
+
+def positive_finite(value) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value) and value > 0
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("bench") / "smoke.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.benchmark", "--smoke", "--json", str(out)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    data = json.loads(out.read_text())
+    data["stdout"] = proc.stdout
+    return data
+
+
+def test_every_row_has_positive_finite_steps_per_s(smoke):
+    rows, skipped = smoke["rows"], smoke["skipped"]
+    for name in ALL_ROWS:
+        if name in PEER_ROWS and name in skipped:
+            assert "not installed" in skipped[name]
+            continue
+        assert name in rows, f"row {name} missing (skipped: {skipped.get(name)})"
+        assert positive_finite(rows[name]["steps_per_s"]), (name, rows[name]["steps_per_s"])
+    assert not set(skipped) - PEER_ROWS
+
+
+def test_ratios_are_ours_over_reference(smoke):
+    rows = smoke["rows"]
+    for name in OURS:
+        row = rows[name]
+        limit = rows[limit_name(name)]
+        assert row["limit_row"] == limit_name(name) and limit_name(name) in LIMIT_ROWS
+        assert row["limit_steps_per_s"] == limit["steps_per_s"]
+        assert row["ratio_to_limit"] == pytest.approx(row["steps_per_s"] / limit["steps_per_s"], rel=1e-9)
+        assert positive_finite(row["ratio_to_limit"])
+        if row["sb3_steps_per_s"] is None:
+            assert row["ratio_to_sb3"] is None and row["sb3_row"] in smoke["skipped"]
+        else:
+            sb3 = rows[row["sb3_row"]]
+            assert sb3["total_envs"] == row["total_envs"] and sb3["policy"] == row["policy"]
+            assert row["ratio_to_sb3"] == pytest.approx(row["steps_per_s"] / sb3["steps_per_s"], rel=1e-9)
+
+
+def test_limit_sums_its_processes(smoke):
+    for name in LIMIT_ROWS:
+        row = smoke["rows"][name]
+        assert len(row["per_process_steps_per_s"]) == row["processes"]
+        assert row["steps_per_s"] == pytest.approx(sum(row["per_process_steps_per_s"]), rel=1e-9)
+
+
+def test_memory_breakdown_and_solve_rows_are_complete(smoke):
+    rows = smoke["rows"]
+    names = {p["process"] for p in rows["memory"]["processes"]}
+    assert {"driver", "rollout worker 0", "rollout worker 1", "learner"} <= names
+    for process in rows["memory"]["processes"]:
+        for reading in (process["at_first"], process["at_last"]):
+            assert positive_finite(reading["rss_mib"]) or process["process"].startswith("ray system")
+    phases = {p["phase"].split(" (")[0]: p for p in rows["breakdown"]["phases"]}
+    for phase in ("collect", "env stepping", "policy forward", "transfer", "buffer copy", "learner update"):
+        assert phases[phase]["seconds"] >= 0, phase
+    assert phases["iteration"]["share"] == pytest.approx(1.0)
+    for name in ("solve-inline", "solve-ray"):
+        assert rows[name]["runs"] and all(r["run_wall_s"] > 0 for r in rows[name]["runs"])
+    assert "Throughput" in smoke["stdout"] and "Breakdown" in smoke["stdout"]
