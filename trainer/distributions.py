@@ -40,25 +40,30 @@ class MultiCategorical(ActionDistribution):
         self.action_dim = len(self.nvec)
 
     def _log_probs(self, params: torch.Tensor) -> list[torch.Tensor]:
+        if self.action_dim == 1:  # Discrete: skip the split, the common case on the hot path
+            return [F.log_softmax(params, dim=-1)]
         return [F.log_softmax(p, dim=-1) for p in params.split(self.nvec, dim=-1)]
 
     def sample(self, params: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         # Gumbel-max: argmax(logits + Gumbel noise) is a sample of softmax(logits).
         uniform = torch.rand(params.shape, generator=generator, device=params.device)
-        gumbel = -torch.log(-torch.log(uniform.clamp_(1e-20, 1.0)))
+        gumbel = uniform.clamp_(1e-20, 1.0).log_().neg_().log_().neg_()
         return self.mode(params + gumbel)
 
     def mode(self, params: torch.Tensor) -> torch.Tensor:
+        if self.action_dim == 1:
+            return params.argmax(-1, keepdim=True)
         return torch.stack([p.argmax(-1) for p in params.split(self.nvec, dim=-1)], dim=-1)
 
     def log_prob(self, params: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        parts = [
-            lp.gather(-1, a.unsqueeze(-1)).squeeze(-1) for lp, a in zip(self._log_probs(params), action.unbind(-1))
-        ]
+        log_probs = self._log_probs(params)
+        if self.action_dim == 1:
+            return log_probs[0].gather(-1, action).squeeze(-1)
+        parts = [lp.gather(-1, a.unsqueeze(-1)).squeeze(-1) for lp, a in zip(log_probs, action.unbind(-1))]
         return torch.stack(parts, dim=-1).sum(-1)
 
     def entropy(self, params: torch.Tensor) -> torch.Tensor:
-        return torch.stack([-(lp.exp() * lp).sum(-1) for lp in self._log_probs(params)], dim=-1).sum(-1)
+        return sum(-(lp.exp() * lp).sum(-1) for lp in self._log_probs(params))
 
 
 class DiagGaussian(ActionDistribution):

@@ -57,7 +57,8 @@ def make_env(config: EnvConfig, render_mode: str | None = None) -> gym.Env:
 
 def _from_registry(env_id: str, kwargs: dict) -> gym.Env:
     try:
-        return gym.make(env_id, **kwargs)
+        # The passive checker re-wraps every step; the worker checks observations itself.
+        return gym.make(env_id, disable_env_checker=True, **kwargs)
     except gym.error.Error as exc:
         raise UserError(f"env.id {env_id!r}: {exc}") from None
     except TypeError as exc:
