@@ -180,3 +180,22 @@ def test_env_exception_names_the_env_and_worker(local_ray):
     message = str(excinfo.value)
     assert "env 'tests.ray_envs:BrokenCartPole' raised RuntimeError: simulator exploded (worker " in message
     assert "Traceback" not in message
+
+
+def test_overlapped_collection_has_exactly_one_version_of_lag(local_ray):
+    config = ray_config(workers={"overlap": True})
+    runtime = make_runtime(config)
+    try:
+        lags = [runtime.iterate().metrics["perf/policy_lag"] for _ in range(4)]
+        count = learner_state(runtime, lambda learner: learner.obs_rms.count)
+        old_snapshot = runtime.learner.snapshot.remote()
+        runtime.iterate()
+        runtime.iterate()
+        _, too_old = runtime.workers[0].collect_split.remote(old_snapshot)
+        _, fresh = runtime.workers[1].collect_split.remote(runtime.learner.snapshot.remote())
+        with pytest.raises(StaleRolloutError, match="collected with policy version 4, learner is at 6"):
+            ray.get(runtime.learner.learn_from_refs.remote([too_old, fresh]))
+    finally:
+        runtime.close()
+    assert lags == [0.0, 1.0, 1.0, 1.0]
+    assert count == 4 * config.steps_per_iteration  # every observation counted once, none twice

@@ -84,6 +84,10 @@ class WorkersConfig(Section):
     torch_threads: int = Field(default=1, gt=0)
     sample_timeout_s: float = Field(default=120.0, gt=0)
     max_restarts: int = Field(default=3, ge=0)
+    overlap: bool = False
+    """Ray only: collect the next rollout while the learner updates. Faster when the learner
+    has its own cores or GPU, at one policy version of lag (logged as perf/policy_lag);
+    off keeps PPO exactly on-policy."""
     resources: dict[str, float] = {}
     """Custom Ray resources each worker asks for, e.g. to pin workers to some nodes."""
 

@@ -53,6 +53,7 @@ class Learner:
             device=self.device,
         )
         self._expected = self.buffer.expected_shapes()
+        self.max_policy_lag = 1 if config.workers.overlap and config.execution == "ray" else 0
         self._shuffle = torch.Generator().manual_seed(config.seed)
         self.version = 0
         self.iteration = 0
@@ -86,7 +87,7 @@ class Learner:
 
     def receive(self, slot: int, rollout: Rollout) -> None:
         """Check a worker's rollout and copy it into its slice of the buffer."""
-        check_rollout(rollout, self.version, self._expected)
+        check_rollout(rollout, self.version, self._expected, self.max_policy_lag)
         self.buffer.store(slot, rollout)
         self._received[slot] = (rollout.obs_delta, rollout.return_delta)
 
@@ -96,8 +97,10 @@ class Learner:
         for slot, rollout in enumerate(rollouts):
             self.receive(slot, rollout)
         copy_time = time.perf_counter() - start
+        lag = self.version - min(rollout.version for rollout in rollouts)
         metrics = self.update()
         metrics["copy_time_s"] = copy_time
+        metrics["perf/policy_lag"] = float(lag)
         return metrics
 
     def update(self) -> dict[str, float]:

@@ -88,6 +88,7 @@ class RayRuntime:
         self.workers = [self._spawn(index) for index in range(config.workers.num_workers)]
         self.restarts = [0] * config.workers.num_workers
         self.failures_in_a_row = [0] * config.workers.num_workers
+        self._in_flight: tuple | None = None  # (snapshot, pending collections) started ahead
 
     def _spawn(self, index: int):
         from workers.ray_worker import RolloutWorkerActor
@@ -105,24 +106,38 @@ class RayRuntime:
         )
 
     def iterate(self) -> IterationStats:
-        snapshot = self.learner.snapshot.remote()
-        start = time.perf_counter()
+        """One iteration. With `workers.overlap`, the workers collect the next rollout (with the
+        snapshot these rollouts used) while the learner updates: one version of policy lag."""
         restarts_before = sum(self.restarts)
-        infos, rollout_refs = self._collect(snapshot)
+        start = time.perf_counter()
+        if self._in_flight is None:
+            self._in_flight = self._start_collection(self.learner.snapshot.remote())
+        snapshot, pending = self._in_flight
+        infos, rollout_refs = self._finish_collection(snapshot, pending)
         collect_time = time.perf_counter() - start
-        metrics = _unwrap(lambda: ray.get(self.learner.learn_from_refs.remote(rollout_refs)))
+        if self.config.workers.overlap:
+            next_snapshot = self.learner.snapshot.remote()  # runs before the update on the actor
+            learned = self.learner.learn_from_refs.remote(rollout_refs)
+            self._in_flight = self._start_collection(next_snapshot)
+        else:
+            learned = self.learner.learn_from_refs.remote(rollout_refs)
+            self._in_flight = None
+        metrics = _unwrap(lambda: ray.get(learned))
         metrics["collect_time_s"] = collect_time
         episodes = EpisodeStats.concat([info.episodes for info in infos])
         return IterationStats(metrics, episodes, [info.timings for info in infos], sum(self.restarts) - restarts_before)
 
-    def _collect(self, snapshot) -> tuple[list, list]:
+    def _start_collection(self, snapshot) -> tuple:
+        pending: dict = {}
+        for slot in range(len(self.workers)):
+            self._submit(slot, snapshot, pending)
+        return snapshot, pending
+
+    def _finish_collection(self, snapshot, pending: dict) -> tuple[list, list]:
         """Every worker's (info, rollout ref) for this snapshot, replacing failed workers."""
         count = len(self.workers)
         infos: list = [None] * count
         rollout_refs: list = [None] * count
-        pending: dict = {}
-        for slot in range(count):
-            self._submit(slot, snapshot, pending)
         while pending:
             next_deadline = min(deadline for _, _, deadline in pending.values())
             timeout = max(0.0, next_deadline - time.monotonic())
@@ -169,6 +184,7 @@ class RayRuntime:
         return {"learner": ray.get(learner), "worker_rng": ray.get(worker_rng), "rng": capture_rng()}
 
     def load_state_dict(self, state: dict) -> None:
+        self._in_flight = None
         iteration = state["learner"]["iteration"]
         pending = [self.learner.load_state_dict.remote(state["learner"])]
         pending += [worker.resume.remote(rng, iteration) for worker, rng in zip(self.workers, state["worker_rng"])]

@@ -80,10 +80,13 @@ TENSOR_FIELDS = (
 )  # fmt: skip
 
 
-def check_rollout(rollout: Rollout, version: int, expected: dict[str, tuple[tuple[int, ...], torch.dtype]]) -> None:
-    """Refuse a rollout from another policy version, of the wrong shape or dtype, or not finite."""
+def check_rollout(
+    rollout: Rollout, version: int, expected: dict[str, tuple[tuple[int, ...], torch.dtype]], max_lag: int = 0
+) -> None:
+    """Refuse a rollout from another policy version (beyond `max_lag` older ones, when
+    collection overlaps the update), of the wrong shape or dtype, or not finite."""
     where = f"rollout from worker {rollout.worker_index}"
-    if rollout.version != version:
+    if not version - max_lag <= rollout.version <= version:
         raise StaleRolloutError(f"{where} was collected with policy version {rollout.version}, learner is at {version}")
     for name in TENSOR_FIELDS:
         tensor = getattr(rollout, name)
