@@ -53,11 +53,16 @@ SMOKE = Params(
     idle_wait_s=0.0,
 )
 
-# name -> (execution, num_workers, policy)
+# name -> (execution, num_workers, policy, overlap); `ray2o`: workers.overlap on (one version of lag)
 OURS = {
-    f"{mode}-{policy}": (("inline" if mode == "inline" else "ray"), (1 if mode == "ray1" else 2), policy)
+    f"{mode}-{policy}": (
+        ("inline" if mode == "inline" else "ray"),
+        (1 if mode == "ray1" else 2),
+        policy,
+        mode == "ray2o",
+    )
     for policy in ("mlp", "lstm")
-    for mode in ("inline", "ray1", "ray2")
+    for mode in ("inline", "ray1", "ray2", "ray2o")
 }
 SOLVE_ROWS = {"solve-inline": "inline", "solve-ray": "ray"}
 SB3_ROWS = {f"sb3-{policy}-{n}": (policy, n) for policy in ("mlp", "lstm") for n in (64, 32)}
@@ -66,7 +71,7 @@ BREAKDOWN_SOURCE = "ray2-mlp"  # the row whose iterations the breakdown row spli
 
 def limit_name(name: str) -> str:
     """The limit row that row `name` of ours is compared with."""
-    execution, workers, policy = OURS[name]
+    execution, workers, policy, _ = OURS[name]
     setup = "inline" if execution == "inline" else f"{workers}proc"
     return f"limit-{policy}-{setup}"
 

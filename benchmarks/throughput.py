@@ -30,9 +30,10 @@ def limit_label(name: str) -> str:
 def ours_config(name: str, iterations_total: int | None = None):
     from trainer.config import load_config
 
-    execution, workers, policy = OURS[name]
+    execution, workers, policy, overlap = OURS[name]
     base = [
         f"execution={execution}",
+        f"workers.overlap={overlap}",
         f"workers.num_workers={workers}",
         f"workers.envs_per_worker={ENVS_PER_WORKER}",
         "logging.progress_interval_s=1000",
@@ -100,14 +101,15 @@ def time_ours(config, execution: str, warmup: int, measured: int) -> Timing:
 
 
 def run_ours(name: str, params: Params) -> dict:
-    execution, workers, policy = OURS[name]
+    execution, workers, policy, overlap = OURS[name]
     measured_iterations = max(1, params.measured_steps[policy] // ours_config(name).steps_per_iteration)
     config = ours_config(name, params.warmup_iterations + measured_iterations)
     timing = time_ours(config, execution, params.warmup_iterations, measured_iterations)
     steps = measured_iterations * config.steps_per_iteration
     return {
         "group": "ours",
-        "label": f"{execution}, {workers} worker{'s' * (workers > 1)} x {ENVS_PER_WORKER} envs, {policy.upper()}",
+        "label": f"{execution}, {workers} worker{'s' * (workers > 1)} x {ENVS_PER_WORKER} envs, {policy.upper()}"
+        + (", overlap (1 version lag)" if overlap else ""),
         "env_id": config.env.id,
         "execution": execution,
         "num_workers": workers,
