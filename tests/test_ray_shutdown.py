@@ -85,3 +85,25 @@ def test_sigint_stops_training_and_ray(tmp_path):
     assert proc.returncode == 130, err
     assert "Traceback" not in err
     assert wait_for_no_new_ray_processes(before) == set()
+
+
+def test_sigterm_with_embedded_ray_writes_a_final_checkpoint(tmp_path):
+    """ray.init() installs its own SIGTERM handler (exit at once); the trainer takes SIGTERM back,
+    so `kill`, `docker stop` and `ray job stop` end the run with a final checkpoint."""
+    from trainer.checkpoint import load_checkpoint
+
+    before = ray_processes()
+    run_dir = tmp_path / "run"
+    proc = run_cli(
+        "configs/cartpole.yaml", "--run-dir", str(run_dir), "--set", "ppo.total_steps=10000000",
+        "--set", "checkpoint.every=0", "--set", "logging.progress_interval_s=0.5",
+    )  # fmt: skip
+    assert proc.stdout.readline().startswith("run directory:")
+    assert proc.stdout.readline().startswith("step ")  # training is under way
+    proc.send_signal(signal.SIGTERM)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    stopped = [line for line in err.splitlines() if line.startswith("error: stopped by SIGTERM at env step ")]
+    assert len(stopped) == 1 and "Traceback" not in err, err
+    assert load_checkpoint(run_dir)[1]["env_steps"] == int(stopped[0].split("env step ")[1].split(";")[0])
+    assert wait_for_no_new_ray_processes(before) == set()
