@@ -120,14 +120,19 @@ def test_killed_worker_run_finishes_with_all_steps(local_ray, tmp_path):
     """Through train(): a worker killed mid-run costs a restart, not steps."""
     config = ray_config(env={"id": "tests.ray_envs:SlowCartPole"}, ppo={"total_steps": 1280})
 
+    def collecting_workers() -> set[psutil.Process]:
+        # Only this test's Ray: its raylet, and so its workers, descend from this process.
+        mine = psutil.Process().children(recursive=True)
+        return {p for p in mine if "RolloutWorkerActor.collect" in " ".join(p.cmdline())}
+
+    earlier = collecting_workers()  # left over by earlier tests' killed actors: not this run's
+
     def kill_a_worker_soon():
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            # Only this test's Ray: its raylet, and so its workers, descend from this process.
-            mine = psutil.Process().children(recursive=True)
-            victims = [p for p in mine if "RolloutWorkerActor.collect" in " ".join(p.cmdline())]
+            victims = collecting_workers() - earlier
             if victims:
-                victims[0].kill()
+                victims.pop().kill()
                 return
             time.sleep(0.05)
 

@@ -124,7 +124,9 @@ def _run(config, path, spaces, threshold, checkpoint, address, stop, observation
         iteration, env_steps, wall_before = checkpoint["iteration"], checkpoint["env_steps"], checkpoint["wall_time_s"]
         runtime.restarts[:] = checkpoint["restarts"]
         progress.message(f"resumed at iteration {iteration}, env step {env_steps}")
-    writer = MetricsWriter(path, config, enabled=config.logging.tensorboard, purge_step=env_steps or None)
+    writer = MetricsWriter(
+        path, config, enabled=config.logging.tensorboard, purge_step=env_steps + 1 if env_steps else None
+    )
     start = time.perf_counter()
     saved_at = iteration
     best_saved = tracker.best_mean_return
@@ -142,6 +144,7 @@ def _run(config, path, spaces, threshold, checkpoint, address, stop, observation
             "spaces": spaces,
             "runtime": runtime.state_dict(),
         }
+        writer.flush()
         save_checkpoint(path, state, config.checkpoint.keep_last, is_best or saved_at == 0)
         saved_at, best_saved = iteration, max(best_saved, tracker.best_mean_return)
 
@@ -164,7 +167,7 @@ def _run(config, path, spaces, threshold, checkpoint, address, stop, observation
     finally:
         runtime.close()
         progress.close()
-        writer.close(tracker.mean_return, env_steps)
+        writer.close(tracker.mean_return, env_steps, ran=iteration > (checkpoint or {}).get("iteration", 0))
     wall = wall_before + time.perf_counter() - start
     summary = run_summary(config, tracker, env_steps, wall, sum(runtime.restarts), path)
     summary["interrupted_by"] = stop.requested

@@ -72,8 +72,9 @@ class MetricsWriter:
     """A SummaryWriter on the run directory, or nothing at all when logging is off."""
 
     def __init__(self, run_dir: Path, config: Config, enabled: bool = True, purge_step: int | None = None) -> None:
-        """`purge_step`: on resume, TensorBoard drops points at or after this step that an
-        earlier session wrote after its last checkpoint, so curves never rewind or repeat."""
+        """`purge_step`: on resume (checkpoint step + 1), TensorBoard drops points at or after
+        this step that an earlier session wrote after its last checkpoint, so curves never
+        rewind or repeat."""
         self.config = config
         self.writer = SummaryWriter(log_dir=str(run_dir), flush_secs=10, purge_step=purge_step) if enabled else None
         if self.writer is not None and purge_step is None:
@@ -85,11 +86,18 @@ class MetricsWriter:
         for tag, value in scalars.items():
             self.writer.add_scalar(tag, value, env_step)
 
-    def close(self, final_mean_return: float, env_step: int) -> None:
-        """Record the config as hparams with the final mean return as their metric."""
+    def flush(self) -> None:
+        """Put every point written so far on disk: called before each checkpoint, so a crash
+        loses no point the resumed run will not write again."""
+        if self.writer is not None:
+            self.writer.flush()
+
+    def close(self, final_mean_return: float, env_step: int, ran: bool = True) -> None:
+        """Record the config as hparams with the final mean return as their metric (unless this
+        session ran no iteration, e.g. resuming a finished run: the point exists already)."""
         if self.writer is None:
             return
-        if math.isfinite(final_mean_return):
+        if ran and math.isfinite(final_mean_return):
             for summary in hparams(flat_hparams(self.config), {FINAL_RETURN_TAG: final_mean_return}):
                 self.writer.file_writer.add_summary(summary, env_step)
             self.writer.add_scalar(FINAL_RETURN_TAG, final_mean_return, env_step)
