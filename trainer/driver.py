@@ -107,96 +107,112 @@ def train(
             f"but env {config.env.id!r} has {spaces}"
         )
     path = create_run_dir(config, run_dir, run_name, resuming=checkpoint is not None)
-    with GracefulStop() as stop:
-        return _run(config, path, spaces, threshold, checkpoint, address, stop, observation_space, action_space)
-
-
-def _run(config, path, spaces, threshold, checkpoint, address, stop, observation_space, action_space) -> dict:
     progress = ProgressReporter(config.num_iterations * config.steps_per_iteration, config.logging.progress_interval_s)
     progress.message(f"run directory: {path}")
-    tracker = EpisodeTracker(threshold)
-    iteration, env_steps, wall_before = 0, 0, 0.0
-    runtime = make_runtime(config, observation_space, action_space, address, progress.message)
-    stop.install()  # ray.init() put in its own SIGTERM handler (exit at once): take SIGTERM back
-    if checkpoint is not None:
-        runtime.load_state_dict(checkpoint["runtime"])
-        tracker.load_state_dict(checkpoint["tracker"])
-        iteration, env_steps, wall_before = checkpoint["iteration"], checkpoint["env_steps"], checkpoint["wall_time_s"]
-        runtime.restarts[:] = checkpoint["restarts"]
-        progress.message(f"resumed at iteration {iteration}, env step {env_steps}")
-    writer = MetricsWriter(
-        path, config, enabled=config.logging.tensorboard, purge_step=env_steps + 1 if env_steps else None
-    )
-    start = time.perf_counter()
-    saved_at = iteration
-    best_saved = tracker.best_mean_return
-
-    def save() -> None:
-        nonlocal saved_at, best_saved
-        is_best = tracker.best_mean_return > best_saved
-        state = {
-            "config": config.model_dump(),
-            "iteration": iteration,
-            "env_steps": env_steps,
-            "wall_time_s": wall_before + time.perf_counter() - start,
-            "restarts": list(runtime.restarts),
-            "tracker": tracker.state_dict(),
-            "spaces": spaces,
-            "runtime": runtime.state_dict(),
-        }
-        writer.flush()
-        save_checkpoint(path, state, config.checkpoint.keep_last, is_best or saved_at == 0)
-        saved_at, best_saved = iteration, max(best_saved, tracker.best_mean_return)
-
-    try:
-        while iteration < config.num_iterations and stop.requested is None:
-            iteration_start = time.perf_counter()
-            stats = runtime.iterate()
-            iteration += 1
-            env_steps += config.steps_per_iteration
-            tracker.add(stats.episodes.returns, env_steps)
-            now = time.perf_counter()
-            steps_per_s = (env_steps - (checkpoint or {}).get("env_steps", 0)) / (now - start)
-            scalars = iteration_scalars(stats, now - iteration_start, steps_per_s, runtime.restarts, config)
-            writer.write(scalars, env_steps)
-            progress.update(env_steps, tracker.mean_return)
-            if config.checkpoint.every and iteration % config.checkpoint.every == 0:
-                save()
-        if iteration > saved_at:
-            save()
-    finally:
-        runtime.close()
-        progress.close()
-        writer.close(tracker.mean_return, env_steps, ran=iteration > (checkpoint or {}).get("iteration", 0))
-    wall = wall_before + time.perf_counter() - start
-    summary = run_summary(config, tracker, env_steps, wall, sum(runtime.restarts), path)
-    summary["interrupted_by"] = stop.requested
+    with GracefulStop() as stop:
+        runtime = make_runtime(config, observation_space, action_space, address, progress.message)
+        stop.install()  # ray.init() put in its own SIGTERM handler (exit at once): take SIGTERM back
+        session = TrainingSession(config, path, spaces, threshold, runtime, progress, checkpoint)
+        session.run(stop)
+    summary = session.summary(stopped_by=stop.requested)
     write_json(path / "summary.json", summary)
     progress.message(
-        f"{'stopped' if stop.requested else 'done'}: {env_steps} steps in {wall:.1f}s "
-        f"({summary['steps_per_s']:.0f} steps/s), mean return (last 20) {tracker.mean_return:.1f}, "
-        f"solved at step {tracker.solved_at_step}"
+        f"{'stopped' if stop.requested else 'done'}: {summary['env_steps']} steps in {summary['wall_time_s']:.1f}s "
+        f"({summary['steps_per_s']:.0f} steps/s), mean return (last 20) {summary['mean_return_last20']:.1f}, "
+        f"solved at step {summary['solved_at_step']}"
     )
     if stop.requested:
-        raise TrainingStopped(f"stopped by {stop.requested} at env step {env_steps}; checkpoint written in {path}")
+        raise TrainingStopped(
+            f"stopped by {stop.requested} at env step {summary['env_steps']}; checkpoint written in {path}"
+        )
     return summary
 
 
-def run_summary(
-    config: Config, tracker: EpisodeTracker, env_steps: int, wall: float, restarts: int, path: Path
-) -> dict:
-    return {
-        "env_id": config.env.id,
-        "env_steps": env_steps,
-        "iterations": env_steps // config.steps_per_iteration,
-        "episodes": tracker.episodes,
-        "wall_time_s": round(wall, 3),
-        "steps_per_s": round(env_steps / wall, 1) if wall > 0 else 0.0,
-        "mean_return_last20": tracker.mean_return,
-        "best_mean_return": tracker.best_mean_return if tracker.episodes >= WINDOW else None,
-        "reward_threshold": tracker.reward_threshold,
-        "solved_at_step": tracker.solved_at_step,
-        "execution": config.execution,
-        "worker_restarts": restarts,
-        "run_dir": str(path),
-    }
+class TrainingSession:
+    """One process's part of a run: iterate, log, checkpoint, until the step budget or a stop
+    request. A resumed session starts from the checkpoint's counters and state."""
+
+    def __init__(self, config: Config, path: Path, spaces: dict, threshold, runtime, progress, checkpoint=None):
+        self.config, self.path, self.spaces = config, path, spaces
+        self.runtime, self.progress = runtime, progress
+        self.tracker = EpisodeTracker(threshold)
+        self.iteration, self.env_steps, self.wall_before = 0, 0, 0.0
+        if checkpoint is not None:
+            runtime.load_state_dict(checkpoint["runtime"])
+            runtime.restarts[:] = checkpoint["restarts"]
+            self.tracker.load_state_dict(checkpoint["tracker"])
+            self.iteration, self.env_steps = checkpoint["iteration"], checkpoint["env_steps"]
+            self.wall_before = checkpoint["wall_time_s"]
+            progress.message(f"resumed at iteration {self.iteration}, env step {self.env_steps}")
+        self.first_iteration, self.first_step = self.iteration, self.env_steps
+        self.saved_at, self.best_saved = self.iteration, self.tracker.best_mean_return
+        purge = self.env_steps + 1 if self.env_steps else None
+        self.writer = MetricsWriter(path, config, enabled=config.logging.tensorboard, purge_step=purge)
+        self.start = time.perf_counter()
+
+    def run(self, stop: GracefulStop) -> None:
+        every = self.config.checkpoint.every
+        try:
+            while self.iteration < self.config.num_iterations and stop.requested is None:
+                self._iterate()
+                if every and self.iteration % every == 0:
+                    self._save()
+            if self.iteration > self.saved_at:
+                self._save()
+        finally:
+            self.runtime.close()
+            self.progress.close()
+            ran = self.iteration > self.first_iteration
+            self.writer.close(self.tracker.mean_return, self.env_steps, ran=ran)
+
+    def _iterate(self) -> None:
+        iteration_start = time.perf_counter()
+        stats = self.runtime.iterate()
+        self.iteration += 1
+        self.env_steps += self.config.steps_per_iteration
+        self.tracker.add(stats.episodes.returns, self.env_steps)
+        now = time.perf_counter()
+        steps_per_s = (self.env_steps - self.first_step) / (now - self.start)
+        scalars = iteration_scalars(stats, now - iteration_start, steps_per_s, self.runtime.restarts, self.config)
+        self.writer.write(scalars, self.env_steps)
+        self.progress.update(self.env_steps, self.tracker.mean_return)
+
+    def _save(self) -> None:
+        is_best = self.tracker.best_mean_return > self.best_saved or self.saved_at == 0
+        state = {
+            "config": self.config.model_dump(),
+            "iteration": self.iteration,
+            "env_steps": self.env_steps,
+            "wall_time_s": self.wall_time_s,
+            "restarts": list(self.runtime.restarts),
+            "tracker": self.tracker.state_dict(),
+            "spaces": self.spaces,
+            "runtime": self.runtime.state_dict(),
+        }
+        self.writer.flush()  # every point up to this checkpoint is on disk before it exists
+        save_checkpoint(self.path, state, self.config.checkpoint.keep_last, is_best)
+        self.saved_at, self.best_saved = self.iteration, max(self.best_saved, self.tracker.best_mean_return)
+
+    @property
+    def wall_time_s(self) -> float:
+        """Training wall time over all sessions of the run."""
+        return self.wall_before + time.perf_counter() - self.start
+
+    def summary(self, stopped_by: str | None = None) -> dict:
+        config, tracker, wall = self.config, self.tracker, self.wall_time_s
+        return {
+            "env_id": config.env.id,
+            "env_steps": self.env_steps,
+            "iterations": self.iteration,
+            "episodes": tracker.episodes,
+            "wall_time_s": round(wall, 3),
+            "steps_per_s": round(self.env_steps / wall, 1) if wall > 0 else 0.0,
+            "mean_return_last20": tracker.mean_return,
+            "best_mean_return": tracker.best_mean_return if tracker.episodes >= WINDOW else None,
+            "reward_threshold": tracker.reward_threshold,
+            "solved_at_step": tracker.solved_at_step,
+            "execution": config.execution,
+            "worker_restarts": sum(self.runtime.restarts),
+            "interrupted_by": stopped_by,
+            "run_dir": str(self.path),
+        }
