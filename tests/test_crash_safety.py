@@ -59,6 +59,7 @@ def test_sigkill_at_random_moments_never_leaves_a_broken_checkpoint(tmp_path):
         assert state["env_steps"] >= last_step, "the newest checkpoint went back in time"
         last_step = state["env_steps"]
         assert path.name.startswith("iter_")
+    print(f"SIGKILL loop: {kills} kills, {loadable}/12 newest checkpoints loadable")
     assert kills >= 8
     assert loadable == 12
     final = start(run_dir, resume=True)
