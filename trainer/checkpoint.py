@@ -118,7 +118,9 @@ def load_checkpoint(target: str | Path) -> tuple[Path, dict]:
 
 
 def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+    """The first sentence of an exception's message (torch's can run to a paragraph)."""
+    line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return line.split(". ")[0].removesuffix(".")[:160]
 
 
 def capture_rng() -> dict:
