@@ -81,15 +81,20 @@ def test_normalizer_stats_equal_all_observations_seen(local_ray):
     np.testing.assert_allclose((stats.m2 / stats.count).numpy(), everything.var(0), rtol=1e-9, atol=1e-12)
 
 
+def learn_with_one_old_rollout(runtime: RayRuntime, old_snapshot) -> None:
+    """Worker 0 collects with `old_snapshot`, worker 1 with the current one; the learner gets both."""
+    _, old = runtime.workers[0].collect_split.remote(old_snapshot)
+    _, fresh = runtime.workers[1].collect_split.remote(runtime.learner.snapshot.remote())
+    ray.get(runtime.learner.learn_from_refs.remote([old, fresh]))
+
+
 def test_rollout_from_an_old_version_is_refused(local_ray):
     runtime = make_runtime(ray_config())
     try:
         old_snapshot = runtime.learner.snapshot.remote()
         runtime.iterate()
-        _, stale = runtime.workers[0].collect_split.remote(old_snapshot)
-        _, fresh = runtime.workers[1].collect_split.remote(runtime.learner.snapshot.remote())
         with pytest.raises(StaleRolloutError, match="collected with policy version 0, learner is at 1"):
-            ray.get(runtime.learner.learn_from_refs.remote([stale, fresh]))
+            learn_with_one_old_rollout(runtime, old_snapshot)
     finally:
         runtime.close()
 
@@ -196,10 +201,8 @@ def test_overlapped_collection_has_exactly_one_version_of_lag(local_ray):
         old_snapshot = runtime.learner.snapshot.remote()
         runtime.iterate()
         runtime.iterate()
-        _, too_old = runtime.workers[0].collect_split.remote(old_snapshot)
-        _, fresh = runtime.workers[1].collect_split.remote(runtime.learner.snapshot.remote())
         with pytest.raises(StaleRolloutError, match="collected with policy version 4, learner is at 6"):
-            ray.get(runtime.learner.learn_from_refs.remote([too_old, fresh]))
+            learn_with_one_old_rollout(runtime, old_snapshot)
     finally:
         runtime.close()
     assert lags == [0.0, 1.0, 1.0, 1.0]
