@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from pathlib import Path
 
 import gymnasium as gym
+
+
+def claim(flag: Path) -> bool:
+    """Create `flag` atomically: True for exactly one caller across all worker processes."""
+    try:
+        os.close(os.open(flag, os.O_CREAT | os.O_EXCL))
+    except FileExistsError:
+        return False
+    return True
 
 
 class SlowCartPole(gym.Wrapper):
@@ -32,10 +43,26 @@ class HangOnceCartPole(gym.Wrapper):
 
     def step(self, action):
         self.steps += 1
-        if self.steps == self.hang_at_step and not self.flag.exists():
-            self.flag.touch()
+        if self.steps == self.hang_at_step and claim(self.flag):
             while True:
                 time.sleep(1)
+        return self.env.step(action)
+
+
+class DieOnceCartPole(gym.Wrapper):
+    """SIGKILLs its own process on step `die_at_step` unless `flag_file` exists (it creates it
+    first): a worker process that dies mid-collection, once."""
+
+    def __init__(self, flag_file: str, die_at_step: int = 40) -> None:
+        super().__init__(gym.make("CartPole-v1"))
+        self.flag = Path(flag_file)
+        self.die_at_step = die_at_step
+        self.steps = 0
+
+    def step(self, action):
+        self.steps += 1
+        if self.steps == self.die_at_step and claim(self.flag):
+            os.kill(os.getpid(), signal.SIGKILL)
         return self.env.step(action)
 
 
