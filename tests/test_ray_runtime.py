@@ -98,14 +98,15 @@ def test_rollout_from_an_old_version_is_refused(local_ray):
 
 
 def test_killed_worker_is_replaced_and_training_stays_on_policy(local_ray):
-    config = ray_config(env={"id": "tests.ray_envs:SlowCartPole", "max_episode_steps": 200})
+    slow = {"id": "tests.ray_envs:SlowCartPole", "kwargs": {"step_sleep_s": 0.02}, "max_episode_steps": 200}
+    config = ray_config(env=slow)
     messages: list[str] = []
     runtime = make_runtime(config, messages)
     try:
         runtime.iterate()
         pid = ray.get(runtime.workers[1].__ray_call__.remote(lambda worker: os.getpid()))
-        # Kill the worker's process while it is collecting (one collection takes ~0.1 s).
-        killer = threading.Timer(0.03, os.kill, (pid, signal.SIGKILL))
+        # Kill the worker's process from outside while it collects (one collection takes > 0.3 s).
+        killer = threading.Timer(0.1, os.kill, (pid, signal.SIGKILL))
         killer.start()
         during = runtime.iterate()
         killer.join()
