@@ -99,14 +99,22 @@ class RolloutBuffer:
             getattr(self, name)[index].copy_(source, non_blocking=True)
 
     @torch.no_grad()
-    def compute_advantages(self, gamma: float, gae_lambda: float, reward: torch.Tensor | None = None) -> None:
+    def compute_advantages(
+        self,
+        gamma: float,
+        gae_lambda: float,
+        reward: torch.Tensor | None = None,
+        bootstrap_truncated: bool = True,
+    ) -> None:
         """GAE(lambda). A step that ends an episode bootstraps from `bootstrap_value` (the
         final observation's value when truncated, 0 when terminated) and stops the recursion.
-        `reward` replaces the stored rewards (e.g. scaled ones) when given."""
+        `reward` replaces the stored rewards (e.g. scaled ones) when given;
+        `bootstrap_truncated=False` treats truncation as termination (for comparison only)."""
         reward = self.reward if reward is None else reward
         done = self.terminated | self.truncated
         not_done = (~done).float()
-        bootstrap = torch.where(self.terminated, 0.0, self.bootstrap_value)
+        ends_value = self.terminated if bootstrap_truncated else done
+        bootstrap = torch.where(ends_value, 0.0, self.bootstrap_value)
         next_value = self.last_value
         next_advantage = torch.zeros_like(self.last_value)
         for t in reversed(range(self.T)):

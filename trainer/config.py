@@ -69,6 +69,9 @@ class PPOConfig(Section):
     max_grad_norm: float = Field(default=0.5, gt=0)
     target_kl: float | None = Field(default=None, gt=0)
     """Stop the epochs of an update early once approx KL exceeds this; null: never."""
+    bootstrap_truncated: bool = True
+    """Truncated episodes (time limits) bootstrap from the value of their final observation;
+    false treats truncation as termination, as some trainers do (kept for comparisons)."""
     normalize_advantages: bool = True
     normalize_obs: bool = True
     obs_clip: float = Field(default=10.0, gt=0)

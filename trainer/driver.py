@@ -22,6 +22,8 @@ from trainer.run_dir import create_run_dir, write_json
 from trainer.stopping import GracefulStop
 from trainer.tracking import WINDOW, EpisodeTracker
 
+RATIO_TOLERANCE = 1e-4  # on-policy, the first minibatch's |ratio - 1| is float noise (~1e-7)
+
 
 class TrainingStopped(UserError):
     """Stopped by a signal after writing a final checkpoint."""
@@ -149,6 +151,7 @@ class TrainingSession:
         purge = self.env_steps + 1 if self.env_steps else None
         self.writer = MetricsWriter(path, config, enabled=config.logging.tensorboard, purge_step=purge)
         self.start = time.perf_counter()
+        self.ratio_warnings = 0
 
     def run(self, stop: GracefulStop) -> None:
         every = self.config.checkpoint.every
@@ -175,7 +178,20 @@ class TrainingSession:
         steps_per_s = (self.env_steps - self.first_step) / (now - self.start)
         scalars = iteration_scalars(stats, now - iteration_start, steps_per_s, self.runtime.restarts, self.config)
         self.writer.write(scalars, self.env_steps)
+        self._check_ratio(stats.metrics)
         self.progress.update(self.env_steps, self.tracker.mean_return)
+
+    def _check_ratio(self, metrics: dict[str, float]) -> None:
+        """Warn loudly when the first minibatch's PPO ratio is not 1 on an on-policy iteration:
+        workers and learner then disagree on normalization, hidden states or resets."""
+        deviation = metrics["first_minibatch_ratio_dev"]
+        if deviation > RATIO_TOLERANCE and metrics.get("perf/policy_lag", 0.0) == 0.0:
+            self.ratio_warnings += 1
+            if self.ratio_warnings in (1, 10, 100) or self.ratio_warnings % 1000 == 0:
+                self.progress.message(
+                    f"WARNING: first-minibatch PPO ratio deviates from 1 by {deviation:.2e} at env step "
+                    f"{self.env_steps} ({self.ratio_warnings} iterations so far): rollouts and learner disagree"
+                )
 
     def _save(self) -> None:
         is_best = self.tracker.best_mean_return > self.best_saved or self.saved_at == 0

@@ -116,7 +116,7 @@ class Learner:
             for group in self.optimizer.param_groups:
                 group["lr"] = fraction * ppo.lr
         reward = self.return_rms.scale(self.buffer.reward, ppo.reward_clip) if ppo.normalize_rewards else None
-        self.buffer.compute_advantages(ppo.gamma, ppo.gae_lambda, reward)
+        self.buffer.compute_advantages(ppo.gamma, ppo.gae_lambda, reward, ppo.bootstrap_truncated)
 
         metrics, stopped_early = self._run_epochs()
         metrics["explained_variance"] = explained_variance(self.buffer.value, self.buffer.ret)

@@ -1,0 +1,41 @@
+"""Truncation bootstraps by default; `ppo.bootstrap_truncated: false` treats it as termination
+(the comparison setting), and a first-minibatch ratio away from 1 is reported loudly."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from tests.test_buffer import make_buffer
+from trainer.driver import TrainingSession
+from trainer.progress import ProgressReporter
+
+
+@pytest.mark.parametrize("bootstrap_truncated", [True, False])
+def test_truncated_step_bootstraps_only_when_asked(bootstrap_truncated):
+    g = 0.9
+    buffer = make_buffer(T=1, N=1)
+    buffer.reward.fill_(1.0)
+    buffer.value.fill_(0.5)
+    buffer.truncated.fill_(True)
+    buffer.bootstrap_value.fill_(2.0)
+    buffer.last_value.fill_(7.0)  # the next episode's first value: never used across the end
+    buffer.compute_advantages(g, 0.95, bootstrap_truncated=bootstrap_truncated)
+    expected = 1.0 + g * 2.0 - 0.5 if bootstrap_truncated else 1.0 - 0.5
+    assert buffer.advantage.item() == pytest.approx(expected)
+    assert buffer.ret.item() == pytest.approx(expected + 0.5)
+
+
+def test_ratio_away_from_one_is_reported(small_config, inline_runtime, tmp_path):
+    config = small_config(execution="inline")
+    out = io.StringIO()
+    progress = ProgressReporter(1000, 1000.0, stream=out)
+    session = TrainingSession(config, tmp_path, {}, None, inline_runtime(config), progress)
+    session._check_ratio({"first_minibatch_ratio_dev": 3e-7, "perf/policy_lag": 0.0})
+    session._check_ratio({"first_minibatch_ratio_dev": 0.2, "perf/policy_lag": 1.0})  # lag: expected
+    assert out.getvalue() == ""
+    session._check_ratio({"first_minibatch_ratio_dev": 0.02})
+    assert "WARNING: first-minibatch PPO ratio deviates from 1 by 2.00e-02" in out.getvalue()
+    session.writer.close(float("nan"), 0, ran=False)
+    assert session.ratio_warnings == 1
