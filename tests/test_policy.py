@@ -1,6 +1,6 @@
 """Policies and action distributions: inference-mode initial state (invariant 1), the LSTM
 sequence unroll equal to a step-by-step loop, output shapes per action space, the hand-written
-distributions against torch.distributions, and clear errors for unsupported spaces."""
+distributions against torch.distributions, the sigmoid-based tanh against torch.tanh, and clear errors for unsupported spaces."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from torch.distributions import Categorical, Normal
 from trainer.config import PolicyConfig
 from trainer.distributions import DiagGaussian, MultiCategorical, distribution_for
 from trainer.errors import UserError
-from trainer.policy import ActorCritic, build_policy, observation_dim
+from trainer.policy import ActorCritic, Tanh, build_policy, observation_dim
 
 OBS_DIM = 5
 ACTION_SPACES = {
@@ -228,3 +228,16 @@ def test_unsupported_action_space_is_a_user_error(space: spaces.Space, name: str
 def test_unsupported_observation_space_is_a_user_error(space: spaces.Space, name: str) -> None:
     with pytest.raises(UserError, match=rf"unsupported observation space {name}.*1-D Box"):
         observation_dim(space)
+
+
+def test_tanh_matches_torch_tanh_in_value_and_gradient() -> None:
+    x = (torch.randn(256, 64) * 4).requires_grad_()  # wide range: saturated and linear regions
+    y = Tanh()(x)
+    assert y.grad_fn is not None and "SigmoidTanh" in type(y.grad_fn).__name__  # the learner's path
+    torch.testing.assert_close(y, torch.tanh(x), atol=3e-7, rtol=0)
+    upstream = torch.randn_like(y)
+    (grad,) = torch.autograd.grad(y, x, upstream)
+    (expected,) = torch.autograd.grad(torch.tanh(x), x, upstream)
+    torch.testing.assert_close(grad, expected, atol=1e-6, rtol=1e-5)
+    with torch.inference_mode():  # rollouts: torch's own kernel
+        assert torch.equal(Tanh()(x), torch.tanh(x))

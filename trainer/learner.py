@@ -36,8 +36,10 @@ class Learner:
         self.device = resolve_device(config.learner.device)
         obs_dim = observation_dim(observation_space)
         self.policy = build_policy(obs_dim, distribution_for(action_space), config.policy).to(self.device)
+        # One fused kernel on a GPU; on a CPU, foreach (multi-tensor) ops beat the per-tensor loop.
+        implementation = {"fused": True} if self.device.type == "cuda" else {"foreach": True}
         self.optimizer = torch.optim.Adam(
-            self.policy.parameters(), lr=config.ppo.lr, eps=config.ppo.adam_eps, fused=self.device.type == "cuda"
+            self.policy.parameters(), lr=config.ppo.lr, eps=config.ppo.adam_eps, **implementation
         )
         self.obs_rms = RunningMeanStd((obs_dim,))
         self.return_rms = RunningMeanStd(())

@@ -27,6 +27,33 @@ def layer_init(layer: nn.Linear, std: float = math.sqrt(2), bias: float = 0.0) -
     return layer
 
 
+class _SigmoidTanh(torch.autograd.Function):
+    """tanh(x) = 2 sigmoid(2x) - 1, with tanh's own backward (1 - y^2) on the saved output."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        y = torch.sigmoid(x * 2).mul_(2).sub_(1)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (y,) = ctx.saved_tensors
+        return torch.ops.aten.tanh_backward(grad, y)
+
+
+class Tanh(nn.Module):
+    """nn.Tanh, computed through sigmoid when learning on the CPU: torch's CPU tanh kernel is about
+    10x slower than its sigmoid (280 vs 28 us on a 2048x64 batch), which made tanh a third of the
+    MLP update. Rollout steps (no autograd, a few dozen rows) keep torch.tanh, which is cheaper
+    there than a Python-level autograd Function."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.is_cuda or not torch.is_grad_enabled():
+            return torch.tanh(x)
+        return _SigmoidTanh.apply(x)
+
+
 def mlp(sizes: list[int], activation: type[nn.Module]) -> nn.Sequential:
     layers: list[nn.Module] = []
     for n_in, n_out in itertools.pairwise(sizes):
@@ -95,7 +122,7 @@ class MLPActorCritic(ActorCritic):
     """Separate actor and critic torsos (CleanRL's ppo.py), no recurrent state."""
 
     def __init__(self, obs_dim: int, dist: ActionDistribution, config: PolicyConfig) -> None:
-        activation = nn.Tanh if config.activation == "tanh" else nn.ReLU
+        activation = Tanh if config.activation == "tanh" else nn.ReLU
         super().__init__(dist, config.hidden_sizes[-1])
         self.actor_torso = mlp([obs_dim, *config.hidden_sizes], activation)
         self.critic_torso = mlp([obs_dim, *config.hidden_sizes], activation)
@@ -112,7 +139,7 @@ class LSTMActorCritic(ActorCritic):
     """Encoder -> LSTM -> shared features for both heads (CleanRL's ppo_atari_lstm.py)."""
 
     def __init__(self, obs_dim: int, dist: ActionDistribution, config: PolicyConfig) -> None:
-        activation = nn.Tanh if config.activation == "tanh" else nn.ReLU
+        activation = Tanh if config.activation == "tanh" else nn.ReLU
         super().__init__(dist, config.lstm_hidden_size)
         self.encoder = mlp([obs_dim, *config.hidden_sizes], activation)
         self.lstm = nn.LSTM(config.hidden_sizes[-1], config.lstm_hidden_size, num_layers=config.lstm_layers)
