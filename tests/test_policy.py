@@ -1,6 +1,7 @@
 """Policies and action distributions: inference-mode initial state (invariant 1), the LSTM
 sequence unroll equal to a step-by-step loop, output shapes per action space, the hand-written
-distributions against torch.distributions, the sigmoid-based tanh against torch.tanh, and clear errors for unsupported spaces."""
+distributions against torch.distributions, the sigmoid-based tanh against torch.tanh, and clear
+errors for unsupported spaces."""
 
 from __future__ import annotations
 
