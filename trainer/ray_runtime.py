@@ -24,6 +24,7 @@ from trainer.errors import UserError
 from trainer.learner import Learner
 from trainer.rollout import EpisodeStats, IterationStats
 
+ACTOR_MODULES = ("trainer.ray_runtime", "workers.ray_worker")  # what the learner and worker actors import
 WORKER_LOST = (ray_errors.RayActorError, ray_errors.WorkerCrashedError, ray_errors.ObjectLostError)
 
 
@@ -63,6 +64,9 @@ def connect(config: Config, address: str | None) -> bool:
         num_cpus=max(os.cpu_count() or 1, int(needed + 0.999)),
         include_dashboard=False,
         logging_level=logging.WARNING,
+        # Ray starts its idle worker processes as the driver connects; importing torch and our
+        # actors' modules there, before the actors are created, takes ~0.5 s off start-up.
+        _system_config={"preload_python_modules": list(ACTOR_MODULES)},
     )
     return True
 
