@@ -7,7 +7,7 @@ import pytest
 import ray
 
 from tests.conftest import make_small_config
-from trainer.ray_runtime import ACTOR_MODULES, connect
+from trainer.ray_connect import ACTOR_MODULES, connect, disconnect
 
 pytestmark = pytest.mark.ray
 
@@ -28,4 +28,4 @@ def test_embedded_ray_workers_start_with_actor_modules_imported():
         found = ray.get([imported_modules.remote() for _ in range(2)])
         assert found == [["torch", *ACTOR_MODULES]] * 2
     finally:
-        ray.shutdown()
+        disconnect()

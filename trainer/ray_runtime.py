@@ -9,9 +9,6 @@ again with the same snapshot, so an iteration never mixes versions or half rollo
 
 from __future__ import annotations
 
-import logging
-import os
-import sys
 import time
 from collections.abc import Callable
 
@@ -22,9 +19,9 @@ from trainer.checkpoint import capture_rng, restore_rng
 from trainer.config import Config
 from trainer.errors import UserError
 from trainer.learner import Learner
+from trainer.ray_connect import connect, disconnect
 from trainer.rollout import EpisodeStats, IterationStats
 
-ACTOR_MODULES = ("trainer.ray_runtime", "workers.ray_worker")  # what the learner and worker actors import
 WORKER_LOST = (ray_errors.RayActorError, ray_errors.WorkerCrashedError, ray_errors.ObjectLostError)
 
 
@@ -45,30 +42,6 @@ class LearnerActor(Learner):
 
     def node_id(self) -> str:
         return ray.get_runtime_context().get_node_id()
-
-
-def connect(config: Config, address: str | None) -> bool:
-    """Attach to a cluster (`address`, or RAY_ADDRESS) or start an embedded local Ray.
-    Returns True when this process started Ray and so must stop it."""
-    if ray.is_initialized():
-        return False
-    if not sys.stdout.isatty():
-        os.environ.setdefault("RAY_COLOR_PREFIX", "0")  # plain worker-log prefixes in job logs and files
-    address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, logging_level=logging.WARNING)
-        return False
-    needed = config.workers.num_workers * config.workers.num_cpus + config.learner.num_cpus
-    ray.init(
-        address="local",
-        num_cpus=max(os.cpu_count() or 1, int(needed + 0.999)),
-        include_dashboard=False,
-        logging_level=logging.WARNING,
-        # Ray starts its idle worker processes as the driver connects; importing torch and our
-        # actors' modules there, before the actors are created, takes ~0.5 s off start-up.
-        _system_config={"preload_python_modules": list(ACTOR_MODULES)},
-    )
-    return True
 
 
 class RayRuntime:
@@ -202,7 +175,7 @@ class RayRuntime:
             except Exception:
                 pass
         if self.started_ray:
-            ray.shutdown()
+            disconnect()
 
 
 def _unwrap(call: Callable):

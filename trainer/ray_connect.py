@@ -1,0 +1,49 @@
+"""Attaching to a Ray cluster, or starting the embedded local one. Imports no torch, so the CLI
+can start Ray while another thread imports the trainer (see trainer/cli.py)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import ray
+
+from trainer.config import Config
+
+ACTOR_MODULES = ("trainer.ray_runtime", "workers.ray_worker")  # what the learner and worker actors import
+_started_here = False  # this process started the running Ray, and so stops it
+
+
+def connect(config: Config, address: str | None) -> bool:
+    """Attach to a cluster (`address`, or RAY_ADDRESS) or start an embedded local Ray.
+    Returns True when this process started Ray (now or in an earlier call) and so must stop it."""
+    global _started_here
+    if ray.is_initialized():
+        return _started_here
+    if not sys.stdout.isatty():
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")  # plain worker-log prefixes in job logs and files
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, logging_level=logging.WARNING)
+        return False
+    needed = config.workers.num_workers * config.workers.num_cpus + config.learner.num_cpus
+    ray.init(
+        address="local",
+        num_cpus=max(os.cpu_count() or 1, int(needed + 0.999)),
+        include_dashboard=False,
+        logging_level=logging.WARNING,
+        # Ray starts its idle worker processes as the driver connects; importing torch and our
+        # actors' modules there, before the actors are created, takes ~0.5 s off start-up.
+        _system_config={"preload_python_modules": list(ACTOR_MODULES)},
+    )
+    _started_here = True
+    return True
+
+
+def disconnect() -> None:
+    """Stop the Ray this process started (a no-op when there is none)."""
+    global _started_here
+    if _started_here:
+        ray.shutdown()
+        _started_here = False
