@@ -191,3 +191,14 @@ def test_overlapped_collection_has_exactly_one_version_of_lag(local_ray):
         runtime.close()
     assert lags == [0.0, 1.0, 1.0, 1.0]
     assert count == 4 * config.steps_per_iteration  # every observation counted once, none twice
+
+
+def test_workers_run_at_lower_cpu_priority_than_the_learner(local_ray):
+    runtime = make_runtime(ray_config(workers={"nice": 3}))
+    try:
+        learner_nice = ray.get(runtime.learner.__ray_call__.remote(lambda _: os.nice(0)))
+        worker_nice = ray.get([worker.__ray_call__.remote(lambda _: os.nice(0)) for worker in runtime.workers])
+    finally:
+        runtime.close()
+    assert worker_nice == [min(19, learner_nice + 3)] * 2  # Ray starts workers at nice 15; 19 is the floor
+    assert worker_nice[0] > learner_nice

@@ -3,10 +3,12 @@ watch a collection (small info) while the rollout itself goes straight to the le
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import ray
 
+from trainer.config import Config
 from trainer.rollout import EpisodeStats, PolicySnapshot, Rollout
 from workers.rollout_worker import RolloutWorker
 
@@ -22,6 +24,10 @@ class RolloutInfo:
 
 
 class RolloutWorkerActor(RolloutWorker):
+    def __init__(self, config: Config, worker_index: int) -> None:
+        os.nice(config.workers.nice)  # see WorkersConfig.nice: the learner goes first on shared cores
+        super().__init__(config, worker_index)
+
     @ray.method(num_returns=2)
     def collect_split(self, snapshot: PolicySnapshot) -> tuple[RolloutInfo, Rollout]:
         rollout = self.collect(snapshot)
