@@ -1,5 +1,6 @@
-"""Time the LSTM training unroll both ways on each device: split at episode starts (short LSTM
-calls) vs one packed call. `features()` picks the faster per device.
+"""Time the LSTM training unroll (forward + backward) of sequences with episode starts inside, three
+ways on each device: one call per stretch between starts (split), or the pieces cut at the starts
+in one packed call, or in one padded call. `features()` picks per device and number of starts.
 
     python -m benchmarks.lstm_unroll [--steps 16] [--batch 1024] [--reset-prob 0.025]
 """
@@ -16,15 +17,20 @@ from trainer.config import PolicyConfig
 from trainer.distributions import MultiCategorical
 from trainer.policy import LSTMActorCritic
 
+UNROLLS = {
+    "split": lambda policy, x, h, c, first: policy._unroll_split(x, h, c, first),
+    "packed": lambda policy, x, h, c, first: policy._unroll_pieces(x, h, c, first, packed=True),
+    "padded": lambda policy, x, h, c, first: policy._unroll_pieces(x, h, c, first, packed=False),
+}
+
 
 def time_unroll(policy: LSTMActorCritic, method: str, x, h, c, first, repeats: int) -> float:
-    unroll = getattr(policy, method)
     best = float("inf")
     for _ in range(repeats + 1):
         if x.is_cuda:
             torch.cuda.synchronize()
         start = time.perf_counter()
-        out, _ = unroll(x, h, c, first)
+        out, _ = UNROLLS[method](policy, x, h, c, first)
         out.sum().backward()
         if x.is_cuda:
             torch.cuda.synchronize()
@@ -47,8 +53,7 @@ def main() -> None:
         h = torch.zeros(1, args.batch, policy.lstm.hidden_size, device=device)
         first = torch.rand(args.steps, args.batch, device=device) < args.reset_prob
         results[device] = {
-            method: time_unroll(policy, method, x, h, h.clone(), first, args.repeats)
-            for method in ("_unroll_split", "_unroll_packed")
+            method: time_unroll(policy, method, x, h, h.clone(), first, args.repeats) for method in UNROLLS
         }
     print(
         json.dumps(

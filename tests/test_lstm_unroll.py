@@ -1,11 +1,13 @@
-"""Both LSTM training unrolls (split at episode starts, and packed) equal a step-by-step loop
-that zeroes the state where an episode starts, values and gradients alike."""
+"""The LSTM unrolls of sequences with episode starts inside (split at the starts, the pieces packed,
+or padded) equal a step-by-step loop that zeroes the state where an episode starts, in values
+and gradients; split and packed also in the final state."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from benchmarks.lstm_unroll import UNROLLS
 from trainer.config import PolicyConfig
 from trainer.distributions import MultiCategorical
 from trainer.policy import LSTMActorCritic
@@ -20,7 +22,7 @@ def step_loop(policy: LSTMActorCritic, x, h, c, first):
     return torch.cat(outputs), (h, c)
 
 
-@pytest.mark.parametrize("method", ["_unroll_split", "_unroll_packed"])
+@pytest.mark.parametrize("method", ["split", "packed", "padded"])
 @pytest.mark.parametrize("layers", [1, 2])
 def test_unroll_equals_step_loop(method, layers):
     torch.manual_seed(layers)
@@ -36,10 +38,15 @@ def test_unroll_equals_step_loop(method, layers):
     first[1:, 2] = True  # a column that starts at every step
     keep0 = (~first[0]).float().unsqueeze(-1)
     expected, (eh, ec) = step_loop(policy, x, h0, c0, first)
-    got, (gh, gc) = getattr(policy, method)(x, h0 * keep0, c0 * keep0, first)
+    got, state = UNROLLS[method](policy, x, h0 * keep0, c0 * keep0, first)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(gh, eh, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(gc, ec, rtol=1e-5, atol=1e-6)
-    (grad_expected,) = torch.autograd.grad(expected.square().sum(), x)
-    (grad_got,) = torch.autograd.grad(got.square().sum(), x)
-    torch.testing.assert_close(grad_got, grad_expected, rtol=1e-5, atol=1e-6)
+    if method != "padded":
+        torch.testing.assert_close(state[0], eh, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(state[1], ec, rtol=1e-5, atol=1e-6)
+    else:
+        assert state is None
+    inputs = [x, *policy.lstm.parameters()]  # padding must add nothing to the weights' gradients either
+    grads_expected = torch.autograd.grad(expected.square().sum(), inputs)
+    grads_got = torch.autograd.grad(got.square().sum(), inputs)
+    for grad_got, grad_expected in zip(grads_got, grads_expected):
+        torch.testing.assert_close(grad_got, grad_expected, rtol=1e-5, atol=1e-6)

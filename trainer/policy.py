@@ -82,9 +82,11 @@ class ActorCritic(nn.Module):
         return torch.zeros(2, layers, batch_size, size, device=self.actor_head.weight.device)
 
     def features(
-        self, obs: torch.Tensor, hidden: torch.Tensor, first: torch.Tensor
-    ) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
-        """obs `[T, B, D]`, first `[T, B]` -> (actor features, critic features) `[T, B, F]`, final state."""
+        self, obs: torch.Tensor, hidden: torch.Tensor, first: torch.Tensor, final_state: bool = True
+    ) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor | None]:
+        """obs `[T, B, D]`, first `[T, B]` -> (actor features, critic features) `[T, B, F]`, final
+        state. `final_state=False` lets an implementation skip the state (returning None) where
+        that is cheaper: training discards it."""
         raise NotImplementedError
 
     def act(
@@ -112,7 +114,7 @@ class ActorCritic(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Sequences obs `[K, B, D]`, actions `[K, B, A]`, chunk-start state, first `[K, B]`
         -> logprob, entropy, value, each `[K, B]`."""
-        (actor_x, critic_x), _ = self.features(obs, hidden, first)
+        (actor_x, critic_x), _ = self.features(obs, hidden, first, final_state=False)
         params = self.actor_head(actor_x)
         value = self.critic_head(critic_x).squeeze(-1)
         return self.dist.log_prob(params, actions), self.dist.entropy(params), value
@@ -131,8 +133,11 @@ class MLPActorCritic(ActorCritic):
     def state_shape(self) -> tuple[int, int]:
         return (0, 0)
 
-    def features(self, obs, hidden, first):
+    def features(self, obs, hidden, first, final_state=True):
         return (self.actor_torso(obs), self.critic_torso(obs)), hidden
+
+
+PADDED_UNROLL_MAX_STARTS = 128  # CPU, 16 steps: padding wins up to ~128 starts at 64-1024 sequences
 
 
 class LSTMActorCritic(ActorCritic):
@@ -153,7 +158,7 @@ class LSTMActorCritic(ActorCritic):
     def state_shape(self) -> tuple[int, int]:
         return (self.lstm.num_layers, self.lstm.hidden_size)
 
-    def features(self, obs, hidden, first):
+    def features(self, obs, hidden, first, final_state: bool = True):
         x = self.encoder(obs)
         keep = (~first).to(x.dtype).unsqueeze(-1)  # [T, B, 1]: 0 where an episode starts
         h, c = hidden[0] * keep[0], hidden[1] * keep[0]
@@ -161,11 +166,17 @@ class LSTMActorCritic(ActorCritic):
             # One rollout step, or no episode starts after t=0: a single LSTM call.
             out, (h, c) = self.lstm(x, (h, c))
             return (out, out), torch.stack([h, c])
-        # On a GPU one packed call beats many short ones; on a CPU the short calls are cheaper
-        # than packing (measured: benchmarks/lstm_unroll.py). Both equal the step-by-step loop.
-        unroll = self._unroll_packed if x.is_cuda else self._unroll_split
-        out, (h, c) = unroll(x, h, c, first)
-        return (out, out), torch.stack([h, c])
+        # Episode starts inside. On a GPU one packed call beats many short ones. On a CPU
+        # (oneDNN has no packed LSTM) short calls win, unless the final state is not needed and
+        # there are few starts: then one padded call, whose cost grows with the number of starts,
+        # beats the ~T calls of a split. Measured: benchmarks/lstm_unroll.py.
+        if x.is_cuda:
+            out, state = self._unroll_pieces(x, h, c, first, packed=True)
+        elif not final_state and int(first[1:].sum()) <= PADDED_UNROLL_MAX_STARTS:
+            out, state = self._unroll_pieces(x, h, c, first, packed=False)
+        else:
+            out, state = self._unroll_split(x, h, c, first)
+        return (out, out), (torch.stack(state) if state is not None else None)
 
     def _unroll_split(self, x, h, c, first):
         """One LSTM call per stretch of steps in which no env starts an episode."""
@@ -179,33 +190,37 @@ class LSTMActorCritic(ActorCritic):
             outputs.append(out)
         return torch.cat(outputs), (h, c)
 
-    def _unroll_packed(self, x, h0, c0, first):
-        """Unroll sequences with episode starts inside them in one packed LSTM call.
+    def _unroll_pieces(self, x, h0, c0, first, packed: bool):
+        """Unroll sequences with episode starts inside them in one LSTM call.
 
         Each column of `[T, B]` is cut where an episode starts; every piece becomes its own row
-        of a PackedSequence, starting from the column's state (first piece) or zeros. Equal to
-        a step-by-step loop that zeroes the state at each start, without a Python loop over T.
+        of `[T, S]`, left-aligned, starting from the column's state (first piece) or zeros. The
+        outputs equal a step-by-step loop that zeroes the state at each start. Packed, the call
+        stops each row at its length and so also returns each column's final state; padded, the
+        rows run on over zero padding (outputs discarded) and the final state is None.
         """
         T, B, F = x.shape
         starts = first.t().reshape(-1).clone()  # [B*T], column-major: (b, t)
         starts[::T] = True
-        segment = starts.cumsum(0) - 1  # segment id of every (b, t)
-        begin = starts.nonzero().squeeze(1)  # [S] flat index where each segment begins
-        lengths = torch.diff(begin, append=torch.tensor([B * T], device=begin.device))
-        offset = torch.arange(B * T, device=x.device) - begin[segment]  # time within the segment
+        segment = starts.cumsum(0) - 1  # piece id of every (b, t)
+        begin = starts.nonzero().squeeze(1)  # [S] flat index where each piece begins
+        offset = torch.arange(B * T, device=x.device) - begin[segment]  # time within the piece
         S = begin.shape[0]
-        padded = x.new_zeros(T, S, F)
-        padded[offset, segment] = x.transpose(0, 1).reshape(B * T, F)
-        h = h0.new_zeros(h0.shape[0], S, h0.shape[2])
-        c = torch.zeros_like(h)
-        column_start = begin % T == 0  # the segments that continue the stored state
-        h[:, column_start], c[:, column_start] = h0, c0  # exactly one such segment per column, in order
-        packed = nn.utils.rnn.pack_padded_sequence(padded, lengths.cpu(), enforce_sorted=False)
-        out, (hn, cn) = self.lstm(packed, (h, c))
-        out, _ = nn.utils.rnn.pad_packed_sequence(out, total_length=T)
-        out = out[offset, segment].reshape(B, T, -1).transpose(0, 1)
-        last = segment.reshape(B, T)[:, -1]  # each column's final segment holds its final state
-        return out, (hn[:, last], cn[:, last])
+        pieces = x.new_zeros(T, S, F).index_put((offset, segment), x.transpose(0, 1).reshape(B * T, F))
+        continuing = (begin % T == 0).nonzero().squeeze(1)  # one piece per column, in column order
+        h = h0.new_zeros(h0.shape[0], S, h0.shape[2]).index_copy(1, continuing, h0)
+        c = c0.new_zeros(h0.shape[0], S, h0.shape[2]).index_copy(1, continuing, c0)
+        if packed:
+            lengths = torch.diff(begin, append=torch.tensor([B * T], device=begin.device))
+            sequences = nn.utils.rnn.pack_padded_sequence(pieces, lengths.cpu(), enforce_sorted=False)
+            out, (hn, cn) = self.lstm(sequences, (h, c))
+            out, _ = nn.utils.rnn.pad_packed_sequence(out, total_length=T)
+            last = segment.reshape(B, T)[:, -1]  # each column's final piece holds its final state
+            state = (hn[:, last], cn[:, last])
+        else:
+            out, _ = self.lstm(pieces, (h, c))
+            state = None
+        return out[offset, segment].reshape(B, T, -1).transpose(0, 1), state
 
 
 def observation_dim(space: spaces.Space) -> int:
