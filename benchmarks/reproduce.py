@@ -11,10 +11,12 @@ import argparse
 import json
 import math
 import statistics
+import sys
 import time
 from pathlib import Path
 
 from trainer.config import load_config
+from trainer.errors import UserError
 
 # Published PPO results by env id: (source, env steps, mean return). RL Zoo numbers are its
 # benchmark.md (one trained agent each; LunarLander rows are for v2).
@@ -44,14 +46,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def common_overrides(args: argparse.Namespace) -> list[str]:
+    steps = [f"ppo.total_steps={args.steps}"] if args.steps is not None else []
+    return [f"execution={args.execution}", *steps]
+
+
 def run_seed(config_path: str, seed: int, args: argparse.Namespace) -> dict:
     """Train one seed in a fresh run directory and evaluate its final checkpoint."""
     from trainer.driver import train
     from trainer.evaluate import evaluate
 
-    overrides = [f"seed={seed}", f"execution={args.execution}"]
-    if args.steps is not None:
-        overrides.append(f"ppo.total_steps={args.steps}")
+    overrides = [f"seed={seed}", *common_overrides(args)]
     name = Path(config_path).stem
     run_dir = Path(args.out) / f"{name}__seed{seed}__{time.strftime('%Y%m%d-%H%M%S')}"
     summary = train(config_path, overrides, run_dir=run_dir)
@@ -128,8 +133,12 @@ def write_json(path: str, rows: list[dict], runs: list[dict], args: argparse.Nam
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    for config_path in args.configs:
-        load_config(config_path)  # fail on a bad config before any training starts
+    try:  # a bad config (or --steps) fails in one line before any training starts
+        for config_path in args.configs:
+            load_config(config_path, common_overrides(args))
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
     rows, all_runs = [], []
     for config_path in args.configs:
         runs = [run_seed(config_path, seed, args) for seed in range(1, args.seeds + 1)]

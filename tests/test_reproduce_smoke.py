@@ -52,3 +52,14 @@ def test_reproduce_smoke(tmp_path):
     [run] = data["runs"]
     assert run["seed"] == 1 and str(tmp_path / "runs") in run["run_dir"]
     assert "CartPole-v1" in proc.stdout and "+-" in proc.stdout
+
+
+def test_reproduce_refuses_a_bad_override_before_training(tmp_path):
+    command = [sys.executable, "-m", "benchmarks.reproduce", "configs/cartpole.yaml", "--steps", "0"]
+    command += ["--out", str(tmp_path / "runs")]
+    proc = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "error: invalid config (configs/cartpole.yaml): ppo.total_steps: Input should be greater than 0 (got 0)"
+    ]
+    assert not (tmp_path / "runs").exists()  # nothing trained, no run directory
