@@ -15,9 +15,9 @@ import time
 
 import torch
 
-from trainer.config import load_config
-from trainer.learner import Learner
-from workers.envs import probe_env
+from trainer.core.config import load_config
+from trainer.core.envs import probe_env
+from trainer.learning.learner import Learner
 from workers.rollout_worker import RolloutWorker
 
 

@@ -14,8 +14,8 @@ WARMUP_STEPS = 100
 
 
 def _step_loop(env_id: str, vecs_per_proc: int, envs: int, steps: int, seed: int, barrier, results) -> None:
-    from trainer.config import EnvConfig
-    from workers.envs import make_vector_env
+    from trainer.core.config import EnvConfig
+    from trainer.core.envs import make_vector_env
 
     config = EnvConfig(id=env_id)
     vecs = [make_vector_env(config, envs) for _ in range(vecs_per_proc)]

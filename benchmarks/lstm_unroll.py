@@ -13,9 +13,9 @@ import time
 
 import torch
 
-from trainer.config import PolicyConfig
-from trainer.distributions import MultiCategorical
-from trainer.policy import LSTMActorCritic
+from trainer.core.config import PolicyConfig
+from trainer.core.distributions import MultiCategorical
+from trainer.core.policy import LSTMActorCritic
 
 UNROLLS = {
     "split": lambda policy, x, h, c, first: policy._unroll_split(x, h, c, first),

@@ -76,9 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args(argv)
 
-    from trainer.config import load_config
-    from trainer.ray_runtime import RayRuntime
-    from workers.envs import probe_env
+    from trainer.core.config import load_config
+    from trainer.core.envs import probe_env
+    from trainer.runtime.ray_runtime import RayRuntime
 
     probes = sorted(set(args.probe))
     last = probes[-1]

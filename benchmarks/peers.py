@@ -56,7 +56,7 @@ def throughput(spec: dict) -> dict:
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import DummyVecEnv
 
-    import workers.envs  # noqa: F401  (registers MaskedVelocityCartPole-v1)
+    import trainer.core.envs  # noqa: F401  (registers MaskedVelocityCartPole-v1)
 
     n, T = spec["envs"], spec["rollout_steps"]
     common = dict(

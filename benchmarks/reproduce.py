@@ -15,8 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-from trainer.config import load_config
-from trainer.errors import UserError
+from trainer.core.config import load_config
+from trainer.core.errors import UserError
 
 # Published PPO results by env id: (source, env steps, mean return). RL Zoo numbers are its
 # benchmark.md (one trained agent each; LunarLander rows are for v2).
@@ -53,8 +53,8 @@ def common_overrides(args: argparse.Namespace) -> list[str]:
 
 def run_seed(config_path: str, seed: int, args: argparse.Namespace) -> dict:
     """Train one seed in a fresh run directory and evaluate its final checkpoint."""
-    from trainer.driver import train
     from trainer.evaluate import evaluate
+    from trainer.runtime.session import train
 
     overrides = [f"seed={seed}", *common_overrides(args)]
     name = Path(config_path).stem

@@ -28,7 +28,7 @@ def limit_label(name: str) -> str:
 
 
 def ours_config(name: str, iterations_total: int | None = None):
-    from trainer.config import load_config
+    from trainer.core.config import load_config
 
     execution, workers, policy, overlap = OURS[name]
     base = [
@@ -81,14 +81,14 @@ def time_iterations(runtime, timing: Timing, warmup: int, measured: int) -> None
 
 def time_ours(config, execution: str, warmup: int, measured: int) -> Timing:
     """Build the runtime, run `warmup` then `measured` iterations, close it."""
-    from trainer.driver import InlineRuntime
-    from workers.envs import probe_env
+    from trainer.core.envs import probe_env
+    from trainer.runtime.session import InlineRuntime
 
     observation_space, action_space, _ = probe_env(config.env)
     with children_reaped(wait=execution == "ray"):
         timing = Timing(created=time.perf_counter())
         if execution == "ray":
-            from trainer.ray_runtime import RayRuntime
+            from trainer.runtime.ray_runtime import RayRuntime
 
             runtime = RayRuntime(config, observation_space, action_space, log=log)
         else:

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from trainer.config import Config, load_config
-from trainer.driver import InlineRuntime
-from workers.envs import probe_env
+from trainer.core.config import Config, load_config
+from trainer.core.envs import probe_env
+from trainer.runtime.session import InlineRuntime
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from tests.conftest import REPO_ROOT
-from trainer.checkpoint import load_checkpoint
+from trainer.runtime.checkpoint import load_checkpoint
 
 SMALL = ["--set", "execution=inline", "--set", "ppo.rollout_steps=32", "--set", "workers.envs_per_worker=2"]
 

@@ -8,9 +8,9 @@ import dataclasses
 import pytest
 import torch
 
-from trainer.buffer import RolloutBuffer
-from trainer.ppo import ppo_loss
-from trainer.rollout import TENSOR_FIELDS
+from trainer.core.messages import TENSOR_FIELDS
+from trainer.learning.buffer import RolloutBuffer
+from trainer.learning.ppo import ppo_loss
 
 ALL_FIELDS = (*TENSOR_FIELDS, "advantage", "ret")
 

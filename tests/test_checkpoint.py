@@ -12,9 +12,9 @@ import torch
 
 from tests.conftest import make_small_config
 from trainer import train
-from trainer.checkpoint import CheckpointError, load_checkpoint, periodic_checkpoints
 from trainer.evaluate import evaluate
 from trainer.export import export_checkpoint
+from trainer.runtime.checkpoint import CheckpointError, load_checkpoint, periodic_checkpoints
 
 CLOCK = {"id": "tests.clock_env:ClockEnv", "kwargs": {"length": 16}}
 

@@ -32,7 +32,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tests.conftest import REPO_ROOT
-from trainer.checkpoint import load_checkpoint
+from trainer.runtime.checkpoint import load_checkpoint
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
 

@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from tests.conftest import REPO_ROOT
-from trainer.config import Config, dump_config, load_config
-from trainer.errors import ConfigError
+from trainer.core.config import Config, dump_config, load_config
+from trainer.core.errors import ConfigError
 
 SMALL_YAML = """\
 execution: inline

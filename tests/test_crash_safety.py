@@ -15,7 +15,7 @@ from pathlib import Path
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tests.conftest import REPO_ROOT
-from trainer.checkpoint import load_checkpoint, periodic_checkpoints
+from trainer.runtime.checkpoint import load_checkpoint, periodic_checkpoints
 
 # Checkpoint every iteration so kills often land during a write; tiny iterations, many of them.
 FAST = [

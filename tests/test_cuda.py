@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from tests.conftest import make_small_config
-from trainer.driver import InlineRuntime
-from workers.envs import probe_env
+from trainer.core.envs import probe_env
+from trainer.runtime.session import InlineRuntime
 
 pytestmark = [
     pytest.mark.gpu,
@@ -59,7 +59,7 @@ def test_cuda_and_cpu_learners_agree_on_the_first_update():
 
 
 def test_cuda_normalizer_normalizes_on_device_with_grad():
-    from trainer.normalization import RunningMeanStd
+    from trainer.core.normalization import RunningMeanStd
 
     rms = RunningMeanStd((3,))
     rms.update(torch.randn(100, 3) * 2 + 1)
@@ -72,7 +72,7 @@ def test_cuda_normalizer_normalizes_on_device_with_grad():
 
 def test_checkpoint_written_by_a_cuda_learner_loads_on_cpu(tmp_path):
     from trainer import train
-    from trainer.checkpoint import load_checkpoint
+    from trainer.runtime.checkpoint import load_checkpoint
 
     config = make_small_config(execution="inline", learner={"device": "cuda"}, ppo={"total_steps": 256})
     train(config, run_dir=tmp_path / "run")

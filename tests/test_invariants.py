@@ -10,8 +10,8 @@ import math
 import pytest
 import torch
 
-from trainer.errors import UserError
-from trainer.rollout import StaleRolloutError
+from trainer.core.errors import UserError
+from trainer.core.messages import StaleRolloutError
 
 TOY_ENV = "tests.envs_for_tests:StepCounterEnv"
 

@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import REPO_ROOT
 from trainer import train
-from trainer.config import load_config
+from trainer.core.config import load_config
 
 pytestmark = pytest.mark.learning
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from benchmarks.lstm_unroll import UNROLLS
-from trainer.config import PolicyConfig
-from trainer.distributions import MultiCategorical
-from trainer.policy import LSTMActorCritic
+from trainer.core.config import PolicyConfig
+from trainer.core.distributions import MultiCategorical
+from trainer.core.policy import LSTMActorCritic
 
 
 def step_loop(policy: LSTMActorCritic, x, h, c, first):

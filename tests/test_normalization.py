@@ -10,10 +10,10 @@ import pytest
 import torch
 from gymnasium import spaces
 
-from trainer.config import PolicyConfig
-from trainer.distributions import distribution_for
-from trainer.normalization import MomentStats, RunningMeanStd
-from trainer.policy import ActorCritic, build_policy
+from trainer.core.config import PolicyConfig
+from trainer.core.distributions import distribution_for
+from trainer.core.normalization import MomentStats, RunningMeanStd
+from trainer.core.policy import ActorCritic, build_policy
 
 
 def make_shards(seed: int = 0) -> list[np.ndarray]:

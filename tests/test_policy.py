@@ -11,10 +11,10 @@ import torch
 from gymnasium import spaces
 from torch.distributions import Categorical, Normal
 
-from trainer.config import PolicyConfig
-from trainer.distributions import DiagGaussian, MultiCategorical, distribution_for
-from trainer.errors import UserError
-from trainer.policy import ActorCritic, Tanh, build_policy, observation_dim
+from trainer.core.config import PolicyConfig
+from trainer.core.distributions import DiagGaussian, MultiCategorical, distribution_for
+from trainer.core.errors import UserError
+from trainer.core.policy import ActorCritic, Tanh, build_policy, observation_dim
 
 OBS_DIM = 5
 ACTION_SPACES = {

@@ -12,8 +12,8 @@ import ray
 from ray.cluster_utils import Cluster
 
 from tests.conftest import REPO_ROOT, make_small_config
-from trainer.ray_runtime import RayRuntime
-from workers.envs import probe_env
+from trainer.core.envs import probe_env
+from trainer.runtime.ray_runtime import RayRuntime
 
 pytestmark = pytest.mark.ray
 

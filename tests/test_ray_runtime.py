@@ -13,10 +13,10 @@ import ray
 
 from tests.conftest import REPO_ROOT, make_small_config
 from trainer import train
-from trainer.errors import UserError
-from trainer.ray_runtime import RayRuntime, WorkerFailedError
-from trainer.rollout import StaleRolloutError
-from workers.envs import probe_env
+from trainer.core.envs import probe_env
+from trainer.core.errors import UserError
+from trainer.core.messages import StaleRolloutError
+from trainer.runtime.ray_runtime import RayRuntime, WorkerFailedError
 
 pytestmark = pytest.mark.ray
 

@@ -90,7 +90,7 @@ def test_sigint_stops_training_and_ray(tmp_path):
 def test_sigterm_with_embedded_ray_writes_a_final_checkpoint(tmp_path):
     """ray.init() installs its own SIGTERM handler (exit at once); the trainer takes SIGTERM back,
     so `kill`, `docker stop` and `ray job stop` end the run with a final checkpoint."""
-    from trainer.checkpoint import load_checkpoint
+    from trainer.runtime.checkpoint import load_checkpoint
 
     before = ray_processes()
     run_dir = tmp_path / "run"

@@ -7,7 +7,7 @@ import pytest
 import ray
 
 from tests.conftest import make_small_config
-from trainer.ray_connect import ACTOR_MODULES, connect, disconnect
+from trainer.runtime.ray_connect import ACTOR_MODULES, connect, disconnect
 
 pytestmark = pytest.mark.ray
 

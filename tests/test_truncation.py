@@ -8,8 +8,8 @@ import io
 import pytest
 
 from tests.test_buffer import make_buffer
-from trainer.driver import TrainingSession
-from trainer.progress import ProgressReporter
+from trainer.runtime.progress import ProgressReporter
+from trainer.runtime.session import TrainingSession
 
 
 @pytest.mark.parametrize("bootstrap_truncated", [True, False])

@@ -12,7 +12,7 @@ import sys
 import threading
 from pathlib import Path
 
-from trainer.errors import UserError
+from trainer.core.errors import UserError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,9 +55,9 @@ def run_train(args: argparse.Namespace) -> None:
     """Train. An embedded Ray is started first, while a thread imports torch and the trainer:
     ray.init spends ~2 s waiting on Ray's own processes, and the ~1 s of imports then overlaps
     that wait instead of following it."""
-    from trainer.config import load_config  # torch-free; imported before the thread starts
+    from trainer.core.config import load_config  # torch-free; imported before the thread starts
 
-    importing = threading.Thread(target=importlib.import_module, args=("trainer.driver",), daemon=True)
+    importing = threading.Thread(target=importlib.import_module, args=("trainer.runtime.session",), daemon=True)
     importing.start()
     started_ray = False
     if args.config and not args.resume and not (args.address or os.environ.get("RAY_ADDRESS")):
@@ -66,11 +66,11 @@ def run_train(args: argparse.Namespace) -> None:
         except UserError:
             config = None  # train() below reports it, the same way as without the early start
         if config is not None and config.execution == "ray":
-            from trainer.ray_connect import connect
+            from trainer.runtime.ray_connect import connect
 
             started_ray = connect(config, address=None)
     importing.join()
-    from trainer.driver import train
+    from trainer.runtime.session import train
 
     try:
         train(
@@ -83,7 +83,7 @@ def run_train(args: argparse.Namespace) -> None:
         )
     finally:
         if started_ray:
-            from trainer.ray_connect import disconnect
+            from trainer.runtime.ray_connect import disconnect
 
             disconnect()  # also when train() failed before its runtime took Ray over
 

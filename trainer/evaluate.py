@@ -8,8 +8,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trainer.checkpoint import load_checkpoint
+from trainer.core.config import load_config
+from trainer.core.envs import make_env, to_env_actions
+from trainer.core.errors import UserError
 from trainer.export import InferencePolicy, load_exported, policy_from_checkpoint
+from trainer.runtime.checkpoint import load_checkpoint
 
 
 def evaluate(
@@ -19,8 +22,6 @@ def evaluate(
     video_dir: str | Path | None = None,
     seed: int = 12345,
 ) -> dict:
-    from workers.envs import make_env, to_env_actions
-
     if str(target).endswith(".pt2"):
         config, act, (layers, size) = load_exported(target)
         deterministic = True  # an exported policy is its deterministic mode
@@ -71,8 +72,6 @@ def evaluate(
 
 
 def _config_of(state: dict):
-    from trainer.config import load_config
-
     return load_config(state["config"])
 
 
@@ -98,8 +97,6 @@ def _exported_actor(module):
 
 
 def _write_video(frames: list[np.ndarray], directory: Path, fps: int) -> Path:
-    from trainer.errors import UserError
-
     try:
         import imageio.v2 as imageio
     except ImportError:

@@ -15,11 +15,12 @@ import torch
 import yaml
 from torch import nn
 
-from trainer.checkpoint import CheckpointError, load_checkpoint
-from trainer.config import Config, dump_config, load_config
-from trainer.distributions import distribution_for
-from trainer.normalization import RunningMeanStd
-from trainer.policy import ActorCritic, build_policy, observation_dim
+from trainer.core.config import Config, dump_config, load_config
+from trainer.core.distributions import distribution_for
+from trainer.core.envs import probe_env
+from trainer.core.normalization import RunningMeanStd
+from trainer.core.policy import ActorCritic, build_policy, observation_dim
+from trainer.runtime.checkpoint import CheckpointError, load_checkpoint
 
 CONFIG_FILE = "config.yaml"
 META_FILE = "meta.json"
@@ -64,8 +65,6 @@ def policy_from_checkpoint(state: dict, observation_space, action_space) -> tupl
 
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
-    from workers.envs import probe_env
-
     path, state = load_checkpoint(checkpoint)
     config = load_config(state["config"])
     observation_space, action_space, _ = probe_env(config.env)

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import ray
 
-from trainer.config import Config
-from trainer.rollout import EpisodeStats, PolicySnapshot, Rollout
+from trainer.core.config import Config
+from trainer.core.messages import EpisodeStats, PolicySnapshot, Rollout
 from workers.rollout_worker import RolloutWorker
 
 

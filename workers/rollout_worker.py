@@ -12,13 +12,13 @@ import time
 import numpy as np
 import torch
 
-from trainer.config import Config
-from trainer.distributions import distribution_for
-from trainer.errors import UserError
-from trainer.normalization import RunningMeanStd, standardize
-from trainer.policy import build_policy, observation_dim
-from trainer.rollout import EpisodeStats, PolicySnapshot, Rollout
-from workers.envs import make_vector_env, to_env_actions
+from trainer.core.config import Config
+from trainer.core.distributions import distribution_for
+from trainer.core.envs import make_vector_env, to_env_actions
+from trainer.core.errors import UserError
+from trainer.core.messages import EpisodeStats, PolicySnapshot, Rollout
+from trainer.core.normalization import RunningMeanStd, standardize
+from trainer.core.policy import build_policy, observation_dim
 
 
 class EnvStepError(UserError):

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from trainer.errors import UserError
-from trainer.normalization import MomentStats
+from trainer.core.errors import UserError
+from trainer.core.normalization import MomentStats
 
 
 @dataclass(frozen=True)
@@ -35,16 +35,6 @@ class EpisodeStats:
     @classmethod
     def concat(cls, parts: list[EpisodeStats]) -> EpisodeStats:
         return cls([r for p in parts for r in p.returns], [n for p in parts for n in p.lengths])
-
-
-@dataclass
-class IterationStats:
-    """What a runtime reports to the driver after one iteration."""
-
-    metrics: dict[str, float]
-    episodes: EpisodeStats
-    worker_timings: list[dict[str, float]]
-    restarts: int = 0
 
 
 @dataclass

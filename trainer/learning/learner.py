@@ -9,14 +9,14 @@ import time
 import torch
 from gymnasium import spaces
 
-from trainer.buffer import RolloutBuffer
-from trainer.config import Config
-from trainer.distributions import distribution_for
-from trainer.errors import UserError
-from trainer.normalization import MomentStats, RunningMeanStd
-from trainer.policy import build_policy, observation_dim
-from trainer.ppo import ppo_loss
-from trainer.rollout import PolicySnapshot, Rollout, check_rollout
+from trainer.core.config import Config
+from trainer.core.distributions import distribution_for
+from trainer.core.errors import UserError
+from trainer.core.messages import PolicySnapshot, Rollout, check_rollout
+from trainer.core.normalization import MomentStats, RunningMeanStd
+from trainer.core.policy import build_policy, observation_dim
+from trainer.learning.buffer import RolloutBuffer
+from trainer.learning.ppo import ppo_loss
 
 
 def resolve_device(name: str) -> torch.device:

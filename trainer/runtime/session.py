@@ -1,9 +1,9 @@
 """The training loop: publish a snapshot, collect rollouts, learn, log, checkpoint; until
 total_steps or a stop signal.
 
-`train()` is the Python API and what the CLI calls. A runtime (in-process here, Ray actors in
-ray_runtime.py) provides `iterate()` and its state for checkpoints; everything around it (run
-directory, tracking, TensorBoard, checkpoints, summary) is shared.
+`train()` is the Python API and what the CLI calls. A runtime (in-process in inline.py, Ray
+actors in ray_runtime.py) provides `iterate()` and its state for checkpoints; everything around
+it (run directory, tracking, TensorBoard, checkpoints, summary) is shared.
 """
 
 from __future__ import annotations
@@ -11,16 +11,17 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from trainer.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
-from trainer.config import Config, load_config
-from trainer.errors import UserError
-from trainer.learner import Learner
-from trainer.metrics import MetricsWriter, iteration_scalars
-from trainer.progress import ProgressReporter
-from trainer.rollout import EpisodeStats, IterationStats
-from trainer.run_dir import create_run_dir, write_json
-from trainer.stopping import GracefulStop
-from trainer.tracking import WINDOW, EpisodeTracker
+from trainer.core.config import Config, load_config
+from trainer.core.envs import probe_env
+from trainer.core.errors import UserError
+from trainer.runtime.checkpoint import load_checkpoint, save_checkpoint
+from trainer.runtime.inline import InlineRuntime
+from trainer.runtime.metrics import MetricsWriter, iteration_scalars
+from trainer.runtime.progress import ProgressReporter
+from trainer.runtime.ray_runtime import RayRuntime
+from trainer.runtime.run_dir import create_run_dir, write_json
+from trainer.runtime.stopping import GracefulStop
+from trainer.runtime.tracking import WINDOW, EpisodeTracker
 
 RATIO_TOLERANCE = 1e-4  # on-policy, the first minibatch's |ratio - 1| is float noise (~1e-7)
 
@@ -31,48 +32,8 @@ class TrainingStopped(UserError):
     exit_code = 130
 
 
-class InlineRuntime:
-    """Learner and workers in this process, no Ray: for debugging, profiling and fast tests."""
-
-    def __init__(self, config: Config, observation_space, action_space) -> None:
-        from workers.rollout_worker import RolloutWorker
-
-        self.learner = Learner(config, observation_space, action_space)
-        self.workers = [RolloutWorker(config, i) for i in range(config.workers.num_workers)]
-        self.restarts = [0] * config.workers.num_workers  # in-process workers are never replaced
-
-    def iterate(self) -> IterationStats:
-        snapshot = self.learner.snapshot()
-        start = time.perf_counter()
-        rollouts = [worker.collect(snapshot) for worker in self.workers]
-        collect_time = time.perf_counter() - start
-        metrics = self.learner.learn(rollouts)
-        metrics["collect_time_s"] = collect_time
-        episodes = EpisodeStats.concat([rollout.episodes for rollout in rollouts])
-        return IterationStats(metrics, episodes, [rollout.timings for rollout in rollouts])
-
-    def state_dict(self) -> dict:
-        return {
-            "learner": self.learner.state_dict(),
-            "worker_rng": [worker.rng_state() for worker in self.workers],
-            "rng": capture_rng(),
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        self.learner.load_state_dict(state["learner"])
-        for worker, rng in zip(self.workers, state["worker_rng"]):
-            worker.resume(rng, state["learner"]["iteration"])
-        restore_rng(state["rng"])
-
-    def close(self) -> None:
-        for worker in self.workers:
-            worker.close()
-
-
 def make_runtime(config: Config, observation_space, action_space, address: str | None, log):
     if config.execution == "ray":
-        from trainer.ray_runtime import RayRuntime
-
         return RayRuntime(config, observation_space, action_space, address=address, log=log)
     return InlineRuntime(config, observation_space, action_space)
 
@@ -90,8 +51,6 @@ def train(
     `resume` continues a run from its newest checkpoint (a run directory or a checkpoint file),
     in the same run directory; `overrides` still apply. `address` attaches to a running Ray
     cluster (else RAY_ADDRESS, else an embedded local Ray)."""
-    from workers.envs import probe_env
-
     checkpoint = None
     if resume is not None:
         checkpoint_path, checkpoint = load_checkpoint(resume)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from trainer.rollout import TENSOR_FIELDS, Rollout
+from trainer.core.messages import TENSOR_FIELDS, Rollout
 
 
 @dataclass

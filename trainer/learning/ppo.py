@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import torch
 
-from trainer.buffer import Minibatch
-from trainer.config import PPOConfig
+from trainer.core.config import PPOConfig
+from trainer.learning.buffer import Minibatch
 
 
 @dataclass

@@ -15,9 +15,9 @@ import torch
 from gymnasium import spaces
 from torch import nn
 
-from trainer.config import PolicyConfig
-from trainer.distributions import ActionDistribution
-from trainer.errors import UserError
+from trainer.core.config import PolicyConfig
+from trainer.core.distributions import ActionDistribution
+from trainer.core.errors import UserError
 
 
 def layer_init(layer: nn.Linear, std: float = math.sqrt(2), bias: float = 0.0) -> nn.Linear:

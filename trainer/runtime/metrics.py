@@ -15,8 +15,8 @@ from tensorboard.compat.proto.summary_pb2 import Summary
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 
-from trainer.config import Config, dump_config
-from trainer.rollout import IterationStats
+from trainer.core.config import Config, dump_config
+from trainer.runtime.stats import IterationStats
 
 LOSS_TAGS = {
     "policy_loss": "losses/policy",

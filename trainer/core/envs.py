@@ -15,10 +15,10 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
-from trainer.config import EnvConfig
-from trainer.distributions import distribution_for
-from trainer.errors import UserError
-from trainer.policy import observation_dim
+from trainer.core.config import EnvConfig
+from trainer.core.distributions import distribution_for
+from trainer.core.errors import UserError
+from trainer.core.policy import observation_dim
 
 
 class MaskedVelocityCartPole(gym.ObservationWrapper):

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from gymnasium import spaces
 from torch import nn
 
-from trainer.errors import UserError
+from trainer.core.errors import UserError
 
 
 class ActionDistribution(nn.Module):

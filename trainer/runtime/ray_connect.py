@@ -9,9 +9,10 @@ import sys
 
 import ray
 
-from trainer.config import Config
+from trainer.core.config import Config
 
-ACTOR_MODULES = ("trainer.ray_runtime", "workers.ray_worker")  # what the learner and worker actors import
+# What the learner and worker actors import (the Ray runtime imports the worker actor).
+ACTOR_MODULES = ("trainer.runtime.ray_runtime", "workers.ray_worker")
 _started_here = False  # this process started the running Ray, and so stops it
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trainer.errors import UserError
+from trainer.core.errors import UserError
 
 FORMAT_VERSION = 1
 CHECKPOINT_DIR = "checkpoints"

@@ -12,7 +12,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from trainer.errors import ConfigError
+from trainer.core.errors import ConfigError
 
 
 class Section(BaseModel):

@@ -15,12 +15,14 @@ from collections.abc import Callable
 import ray
 from ray import exceptions as ray_errors
 
-from trainer.checkpoint import capture_rng, restore_rng
-from trainer.config import Config
-from trainer.errors import UserError
-from trainer.learner import Learner
-from trainer.ray_connect import connect, disconnect
-from trainer.rollout import EpisodeStats, IterationStats
+from trainer.core.config import Config
+from trainer.core.errors import UserError
+from trainer.core.messages import EpisodeStats
+from trainer.learning.learner import Learner
+from trainer.runtime.checkpoint import capture_rng, restore_rng
+from trainer.runtime.ray_connect import connect, disconnect
+from trainer.runtime.stats import IterationStats
+from workers.ray_worker import RolloutWorkerActor
 
 WORKER_LOST = (ray_errors.RayActorError, ray_errors.WorkerCrashedError, ray_errors.ObjectLostError)
 
@@ -68,8 +70,6 @@ class RayRuntime:
         self._in_flight: tuple | None = None  # (snapshot, pending collections) started ahead
 
     def _spawn(self, index: int):
-        from workers.ray_worker import RolloutWorkerActor
-
         workers = self.config.workers
         return (
             ray.remote(RolloutWorkerActor)

@@ -8,8 +8,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from trainer.config import Config, dump_config
-from trainer.errors import UserError
+from trainer.core.config import Config, dump_config
+from trainer.core.errors import UserError
 
 
 def default_run_name(config: Config) -> str:

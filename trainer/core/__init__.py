@@ -1,0 +1,1 @@
+"""The bottom layer: config, spaces and specs, policy, preprocessing, messages, env construction, errors."""

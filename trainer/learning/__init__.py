@@ -1,0 +1,1 @@
+"""The learner side of PPO: the pre-allocated buffer, the loss and the learner."""

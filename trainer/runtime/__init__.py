@@ -1,0 +1,1 @@
+"""Running a training session: in-process and Ray runtimes, checkpoints, metrics, progress."""

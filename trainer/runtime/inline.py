@@ -1,0 +1,48 @@
+"""The in-process runtime: learner and workers in this process, no Ray."""
+
+from __future__ import annotations
+
+import time
+
+from trainer.core.config import Config
+from trainer.core.messages import EpisodeStats
+from trainer.learning.learner import Learner
+from trainer.runtime.checkpoint import capture_rng, restore_rng
+from trainer.runtime.stats import IterationStats
+from workers.rollout_worker import RolloutWorker
+
+
+class InlineRuntime:
+    """Learner and workers in this process, no Ray: for debugging, profiling and fast tests."""
+
+    def __init__(self, config: Config, observation_space, action_space) -> None:
+        self.learner = Learner(config, observation_space, action_space)
+        self.workers = [RolloutWorker(config, i) for i in range(config.workers.num_workers)]
+        self.restarts = [0] * config.workers.num_workers  # in-process workers are never replaced
+
+    def iterate(self) -> IterationStats:
+        snapshot = self.learner.snapshot()
+        start = time.perf_counter()
+        rollouts = [worker.collect(snapshot) for worker in self.workers]
+        collect_time = time.perf_counter() - start
+        metrics = self.learner.learn(rollouts)
+        metrics["collect_time_s"] = collect_time
+        episodes = EpisodeStats.concat([rollout.episodes for rollout in rollouts])
+        return IterationStats(metrics, episodes, [rollout.timings for rollout in rollouts])
+
+    def state_dict(self) -> dict:
+        return {
+            "learner": self.learner.state_dict(),
+            "worker_rng": [worker.rng_state() for worker in self.workers],
+            "rng": capture_rng(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.learner.load_state_dict(state["learner"])
+        for worker, rng in zip(self.workers, state["worker_rng"]):
+            worker.resume(rng, state["learner"]["iteration"])
+        restore_rng(state["rng"])
+
+    def close(self) -> None:
+        for worker in self.workers:
+            worker.close()
