@@ -22,9 +22,9 @@ from workers.rollout_worker import RolloutWorker
 
 
 def time_update(config, rollouts, device: str, threads: int, repeats: int) -> float:
-    observation_space, action_space, _ = probe_env(config.env)
+    probe = probe_env(config.env, config.policy)
     overrides = [f"learner.device={device}", f"learner.torch_threads={threads}"]
-    learner = Learner(load_config(config, overrides), observation_space, action_space)
+    learner = Learner(load_config(config, overrides), probe.observation_space, probe.action_space)
     times = []
     for _ in range(repeats + 1):  # the first update warms up kernels and allocator
         learner.version = rollouts[0].version
@@ -60,8 +60,8 @@ def main() -> None:
         ],
     )
     worker = RolloutWorker(config, 0)
-    observation_space, action_space, _ = probe_env(config.env)
-    snapshot = Learner(config, observation_space, action_space).snapshot()
+    probe = probe_env(config.env, config.policy)
+    snapshot = Learner(config, probe.observation_space, probe.action_space).snapshot()
     rollouts = [worker.collect(snapshot)]
     seconds = {f"cpu_{args.cpu_threads}_threads": time_update(config, rollouts, "cpu", args.cpu_threads, args.repeats)}
     if torch.cuda.is_available():

@@ -12,10 +12,11 @@ import json
 import time
 
 import torch
+from gymnasium import spaces
 
-from trainer.core.config import PolicyConfig
-from trainer.core.distributions import MultiCategorical
-from trainer.core.policy import LSTMActorCritic
+from trainer.core.config import Config, PolicyConfig
+from trainer.core.policy import LSTMActorCritic, build_policy
+from trainer.core.spec import ObsSpec
 
 UNROLLS = {
     "split": lambda policy, x, h, c, first: policy._unroll_split(x, h, c, first),
@@ -48,7 +49,9 @@ def main() -> None:
     torch.manual_seed(0)
     results = {}
     for device in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
-        policy = LSTMActorCritic(2, MultiCategorical([2]), PolicyConfig(kind="lstm", hidden_sizes=[64])).to(device)
+        config = Config(policy=PolicyConfig(kind="lstm", hidden_sizes=[64]))
+        obs = ObsSpec.from_space(spaces.Box(-1.0, 1.0, (2,)), "benchmark")
+        policy = build_policy(obs, spaces.Discrete(2), config).to(device)
         x = torch.randn(args.steps, args.batch, 64, device=device, requires_grad=True)
         h = torch.zeros(1, args.batch, policy.lstm.hidden_size, device=device)
         first = torch.rand(args.steps, args.batch, device=device) < args.reset_prob

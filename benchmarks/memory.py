@@ -84,8 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     last = probes[-1]
     config = load_config(args.config, args.overrides)
     config = load_config(config, [f"ppo.total_steps={last * config.steps_per_iteration}", "execution=ray"])
-    observation_space, action_space, _ = probe_env(config.env)
-    runtime = RayRuntime(config, observation_space, action_space, log=lambda m: print(m, file=sys.stderr))
+    probe = probe_env(config.env, config.policy)
+    runtime = RayRuntime(config, probe, log=lambda m: print(m, file=sys.stderr))
     readings: dict[int, dict] = {}
     times: dict[int, float] = {}
     restarts = 0

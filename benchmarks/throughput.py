@@ -84,15 +84,15 @@ def time_ours(config, execution: str, warmup: int, measured: int) -> Timing:
     from trainer.core.envs import probe_env
     from trainer.runtime.session import InlineRuntime
 
-    observation_space, action_space, _ = probe_env(config.env)
+    probe = probe_env(config.env, config.policy)
     with children_reaped(wait=execution == "ray"):
         timing = Timing(created=time.perf_counter())
         if execution == "ray":
             from trainer.runtime.ray_runtime import RayRuntime
 
-            runtime = RayRuntime(config, observation_space, action_space, log=log)
+            runtime = RayRuntime(config, probe, log=log)
         else:
-            runtime = InlineRuntime(config, observation_space, action_space)
+            runtime = InlineRuntime(config, probe)
         try:
             time_iterations(runtime, timing, warmup, measured)
         finally:

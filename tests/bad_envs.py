@@ -27,8 +27,10 @@ class NaNCartPole(gym.Wrapper):
         return obs, reward, terminated, truncated, info
 
 
-class DictObservationEnv(gym.Env):
-    observation_space = spaces.Dict({"x": spaces.Box(-1, 1, (2,))})
+class SequenceObservationEnv(gym.Env):
+    """A Dict observation with a variable-length part, which cannot be batched."""
+
+    observation_space = spaces.Dict({"x": spaces.Box(-1, 1, (2,)), "path": spaces.Sequence(spaces.Box(0, 1, (2,)))})
     action_space = spaces.Discrete(2)
 
     def reset(self, *, seed=None, options=None):
@@ -36,6 +38,37 @@ class DictObservationEnv(gym.Env):
 
     def step(self, action):
         return self.observation_space.sample(), 0.0, False, False, {}
+
+
+class DriftingObservationEnv(gym.Env):
+    """A Dict observation that breaks its space at step `at`: key 'b' disappears (`change: drop`),
+    'a' changes shape (`change: shape`) or the image turns float (`change: dtype`)."""
+
+    observation_space = spaces.Dict(
+        {"a": spaces.Box(-1, 1, (2,)), "b": spaces.Box(-1, 1, (2,)), "img": spaces.Box(0, 255, (4, 4, 1), np.uint8)}
+    )
+    action_space = spaces.Discrete(2)
+
+    def __init__(self, change: str = "drop", at: int = 5) -> None:
+        self.change, self.at, self.steps = change, at, 0
+
+    def _obs(self) -> dict:
+        obs = {"a": np.zeros(2, np.float32), "b": np.zeros(2, np.float32), "img": np.zeros((4, 4, 1), np.uint8)}
+        if self.steps >= self.at:
+            if self.change == "drop":
+                del obs["b"]
+            elif self.change == "shape":
+                obs["a"] = np.zeros(3, np.float32)
+            else:
+                obs["img"] = obs["img"].astype(np.float32)
+        return obs
+
+    def reset(self, *, seed=None, options=None):
+        return self._obs(), {}
+
+    def step(self, action):
+        self.steps += 1
+        return self._obs(), 0.0, False, False, {}
 
 
 class TupleActionEnv(gym.Env):

@@ -8,10 +8,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+from gymnasium import spaces
 
-from trainer.core.config import Config, load_config
+from trainer.core.config import Config, PolicyConfig, PPOConfig, load_config
 from trainer.core.envs import probe_env
+from trainer.core.policy import ActorCritic, build_policy
+from trainer.core.spec import ObsSpec
 from trainer.runtime.session import InlineRuntime
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -45,6 +49,12 @@ def _deep_update(base: dict, extra: dict) -> dict:
     return base
 
 
+def vector_policy(obs_dim: int, action_space, policy: PolicyConfig, normalize_obs: bool = False) -> ActorCritic:
+    """A policy for a flat Box observation of `obs_dim` floats, outside any runtime."""
+    obs = ObsSpec.from_space(spaces.Box(-np.inf, np.inf, (obs_dim,), dtype=np.float32), "test")
+    return build_policy(obs, action_space, Config(policy=policy, ppo=PPOConfig(normalize_obs=normalize_obs)))
+
+
 def make_small_config(**overrides: Any) -> Config:
     """SMALL with sections replaced key by key, e.g. `make_small_config(policy={"kind": "lstm"})`."""
     return load_config(_deep_update(copy.deepcopy(SMALL), overrides))
@@ -66,8 +76,8 @@ def inline_runtime() -> Iterator[Callable[[Config], InlineRuntime]]:
     made: list[InlineRuntime] = []
 
     def make(config: Config) -> InlineRuntime:
-        observation_space, action_space, _ = probe_env(config.env)
-        runtime = InlineRuntime(config, observation_space, action_space)
+        probe = probe_env(config.env, config.policy)
+        runtime = InlineRuntime(config, probe)
         made.append(runtime)
         return runtime
 

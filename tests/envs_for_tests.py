@@ -46,3 +46,41 @@ class StepCounterEnv(gym.Env):
         terminated = self.c > 0 and self.k == self.TERMINATE_AT
         reward = 1.0 - 0.1 * float(np.abs(np.asarray(action, dtype=np.float64)).sum())
         return self._obs(), reward, terminated, False, {}
+
+
+class PixelSideEnv(gym.Env):
+    """An image task only a working image path solves: a bright 2x2 square sits somewhere in a
+    10x10 uint8 frame (H, W, 1); action 0 is right when it is in the left half, action 1 when in
+    the right half. A right action scores 1 and shows a new frame, a wrong one ends the episode
+    (terminated), so the return counts right answers until a time limit truncates the episode.
+    With `cue=True` the observation is a Dict {'image', 'cue': Discrete(2)} and the cue flips
+    which action is right: both keys are needed."""
+
+    SIZE = 10
+
+    def __init__(self, cue: bool = False) -> None:
+        image = spaces.Box(0, 255, (self.SIZE, self.SIZE, 1), dtype=np.uint8)
+        self.cue = cue
+        self.observation_space = spaces.Dict({"image": image, "cue": spaces.Discrete(2)}) if cue else image
+        self.action_space = spaces.Discrete(2)
+        self.answer = 0
+
+    def _obs(self):
+        row, col = self.np_random.integers(0, self.SIZE - 1, size=2)
+        frame = np.zeros((self.SIZE, self.SIZE, 1), dtype=np.uint8)
+        frame[row : row + 2, col : col + 2] = 255
+        side = int(col + 1 >= self.SIZE // 2)
+        if not self.cue:
+            self.answer = side
+            return frame
+        flip = int(self.np_random.integers(0, 2))
+        self.answer = side ^ flip
+        return {"image": frame, "cue": flip}
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        return self._obs(), {}
+
+    def step(self, action):
+        right = int(action) == self.answer
+        return self._obs(), float(right), not right, False, {}

@@ -3,59 +3,75 @@ flags, GAE on a hand-worked case, and minibatches made of whole (chunk, env) seq
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import torch
 
-from trainer.core.messages import TENSOR_FIELDS
+from trainer.core.spec import ObsLeaf, ObsSpec, RolloutSpec
 from trainer.learning.buffer import RolloutBuffer
 from trainer.learning.ppo import ppo_loss
 
-ALL_FIELDS = (*TENSOR_FIELDS, "advantage", "ret")
+
+def all_tensors(buffer: RolloutBuffer) -> dict[str, torch.Tensor]:
+    return {**buffer.tensors, "advantage": buffer.advantage, "ret": buffer.ret}
 
 
-def test_storage_is_allocated_once(small_config, inline_runtime) -> None:
-    """Invariant 4: no field is reallocated across iterations, yet the contents change."""
-    runtime = inline_runtime(small_config(policy={"kind": "lstm"}))
+ENVS = {
+    "vector": {"id": "CartPole-v1"},
+    "image": {"id": "tests.envs_for_tests:PixelSideEnv", "max_episode_steps": 5},
+    "dict": {"id": "tests.envs_for_tests:PixelSideEnv", "kwargs": {"cue": True}, "max_episode_steps": 5},
+    "discrete": {"id": "FrozenLake-v1"},
+}
+FIRST_LEAF = {"vector": "obs", "image": "obs", "dict": "image", "discrete": "obs"}
+STORED_DTYPE = {"vector": torch.float32, "image": torch.uint8, "dict": torch.uint8, "discrete": torch.long}
+
+
+@pytest.mark.parametrize("env", list(ENVS))
+def test_storage_is_allocated_once(small_config, inline_runtime, env: str) -> None:
+    """Invariant 4: no field is reallocated across iterations, yet the contents change; image
+    leaves are stored as uint8, discrete ones as indices."""
+    runtime = inline_runtime(small_config(env=ENVS[env], policy={"kind": "lstm"}))
     buffer = runtime.learner.buffer
-    pointers = {name: getattr(buffer, name).data_ptr() for name in ALL_FIELDS}
-    tensors = {name: getattr(buffer, name) for name in ALL_FIELDS}
-    previous_obs = buffer.obs.clone()
+    leaf = FIRST_LEAF[env]
+    assert buffer.obs[leaf].dtype == STORED_DTYPE[env]
+    tensors = all_tensors(buffer)
+    pointers = {name: t.data_ptr() for name, t in tensors.items()}
+    previous_obs = buffer.obs[leaf].clone()
     for _ in range(3):
         runtime.iterate()
-        assert not torch.equal(buffer.obs, previous_obs)
-        previous_obs = buffer.obs.clone()
-        for name in ALL_FIELDS:
-            assert getattr(buffer, name) is tensors[name], name
-            assert getattr(buffer, name).data_ptr() == pointers[name], name
+        assert not torch.equal(buffer.obs[leaf], previous_obs)
+        previous_obs = buffer.obs[leaf].clone()
+        for name, tensor in all_tensors(buffer).items():
+            assert tensor is tensors[name], name
+            assert tensor.data_ptr() == pointers[name], name
 
 
+@pytest.mark.parametrize("env", list(ENVS))
 @pytest.mark.parametrize("kind", ["mlp", "lstm"])
-def test_stored_rollouts_are_ordinary_tensors_that_backpropagate(small_config, inline_runtime, kind: str) -> None:
+def test_stored_rollouts_are_ordinary_tensors_that_backpropagate(small_config, inline_runtime, kind, env) -> None:
     """Invariant 4: rollouts made in inference mode, copied in, give a buffer autograd can use."""
-    config = small_config(policy={"kind": kind})
+    config = small_config(env=ENVS[env], policy={"kind": kind})
     runtime = inline_runtime(config)
     learner = runtime.learner
     snapshot = learner.snapshot()
     rollouts = [worker.collect(snapshot) for worker in runtime.workers]
-    assert rollouts[0].obs.is_inference() and rollouts[0].hidden.is_inference()  # the premise
+    first_rollout = rollouts[0].tensors
+    leaf = "obs/" + FIRST_LEAF[env]
+    assert first_rollout[leaf].is_inference() and first_rollout["hidden"].is_inference()  # the premise
     for slot, rollout in enumerate(rollouts):
         learner.receive(slot, rollout)
 
     buffer = learner.buffer
-    for name in ALL_FIELDS:
-        assert not getattr(buffer, name).is_inference(), name
+    for name, tensor in all_tensors(buffer).items():
+        assert not tensor.is_inference(), name
     E = config.workers.envs_per_worker
-    assert torch.equal(buffer.obs[:, E : 2 * E].cpu(), rollouts[1].obs)
-    assert torch.equal(buffer.hidden[:, :, :, E : 2 * E].cpu(), rollouts[1].hidden)
-    assert torch.equal(buffer.last_value[E : 2 * E].cpu(), rollouts[1].last_value)
-    assert torch.equal(buffer.actions[:, :E].cpu(), rollouts[0].actions)
+    assert torch.equal(buffer.tensors[leaf][:, E : 2 * E].cpu(), rollouts[1].tensors[leaf])
+    assert torch.equal(buffer.hidden[:, :, :, E : 2 * E].cpu(), rollouts[1].tensors["hidden"])
+    assert torch.equal(buffer.last_value[E : 2 * E].cpu(), rollouts[1].tensors["last_value"])
+    assert torch.equal(buffer.actions[:, :E].cpu(), first_rollout["actions"])
 
     buffer.compute_advantages(0.99, 0.95)
     batch = next(buffer.minibatches(config.ppo.num_minibatches, torch.Generator().manual_seed(0)))
-    obs = learner.obs_rms.normalize(batch.obs, config.ppo.obs_clip)
-    logprob, entropy, value = learner.policy.evaluate_actions(obs, batch.actions, batch.hidden, batch.first)
+    logprob, entropy, value = learner.policy.evaluate_actions(batch.obs, batch.actions, batch.hidden, batch.first)
     ppo_loss(batch, logprob, entropy, value, config.ppo).loss.backward()
     grads = [p.grad for p in learner.policy.parameters()]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
@@ -63,17 +79,16 @@ def test_stored_rollouts_are_ordinary_tensors_that_backpropagate(small_config, i
 
 
 def make_buffer(T: int, N: int, K: int = 1, state_shape: tuple[int, int] = (0, 0)) -> RolloutBuffer:
-    return RolloutBuffer(
-        rollout_steps=T,
-        num_envs=N,
-        envs_per_worker=N,
-        obs_dim=2,
+    layers, size = state_shape
+    spec = RolloutSpec.build(
+        ObsSpec((ObsLeaf("obs", "vector", (2,), torch.float32),)),
         action_dim=1,
         action_dtype=torch.long,
-        state_shape=state_shape,
+        state_dims=(2, layers, None, size),
+        rollout_steps=T,
         sequence_length=K,
-        device=torch.device("cpu"),
     )
+    return RolloutBuffer(spec, num_envs=N, envs_per_worker=N, sequence_length=K, device=torch.device("cpu"))
 
 
 def test_gae_hand_worked_case() -> None:
@@ -118,8 +133,8 @@ def test_minibatches_are_whole_sequences_each_once_per_epoch() -> None:
     buffer = make_buffer(T=T, N=N, K=K, state_shape=(L, H))
     t_index = torch.arange(T).view(T, 1).expand(T, N)
     n_index = torch.arange(N).view(1, N).expand(T, N)
-    buffer.obs[..., 0] = t_index.float()  # obs says where it is stored: (t, n)
-    buffer.obs[..., 1] = n_index.float()
+    buffer.obs["obs"][..., 0] = t_index.float()  # obs says where it is stored: (t, n)
+    buffer.obs["obs"][..., 1] = n_index.float()
     buffer.actions[..., 0] = t_index * 10 + n_index
     for name in ("logprob", "value", "advantage", "ret"):
         getattr(buffer, name).copy_(torch.randn(T, N))
@@ -131,14 +146,15 @@ def test_minibatches_are_whole_sequences_each_once_per_epoch() -> None:
     for _epoch in range(2):
         seen = []
         for batch in buffer.minibatches(num_minibatches=4, generator=generator):
-            assert batch.obs.shape == (K, C * N // 4, 2)
+            assert batch.obs["obs"].shape == (K, C * N // 4, 2)
             assert batch.hidden.shape == (2, L, C * N // 4, H)
-            for b in range(batch.obs.shape[1]):
-                t0, n = int(batch.obs[0, b, 0]), int(batch.obs[0, b, 1])
+            obs = batch.obs["obs"]
+            for b in range(obs.shape[1]):
+                t0, n = int(obs[0, b, 0]), int(obs[0, b, 1])
                 assert t0 % K == 0
                 c, rows = t0 // K, slice(t0, t0 + K)
                 seen.append((c, n))
-                assert torch.equal(batch.obs[:, b], buffer.obs[rows, n])
+                assert torch.equal(batch.obs["obs"][:, b], buffer.obs["obs"][rows, n])
                 assert torch.equal(batch.actions[:, b], buffer.actions[rows, n])
                 for name in ("logprob", "value", "advantage", "ret", "first"):
                     assert torch.equal(getattr(batch, name)[:, b], getattr(buffer, name)[rows, n]), name
@@ -153,10 +169,9 @@ def test_rollout_fields_have_the_shapes_the_buffer_expects(small_config, inline_
     runtime = inline_runtime(config)
     rollout = runtime.workers[0].collect(runtime.learner.snapshot())
     expected = runtime.learner.buffer.expected_shapes()
-    for field in dataclasses.fields(rollout):
-        if field.name in TENSOR_FIELDS:
-            tensor = getattr(rollout, field.name)
-            assert (tuple(tensor.shape), tensor.dtype) == expected[field.name], field.name
+    assert set(rollout.tensors) == set(expected)
+    for name, tensor in rollout.tensors.items():
+        assert (tuple(tensor.shape), tensor.dtype) == expected[name], name
     T, E, K = config.ppo.rollout_steps, config.workers.envs_per_worker, config.sequence_length
     assert expected["hidden"][0] == (T // K, 2, 1, E, 16)
 
@@ -170,7 +185,7 @@ def test_cuda_buffer_through_pinned_staging(small_config, inline_runtime, kind: 
     config = small_config(policy={"kind": kind}, learner={"device": "cuda"}, env={"max_episode_steps": 15})
     runtime = inline_runtime(config)
     learner, buffer = runtime.learner, runtime.learner.buffer
-    pointers = {name: getattr(buffer, name).data_ptr() for name in ALL_FIELDS}
+    pointers = {name: t.data_ptr() for name, t in all_tensors(buffer).items()}
     for _ in range(3):
         assert runtime.iterate().metrics["first_minibatch_ratio_dev"] < 1e-5
     rollouts = [worker.collect(learner.snapshot()) for worker in runtime.workers]
@@ -180,11 +195,10 @@ def test_cuda_buffer_through_pinned_staging(small_config, inline_runtime, kind: 
     E = config.workers.envs_per_worker
     for slot, rollout in enumerate(rollouts):
         columns = slice(slot * E, (slot + 1) * E)
-        assert torch.equal(buffer.obs[:, columns].cpu(), rollout.obs)
-        assert torch.equal(buffer.actions[:, columns].cpu(), rollout.actions)
-        assert torch.equal(buffer.hidden[:, :, :, columns].cpu(), rollout.hidden)
-        assert torch.equal(buffer.last_value[columns].cpu(), rollout.last_value)
-    for name in ALL_FIELDS:
-        tensor = getattr(buffer, name)
+        assert torch.equal(buffer.obs["obs"][:, columns].cpu(), rollout.tensors["obs/obs"])
+        assert torch.equal(buffer.actions[:, columns].cpu(), rollout.tensors["actions"])
+        assert torch.equal(buffer.hidden[:, :, :, columns].cpu(), rollout.tensors["hidden"])
+        assert torch.equal(buffer.last_value[columns].cpu(), rollout.tensors["last_value"])
+    for name, tensor in all_tensors(buffer).items():
         assert tensor.is_cuda and not tensor.is_inference(), name
         assert tensor.data_ptr() == pointers[name], name

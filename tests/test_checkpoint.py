@@ -44,10 +44,17 @@ def test_resume_gives_bitwise_the_same_parameters_as_a_straight_run(tmp_path, ki
     _, a = load_checkpoint(straight / "checkpoints/iter_0000020.pt")
     _, b = load_checkpoint(resumed / "checkpoints/iter_0000020.pt")
     for part in ("policy", "obs_rms", "return_rms"):
-        for name, value in a["runtime"]["learner"][part].items():
-            assert torch.equal(torch.as_tensor(value), torch.as_tensor(b["runtime"]["learner"][part][name])), name
+        for name, value in flat(a["runtime"]["learner"][part]).items():
+            assert torch.equal(torch.as_tensor(value), torch.as_tensor(flat(b["runtime"]["learner"][part])[name])), name
     adam_a, adam_b = a["runtime"]["learner"]["optimizer"]["state"], b["runtime"]["learner"]["optimizer"]["state"]
     assert all(torch.equal(adam_a[k]["exp_avg"], adam_b[k]["exp_avg"]) for k in adam_a)
+
+
+def flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        out |= flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value}
+    return out
 
 
 def test_keeps_last_k_and_the_best(tmp_path):

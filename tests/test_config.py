@@ -83,8 +83,8 @@ CASES = {
     "negative seed": (SMALL_YAML, ["seed=-1"], r"seed"),
     "unsupported observation space": (
         SMALL_YAML,
-        ["env.id=Blackjack-v1"],
-        r"unsupported observation space Tuple\(Discrete\(32\).*a 1-D Box is required",
+        ["env.id=tests.bad_envs:SequenceObservationEnv"],
+        r"observation space Sequence .* at 'path' is not supported.*add an observation wrapper to env\.wrappers",
     ),
     "every problem listed": (
         SMALL_YAML,
@@ -155,4 +155,4 @@ def test_config_error_lists_every_problem() -> None:
     assert "\n" not in message
     assert "ppo.gamma: Input should be less than or equal to 1 (got 1.5)" in message
     assert "ppo.clip_coef: Input should be greater than 0 (got 0)" in message
-    assert "hidden_sizes must be a non-empty list of positive ints, got [0]" in message
+    assert "hidden_sizes must be a list of positive ints, got [0]" in message

@@ -17,8 +17,8 @@ pytestmark = [
 
 def runtime_for(**overrides) -> InlineRuntime:
     config = make_small_config(execution="inline", **overrides)
-    observation_space, action_space, _ = probe_env(config.env)
-    return InlineRuntime(config, observation_space, action_space)
+    probe = probe_env(config.env, config.policy)
+    return InlineRuntime(config, probe)
 
 
 @pytest.mark.parametrize("kind", ["mlp", "lstm"])

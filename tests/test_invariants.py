@@ -14,6 +14,7 @@ from trainer.core.errors import UserError
 from trainer.core.messages import StaleRolloutError
 
 TOY_ENV = "tests.envs_for_tests:StepCounterEnv"
+PIXEL_ENV = "tests.envs_for_tests:PixelSideEnv"
 
 
 RATIO_ENVS = {
@@ -22,6 +23,9 @@ RATIO_ENVS = {
     "toy-discrete": (TOY_ENV, {"action_space": "discrete"}, 5),
     "toy-multidiscrete": (TOY_ENV, {"action_space": "multidiscrete"}, 5),
     "toy-box": (TOY_ENV, {"action_space": "box"}, 5),
+    "cnn": (PIXEL_ENV, {}, 5),  # uint8 image -> small CNN
+    "dict": (PIXEL_ENV, {"cue": True}, 5),  # image + Discrete cue
+    "discrete-obs": ("FrozenLake-v1", {"is_slippery": True}, 6),  # one-hot observation
 }
 
 
@@ -50,7 +54,8 @@ def test_first_minibatch_ratio_is_one(small_config, inline_runtime, env: str, ki
         truncations += int(buffer.truncated.sum())
         first = buffer.first.view(buffer.C, buffer.K, buffer.N)
         starts_inside += int(first[:, 1:].sum())
-    assert runtime.learner.obs_rms.count > 0  # normalization was live from iteration 2 on
+    if runtime.learner.obs_rms:  # vector leaves: normalization was live from iteration 2 on
+        assert all(rms.count > 0 for rms in runtime.learner.obs_rms.values())
     assert terminations > 0 and truncations > 0
     if kind == "lstm":
         assert starts_inside > 0
@@ -68,34 +73,38 @@ def test_learner_refuses_a_rollout_from_another_version(small_config, inline_run
     learner, rollouts = collect_one(small_config, inline_runtime)
     learner.learn(rollouts)
     assert learner.version == 1
-    obs_before = learner.buffer.obs.clone()
+    obs_before = learner.buffer.obs["obs"].clone()
     with pytest.raises(StaleRolloutError, match=r"version 0, learner is at 1"):
         learner.receive(0, rollouts[0])
     with pytest.raises(StaleRolloutError, match="version"):
         learner.receive(1, dataclasses.replace(rollouts[1], version=7))
-    assert torch.equal(learner.buffer.obs, obs_before)  # nothing was copied in
+    assert torch.equal(learner.buffer.obs["obs"], obs_before)  # nothing was copied in
     with pytest.raises(RuntimeError, match=r"workers \[0, 1\]"):
         learner.update()  # the refused rollouts do not count as arrived
 
 
 @pytest.mark.parametrize(
     "field, index, bad",
-    [("reward", (3, 1), math.nan), ("obs", (0, 0, 2), math.inf), ("bootstrap_value", (5, 0), math.nan)],
+    [("reward", (3, 1), math.nan), ("obs/obs", (0, 0, 2), math.inf), ("bootstrap_value", (5, 0), math.nan)],
 )
 def test_learner_refuses_a_non_finite_rollout(small_config, inline_runtime, field: str, index, bad: float) -> None:
     learner, rollouts = collect_one(small_config, inline_runtime)
-    tensor = getattr(rollouts[0], field).clone()
+    tensor = rollouts[0].tensors[field].clone()
     tensor[index] = bad
-    before = getattr(learner.buffer, field).clone()
+    before = learner.buffer.tensors[field].clone()
     with pytest.raises(UserError, match=rf"worker 0: {field} holds NaN or inf"):
-        learner.receive(0, dataclasses.replace(rollouts[0], **{field: tensor}))
-    assert torch.equal(getattr(learner.buffer, field), before)
+        learner.receive(0, with_field(rollouts[0], field, tensor))
+    assert torch.equal(learner.buffer.tensors[field], before)
+
+
+def with_field(rollout, name: str, tensor: torch.Tensor):
+    return dataclasses.replace(rollout, tensors={**rollout.tensors, name: tensor})
 
 
 def test_learner_refuses_a_rollout_of_the_wrong_shape(small_config, inline_runtime) -> None:
     learner, rollouts = collect_one(small_config, inline_runtime)
-    with pytest.raises(UserError, match=r"obs is \(16, 1, 4\) torch.float32, expected \(16, 2, 4\)"):
-        learner.receive(0, dataclasses.replace(rollouts[0], obs=rollouts[0].obs[:, :1]))
+    with pytest.raises(UserError, match=r"obs/obs is \(16, 1, 4\) torch.float32, expected \(16, 2, 4\)"):
+        learner.receive(0, with_field(rollouts[0], "obs/obs", rollouts[0].tensors["obs/obs"][:, :1]))
 
 
 @pytest.mark.parametrize("kind", ["lstm", "mlp"])
@@ -114,44 +123,42 @@ def test_truncation_bootstraps_from_final_observation(small_config, inline_runti
     learner, worker = runtime.learner, runtime.workers[0]
     rollout = worker.collect(learner.snapshot())
     T, E, K = config.ppo.rollout_steps, config.workers.envs_per_worker, config.sequence_length
-    obs, first = rollout.obs.clone(), rollout.first.clone()
+    r = rollout.tensors
+    obs, first = r["obs/obs"].clone(), r["first"].clone()
     k, c = obs[..., 0], obs[..., 1]
 
     # The env's rules, read back from the stored observations.
-    assert torch.equal(rollout.terminated, (c > 0) & (k == 2))
-    assert torch.equal(rollout.truncated, (c <= 0) & (k == 4))
-    assert rollout.terminated.any() and rollout.truncated.any()
-    assert (rollout.bootstrap_value[~rollout.truncated] == 0).all()
+    assert torch.equal(r["terminated"], (c > 0) & (k == 2))
+    assert torch.equal(r["truncated"], (c <= 0) & (k == 4))
+    assert r["terminated"].any() and r["truncated"].any()
+    assert (r["bootstrap_value"][~r["truncated"]] == 0).all()
 
-    policy = worker.policy  # the weights of the snapshot the worker used, on the CPU
-    assert learner.obs_rms.count > 0
-
-    def normalize(x: torch.Tensor) -> torch.Tensor:
-        return learner.obs_rms.normalize(x, config.ppo.obs_clip)
+    # The weights (and frozen normalizer stats) of the snapshot the worker used, on the CPU.
+    policy = worker.policy
+    assert learner.obs_rms["obs"].count > 0
+    assert torch.equal(policy.preprocess.standardize["obs"].mean, learner.obs_rms["obs"].moments()[0])
 
     checked, differs_without_state = 0, False
     no_reset = torch.zeros(1, dtype=torch.bool)
     with torch.no_grad():
         for e in range(E):
-            hidden = rollout.hidden[0, :, :, e : e + 1].clone()
+            hidden = r["hidden"][0, :, :, e : e + 1].clone()
             for t in range(T):
                 if t % K == 0:  # the stored chunk-start states are the ones the worker had
-                    torch.testing.assert_close(hidden[:, :, 0], rollout.hidden[t // K, :, :, e], rtol=0, atol=1e-5)
-                (_, critic_x), hidden = policy.features(
-                    normalize(obs[t : t + 1, e : e + 1]), hidden, first[t : t + 1, e : e + 1]
-                )
+                    torch.testing.assert_close(hidden[:, :, 0], r["hidden"][t // K, :, :, e], rtol=0, atol=1e-5)
+                (_, critic_x), hidden = policy.features(obs[t : t + 1, e : e + 1], hidden, first[t : t + 1, e : e + 1])
                 value = policy.critic_head(critic_x[0, 0]).squeeze(-1)
-                torch.testing.assert_close(value, rollout.value[t, e], rtol=0, atol=1e-5)  # replay is faithful
-                if not rollout.truncated[t, e]:
+                torch.testing.assert_close(value, r["value"][t, e], rtol=0, atol=1e-5)  # replay is faithful
+                if not r["truncated"][t, e]:
                     continue
                 step = obs[t, e, 0] + 1
                 final_obs = torch.stack([step, obs[t, e, 1], torch.sin(step)]).unsqueeze(0)
-                expected = policy.value(normalize(final_obs), hidden, no_reset)[0]
-                torch.testing.assert_close(rollout.bootstrap_value[t, e], expected, rtol=0, atol=1e-5)
+                expected = policy.value(final_obs, hidden, no_reset)[0]
+                torch.testing.assert_close(r["bootstrap_value"][t, e], expected, rtol=0, atol=1e-5)
                 zero_state = torch.zeros_like(hidden)
-                other = policy.value(normalize(final_obs), zero_state, no_reset)[0]
+                other = policy.value(final_obs, zero_state, no_reset)[0]
                 differs_without_state |= bool((other - expected).abs() > 1e-4)
                 checked += 1
-    assert checked == int(rollout.truncated.sum())
+    assert checked == int(r["truncated"].sum())
     if kind == "lstm":
         assert differs_without_state  # so the check above does tell the env's state apart

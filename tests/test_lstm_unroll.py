@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from gymnasium import spaces
 
 from benchmarks.lstm_unroll import UNROLLS
+from tests.conftest import vector_policy
 from trainer.core.config import PolicyConfig
-from trainer.core.distributions import MultiCategorical
 from trainer.core.policy import LSTMActorCritic
 
 
@@ -26,8 +27,8 @@ def step_loop(policy: LSTMActorCritic, x, h, c, first):
 @pytest.mark.parametrize("layers", [1, 2])
 def test_unroll_equals_step_loop(method, layers):
     torch.manual_seed(layers)
-    policy = LSTMActorCritic(
-        3, MultiCategorical([2]), PolicyConfig(kind="lstm", hidden_sizes=[8], lstm_hidden_size=6, lstm_layers=layers)
+    policy = vector_policy(
+        3, spaces.Discrete(2), PolicyConfig(kind="lstm", hidden_sizes=[8], lstm_hidden_size=6, lstm_layers=layers)
     )
     T, B = 9, 7
     x = torch.randn(T, B, 8, requires_grad=True)

@@ -10,10 +10,10 @@ import pytest
 import torch
 from gymnasium import spaces
 
+from tests.conftest import vector_policy
 from trainer.core.config import PolicyConfig
-from trainer.core.distributions import distribution_for
 from trainer.core.normalization import MomentStats, RunningMeanStd
-from trainer.core.policy import ActorCritic, build_policy
+from trainer.core.policy import ActorCritic
 
 
 def make_shards(seed: int = 0) -> list[np.ndarray]:
@@ -107,11 +107,6 @@ def test_update_is_in_place_and_keeps_ordinary_tensors(outer_inference_mode: boo
     assert rms.count > 0 and rms.mean.abs().sum() > 0  # the update happened
 
 
-def small_policy(obs_dim: int = 3) -> ActorCritic:
-    torch.manual_seed(0)
-    return build_policy(obs_dim, distribution_for(spaces.Discrete(2)), PolicyConfig(hidden_sizes=[8]))
-
-
 def fitted_rms() -> tuple[RunningMeanStd, torch.Tensor]:
     rms = RunningMeanStd((3,))
     data = torch.randn(200, 3) * torch.tensor([1.0, 5.0, 0.1]) + torch.tensor([3.0, -2.0, 0.5])
@@ -129,29 +124,36 @@ def test_normalize_matches_formula_and_clips() -> None:
     assert out.dtype == torch.float32
 
 
-def test_normalize_output_feeds_autograd() -> None:
-    """Invariant 3: normalize() outside inference mode gives an ordinary tensor; backward works."""
+def normalizing_policy(rms: RunningMeanStd) -> ActorCritic:
+    policy = vector_policy(3, spaces.Discrete(2), PolicyConfig(hidden_sizes=[8]), normalize_obs=True)
+    policy.preprocess.freeze({"obs": rms})
+    return policy
+
+
+def test_preprocessing_on_the_learner_feeds_autograd() -> None:
+    """Invariant 3: the policy's preprocessing (frozen mean/std, clip) runs outside inference
+    mode on the learner, equals normalize(), and its output backpropagates."""
     rms, _ = fitted_rms()
-    policy = small_policy()
-    obs = rms.normalize(torch.randn(4, 5, 3), clip=10.0)
-    assert not obs.is_inference()
+    policy = normalizing_policy(rms)
+    raw = torch.randn(4, 5, 3) * 4
+    features = policy.preprocess({"obs": raw})["obs"]
+    assert not features.is_inference()
+    torch.testing.assert_close(features, rms.normalize(raw, clip=10.0), rtol=0, atol=1e-6)
     actions = torch.randint(0, 2, (4, 5, 1))
-    logprob, entropy, value = policy.evaluate_actions(obs, actions, policy.initial_hidden(5), torch.zeros(4, 5).bool())
+    logprob, entropy, value = policy.evaluate_actions(raw, actions, policy.initial_hidden(5), torch.zeros(4, 5).bool())
     (logprob.sum() + entropy.sum() + value.sum()).backward()
     first_layer = policy.actor_torso[0].weight
     assert first_layer.grad is not None and first_layer.grad.abs().sum() > 0
 
 
-def test_normalize_under_inference_mode_breaks_backward() -> None:
+def test_preprocessing_under_inference_mode_breaks_backward() -> None:
     """Why invariant 3 exists: an inference tensor entering the first layer cannot be saved."""
     rms, _ = fitted_rms()
-    policy = small_policy()
+    policy = normalizing_policy(rms)
     with torch.inference_mode():
-        obs = rms.normalize(torch.randn(4, 5, 3), clip=10.0)
-    actions = torch.randint(0, 2, (4, 5, 1))
+        features = policy.preprocess({"obs": torch.randn(4, 5, 3)})["obs"]
     with pytest.raises(RuntimeError, match="Inference tensors cannot be saved for backward"):
-        logprob, _, value = policy.evaluate_actions(obs, actions, policy.initial_hidden(5), torch.zeros(4, 5).bool())
-        (logprob.sum() + value.sum()).backward()
+        policy.actor_torso(features).sum().backward()
 
 
 def test_global_count_equals_observations_seen(small_config, inline_runtime) -> None:
@@ -163,11 +165,15 @@ def test_global_count_equals_observations_seen(small_config, inline_runtime) -> 
     seen = []
     for _ in range(iterations):
         runtime.iterate()
-        seen.append(runtime.learner.buffer.obs.double().reshape(-1, 4).cpu().numpy())
-    rms = runtime.learner.obs_rms
+        seen.append(runtime.learner.buffer.obs["obs"].double().reshape(-1, 4).cpu().numpy())
+    rms = runtime.learner.obs_rms["obs"]
     expected_count = iterations * config.ppo.rollout_steps * config.total_envs
     assert rms.count == expected_count
-    assert runtime.learner.snapshot().obs_stats.count == expected_count
     assert_matches_numpy(rms, np.concatenate(seen))
+    # The snapshot carries exactly these stats, frozen into the preprocessor.
+    frozen = runtime.learner.snapshot().weights
+    mean, std = rms.moments()
+    assert torch.equal(frozen["preprocess.standardize.obs.mean"], mean)
+    assert torch.equal(frozen["preprocess.standardize.obs.std"], std)
     for worker in runtime.workers:
-        assert worker.obs_delta.count == 0  # the delta starts empty every iteration
+        assert worker.obs_delta["obs"].count == 0  # the delta starts empty every iteration

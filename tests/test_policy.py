@@ -11,10 +11,12 @@ import torch
 from gymnasium import spaces
 from torch.distributions import Categorical, Normal
 
+from tests.conftest import vector_policy
 from trainer.core.config import PolicyConfig
 from trainer.core.distributions import DiagGaussian, MultiCategorical, distribution_for
 from trainer.core.errors import UserError
-from trainer.core.policy import ActorCritic, Tanh, build_policy, observation_dim
+from trainer.core.policy import ActorCritic, Tanh
+from trainer.core.spec import ObsSpec
 
 OBS_DIM = 5
 ACTION_SPACES = {
@@ -27,7 +29,7 @@ ACTION_SPACES = {
 def make_policy(kind: str, space: spaces.Space, layers: int = 1, seed: int = 0) -> ActorCritic:
     torch.manual_seed(seed)
     config = PolicyConfig(kind=kind, hidden_sizes=[16, 12], lstm_hidden_size=10, lstm_layers=layers)
-    return build_policy(OBS_DIM, distribution_for(space), config)
+    return vector_policy(OBS_DIM, space, config)
 
 
 @pytest.mark.parametrize("kind", ["mlp", "lstm"])
@@ -126,8 +128,7 @@ def test_initial_hidden_fed_straight_into_evaluate_actions(kind: str) -> None:
     inference_state = policy.initial_hidden(B)
     assert inference_state.is_inference()
     with_inference = grads(inference_state)
-    layers, size = policy.state_shape
-    with_clone = grads(torch.zeros(2, layers, B, size))
+    with_clone = grads(torch.zeros([B if d is None else d for d in policy.state_dims]))
     assert len(with_inference) == len(with_clone) > 0
     for a, b in zip(with_inference, with_clone):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
@@ -224,11 +225,21 @@ def test_unsupported_action_space_is_a_user_error(space: spaces.Space, name: str
 
 @pytest.mark.parametrize(
     "space, name",
-    [(spaces.Box(0, 255, (4, 4), dtype=np.uint8), "Box"), (spaces.Discrete(5), "Discrete")],
+    [
+        (spaces.Sequence(spaces.Box(0, 1, (2,))), "Sequence"),
+        (spaces.Dict({"a": spaces.Discrete(2), "g": spaces.Graph(spaces.Box(0, 1, (2,)), None)}), "Graph"),
+    ],
 )
-def test_unsupported_observation_space_is_a_user_error(space: spaces.Space, name: str) -> None:
-    with pytest.raises(UserError, match=rf"unsupported observation space {name}.*1-D Box"):
-        observation_dim(space)
+def test_unsupported_observation_space_names_space_env_and_way_out(space: spaces.Space, name: str) -> None:
+    with pytest.raises(UserError, match=rf"env 'Some-v0': observation space {name} .*add an observation wrapper"):
+        ObsSpec.from_space(space, "Some-v0")
+
+
+def test_observation_with_no_numbers_is_refused_and_text_leaves_are_left_out() -> None:
+    with pytest.raises(UserError, match=r"env 'T-v0': observation space Text.*is not numeric.*env.wrappers"):
+        ObsSpec.from_space(spaces.Text(5), "T-v0")
+    spec = ObsSpec.from_space(spaces.Dict({"mission": spaces.Text(5), "pos": spaces.Discrete(3)}), "T-v0")
+    assert spec.keys == ["pos"] and spec.dropped == ("mission",)
 
 
 def test_tanh_matches_torch_tanh_in_value_and_gradient() -> None:

@@ -31,8 +31,8 @@ def two_nodes():
 
 
 def make_runtime(config, messages):
-    observation_space, action_space, _ = probe_env(config.env)
-    return RayRuntime(config, observation_space, action_space, log=messages.append)
+    probe = probe_env(config.env, config.policy)
+    return RayRuntime(config, probe, log=messages.append)
 
 
 def test_workers_pinned_to_second_node_feed_the_learner(two_nodes):

@@ -35,9 +35,9 @@ def ray_config(**overrides):
 
 
 def make_runtime(config, messages=None) -> RayRuntime:
-    observation_space, action_space, _ = probe_env(config.env)
+    probe = probe_env(config.env, config.policy)
     log = messages.append if messages is not None else print
-    return RayRuntime(config, observation_space, action_space, log=log)
+    return RayRuntime(config, probe, log=log)
 
 
 def learner_state(runtime: RayRuntime, fn):

@@ -1,18 +1,25 @@
-"""Evaluate a checkpoint (or an exported `.pt2` policy): run episodes with the saved normalizer
-stats and report mean +- std return and length; optionally record an MP4 of the first episode."""
+"""Evaluate a checkpoint (or an exported `.pt2` policy): run whole episodes with the saved
+preprocessing and report mean +- std return and length; optionally record an MP4 of the first.
+
+An episode is the env's own (a whole Atari game, unclipped score), as RecordEpisodeStatistics
+counts it below the wrappers: when a wrapper such as EpisodicLife ends a training episode
+inside it, the env is reset and the game goes on.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from trainer.core.config import load_config
 from trainer.core.envs import make_env, to_env_actions
 from trainer.core.errors import UserError
-from trainer.export import InferencePolicy, load_exported, policy_from_checkpoint
-from trainer.runtime.checkpoint import load_checkpoint
+from trainer.core.spec import ROOT, ObsSpec
+from trainer.export import load_exported, load_policy
+
+Actor = Callable[[dict[str, torch.Tensor], torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
 def evaluate(
@@ -23,39 +30,36 @@ def evaluate(
     seed: int = 12345,
 ) -> dict:
     if str(target).endswith(".pt2"):
-        config, act, (layers, size) = load_exported(target)
+        config, module, state_dims = load_exported(target)
         deterministic = True  # an exported policy is its deterministic mode
-        act_fn = _exported_actor(act)
+        act = _exported_actor(module)
     else:
-        _, state = load_checkpoint(target)
-        probe = make_env(_config_of(state).env)
-        config, policy, obs_rms = policy_from_checkpoint(state, probe.observation_space, probe.action_space)
-        probe.close()
-        layers, size = policy.state_shape
-        act_fn = _checkpoint_actor(
-            policy, obs_rms if config.ppo.normalize_obs else None, config.ppo.obs_clip, deterministic
-        )
+        loaded = load_policy(target)
+        config, state_dims = loaded.config, loaded.policy.state_dims
+        act = _checkpoint_actor(loaded.policy, deterministic)
     env = make_env(config.env, render_mode="rgb_array" if video_dir else None)
+    obs_spec = ObsSpec.from_space(env.observation_space, config.env.id, config.policy.image_layout)
     returns, lengths, frames = [], [], []
     for episode in range(episodes):
         obs, _ = env.reset(seed=seed + episode)
-        hidden = torch.zeros(2, layers, 1, size)
+        hidden = torch.zeros([1 if d is None else d for d in state_dims])
         first = torch.ones(1, dtype=torch.bool)
-        total, length, done = 0.0, 0, False
-        while not done:
+        while True:
             if video_dir and episode == 0:
                 frames.append(env.render())
-            action, hidden = act_fn(torch.as_tensor(obs, dtype=torch.float32).unsqueeze(0), hidden, first)
+            action, hidden = act(obs_spec.stack([obs]), hidden, first)
             step_action = to_env_actions(action.numpy(), env.action_space)[0]
             if hasattr(env.action_space, "low"):
                 step_action = np.clip(step_action, env.action_space.low, env.action_space.high)
-            obs, reward, terminated, truncated, _ = env.step(step_action)
+            obs, _, terminated, truncated, info = env.step(step_action)
             first = torch.zeros(1, dtype=torch.bool)
-            total += float(reward)
-            length += 1
-            done = terminated or truncated
-        returns.append(total)
-        lengths.append(length)
+            if "episode" in info:
+                returns.append(float(info["episode"]["r"]))
+                lengths.append(int(info["episode"]["l"]))
+                break
+            if terminated or truncated:  # a wrapper ended a training episode inside the env's
+                obs, _ = env.reset()
+                first = torch.ones(1, dtype=torch.bool)
     env.close()
     result = {
         "episodes": episodes,
@@ -71,27 +75,19 @@ def evaluate(
     return result
 
 
-def _config_of(state: dict):
-    return load_config(state["config"])
-
-
-def _checkpoint_actor(policy, obs_rms, clip: float, deterministic: bool):
-    module = InferencePolicy(policy, obs_rms, clip)
-
+def _checkpoint_actor(policy, deterministic: bool) -> Actor:
     @torch.inference_mode()
     def act(obs, hidden, first):
-        if deterministic:
-            return module(obs, hidden, first)
-        action, _, _, hidden = policy.act(module.normalize_obs(obs), hidden, first)
+        action, _, _, hidden = policy.act(obs, hidden, first, deterministic=deterministic)
         return action, hidden
 
     return act
 
 
-def _exported_actor(module):
+def _exported_actor(module) -> Actor:
     @torch.inference_mode()
     def act(obs, hidden, first):
-        return module(obs, hidden, first)
+        return module(obs[ROOT] if set(obs) == {ROOT} else obs, hidden, first)
 
     return act
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import ray
 
 from trainer.core.config import Config
+from trainer.core.errors import UserError
 from trainer.core.messages import EpisodeStats, PolicySnapshot, Rollout
 from workers.rollout_worker import RolloutWorker
 
@@ -17,21 +18,24 @@ from workers.rollout_worker import RolloutWorker
 class RolloutInfo:
     """The driver's view of a finished collection; the tensors stay in the object store."""
 
-    worker_index: int
-    version: int
     episodes: EpisodeStats
     timings: dict[str, float]
 
 
 class RolloutWorkerActor(RolloutWorker):
-    def __init__(self, config: Config, worker_index: int) -> None:
+    def __init__(self, config: Config, worker_index: int, registry_spec=None) -> None:
         os.nice(config.workers.nice)  # see WorkersConfig.nice: the learner goes first on shared cores
-        super().__init__(config, worker_index)
+        # An env that cannot be made or reset is the env's error, not a dead worker: keep it and
+        # raise it from the first collection, so the run stops with it instead of replacing actors.
+        self.setup_error: UserError | None = None
+        try:
+            super().__init__(config, worker_index, registry_spec)
+        except UserError as exc:
+            self.setup_error = exc
 
     @ray.method(num_returns=2)
     def collect_split(self, snapshot: PolicySnapshot) -> tuple[RolloutInfo, Rollout]:
+        if self.setup_error is not None:
+            raise self.setup_error
         rollout = self.collect(snapshot)
-        return RolloutInfo(self.index, rollout.version, rollout.episodes, rollout.timings), rollout
-
-    def node_id(self) -> str:
-        return ray.get_runtime_context().get_node_id()
+        return RolloutInfo(rollout.episodes, rollout.timings), rollout

@@ -21,10 +21,23 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class WrapperConfig(Section):
+    name: str
+    """A class in `gymnasium.wrappers` (`AtariPreprocessing`), one of the trainer's own
+    (`EpisodicLife`, `FireReset`, see trainer/core/wrappers.py) or an entry point `package.module:Class`."""
+    kwargs: dict[str, Any] = {}
+
+
 class EnvConfig(Section):
     id: str = "CartPole-v1"
-    """A gymnasium id (`CartPole-v1`) or an entry point `package.module:Class`."""
+    """A gymnasium id (`CartPole-v1`; plugin ids such as `ALE/Pong-v5`, `MiniGrid-DoorKey-5x5-v0`
+    and `MinAtar/Breakout-v1` register their package first), gymnasium's `module:EnvId`, or an
+    entry point `package.module:Class`."""
     kwargs: dict[str, Any] = {}
+    imports: list[str] = []
+    """Modules imported (in every worker) before the env is made: plugins that register on import."""
+    wrappers: list[WrapperConfig] = []
+    """Gymnasium wrappers applied in order, in every worker and in evaluation and export."""
     max_episode_steps: int | None = Field(default=None, gt=0)
     """Time limit for entry-point envs (gymnasium ids take theirs from the registry)."""
     reward_threshold: float | None = None
@@ -36,15 +49,22 @@ class EnvConfig(Section):
 
 class PolicyConfig(Section):
     kind: Literal["mlp", "lstm"] = "mlp"
+    """`mlp`: no memory; `lstm`: an LSTM core after the encoder and torso."""
     hidden_sizes: list[int] = [64, 64]
+    """Torso layers after the encoder ([] puts the heads, or the LSTM, on the encoder's features)."""
     activation: Literal["tanh", "relu"] = "tanh"
     lstm_hidden_size: int = Field(default=128, gt=0)
     lstm_layers: int = Field(default=1, gt=0)
+    cnn: Literal["auto", "nature", "small", "impala"] = "auto"
+    """Encoder of image leaves: `auto` takes the Nature CNN for frames of 36 pixels a side and
+    more (Atari's 84x84), else the small 3x3 CNN (MiniGrid 7x7, MinAtar 10x10)."""
+    image_layout: Literal["auto", "chw", "hwc"] = "auto"
+    """Where image channels are: `auto` takes the smallest dimension, first or last."""
 
     @model_validator(mode="after")
     def _sizes_positive(self) -> PolicyConfig:
-        if not self.hidden_sizes or min(self.hidden_sizes) <= 0:
-            raise ValueError(f"hidden_sizes must be a non-empty list of positive ints, got {self.hidden_sizes}")
+        if self.hidden_sizes and min(self.hidden_sizes) <= 0:
+            raise ValueError(f"hidden_sizes must be a list of positive ints, got {self.hidden_sizes}")
         return self
 
 

@@ -93,11 +93,15 @@ class DiagGaussian(ActionDistribution):
         return per_dim.sum().expand(params.shape[:-1])
 
 
-def distribution_for(space: spaces.Space) -> ActionDistribution:
+def distribution_for(space: spaces.Space, env_id: str = "") -> ActionDistribution:
     if isinstance(space, spaces.Discrete):
         return MultiCategorical([int(space.n)])
     if isinstance(space, spaces.MultiDiscrete) and space.nvec.ndim == 1:
         return MultiCategorical([int(n) for n in space.nvec])
     if isinstance(space, spaces.Box) and len(space.shape) == 1:
         return DiagGaussian(int(space.shape[0]))
-    raise UserError(f"unsupported action space {space}: supported are Discrete, 1-D MultiDiscrete and 1-D Box")
+    where = f"env {env_id!r}: " if env_id else ""
+    raise UserError(
+        f"{where}unsupported action space {space}: supported are Discrete, 1-D MultiDiscrete and 1-D Box; "
+        "an action wrapper in env.wrappers can map yours onto one of them"
+    )

@@ -1,30 +1,30 @@
-"""MLP and LSTM actor-critics with one interface for rollouts (`act`) and learning (`evaluate_actions`).
+"""Actor-critics: preprocess -> encoder per observation leaf -> concatenation -> torso and core
+(none, or an LSTM) -> actor and critic heads, with one interface for rollouts (`act`) and
+learning (`evaluate_actions`).
 
+Observations are dicts of stored leaves (see spec.py), `[T, B, *shape]` or `[B, *shape]`.
 Shapes: T/K time, B batch, L LSTM layers, H LSTM hidden size. A recurrent state is one tensor
 `[2, L, B, H]` (h and c stacked); the MLP's is empty, `[2, 0, B, 0]`, so both flow through the
-same buffer code. `first[t, b]` is 1 where observation t starts an episode: the state is zeroed
-right before that observation, in `act` and in `evaluate_actions` alike.
+same buffer code; `state_dims` publishes the layout (None marks the batch axis). `first[t, b]`
+is 1 where observation t starts an episode: the state is zeroed right before that observation,
+in `act` and in `evaluate_actions` alike.
 """
 
 from __future__ import annotations
 
 import itertools
-import math
 
 import torch
 from gymnasium import spaces
 from torch import nn
 
-from trainer.core.config import PolicyConfig
-from trainer.core.distributions import ActionDistribution
-from trainer.core.errors import UserError
+from trainer.core.config import Config
+from trainer.core.distributions import ActionDistribution, distribution_for
+from trainer.core.encoders import ObsEncoder, layer_init
+from trainer.core.preprocessing import ObsPreprocessor
+from trainer.core.spec import ROOT, ObsSpec, RolloutSpec
 
-
-def layer_init(layer: nn.Linear, std: float = math.sqrt(2), bias: float = 0.0) -> nn.Linear:
-    """Orthogonal weights, constant bias: detail 2 of 'The 37 Implementation Details of PPO'."""
-    nn.init.orthogonal_(layer.weight, std)
-    nn.init.constant_(layer.bias, bias)
-    return layer
+Obs = dict[str, torch.Tensor] | torch.Tensor  # leaves by key; a plain Box observation may be its tensor
 
 
 class _SigmoidTanh(torch.autograd.Function):
@@ -62,92 +62,118 @@ def mlp(sizes: list[int], activation: type[nn.Module]) -> nn.Sequential:
 
 
 class ActorCritic(nn.Module):
-    """Base: heads and the distribution; subclasses provide the features and the state."""
+    """Base: preprocessing, encoder, heads and the distribution; subclasses add the torso and
+    the core and provide the state. Parameters register in the order of format-1 checkpoints
+    (distribution, heads, torsos), whose encoders had none, so their optimizer state still fits."""
 
-    def __init__(self, dist: ActionDistribution, feature_dim: int) -> None:
+    def __init__(
+        self, obs: ObsSpec, encoder: ObsEncoder, dist: ActionDistribution, config: Config, feature_dim: int
+    ) -> None:
         super().__init__()
         self.dist = dist
         self.actor_head = layer_init(nn.Linear(feature_dim, dist.num_params), std=0.01)
         self.critic_head = layer_init(nn.Linear(feature_dim, 1), std=1.0)
+        self.preprocess = ObsPreprocessor(obs, config.ppo.normalize_obs, config.ppo.obs_clip)
+        self.encoder = encoder
 
     @property
-    def state_shape(self) -> tuple[int, int]:
-        """(L, H) of the recurrent state."""
+    def state_dims(self) -> tuple[int | None, ...]:
+        """Dims of the recurrent state with None at the batch axis, e.g. (2, L, None, H)."""
         raise NotImplementedError
 
     @torch.inference_mode()
     def initial_hidden(self, batch_size: int) -> torch.Tensor:
         """Zero state `[2, L, B, H]` for rollouts. Inference tensors: never fed to autograd directly."""
-        layers, size = self.state_shape
-        return torch.zeros(2, layers, batch_size, size, device=self.actor_head.weight.device)
+        shape = [batch_size if d is None else d for d in self.state_dims]
+        return torch.zeros(shape, device=self.actor_head.weight.device)
+
+    def encode(self, obs: Obs) -> torch.Tensor:
+        """Stored observation leaves `[..., *shape]` -> concatenated features `[..., F0]`."""
+        return self.encoder(self.preprocess(_leaves(obs)))
 
     def features(
-        self, obs: torch.Tensor, hidden: torch.Tensor, first: torch.Tensor, final_state: bool = True
+        self, obs: Obs, hidden: torch.Tensor, first: torch.Tensor, final_state: bool = True
     ) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor | None]:
-        """obs `[T, B, D]`, first `[T, B]` -> (actor features, critic features) `[T, B, F]`, final
-        state. `final_state=False` lets an implementation skip the state (returning None) where
-        that is cheaper: training discards it."""
+        """obs leaves `[T, B, ...]`, first `[T, B]` -> (actor features, critic features) `[T, B, F]`,
+        final state. `final_state=False` lets an implementation skip the state (returning None)
+        where that is cheaper: training discards it."""
         raise NotImplementedError
 
     def act(
         self,
-        obs: torch.Tensor,
+        obs: Obs,
         hidden: torch.Tensor,
         first: torch.Tensor,
         deterministic: bool = False,
         generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One rollout step on obs `[B, D]` -> action, logprob `[B]`, value `[B]`, next state."""
-        (actor_x, critic_x), hidden = self.features(obs.unsqueeze(0), hidden, first.unsqueeze(0))
+        """One rollout step on obs leaves `[B, ...]` -> action, logprob `[B]`, value `[B]`, next state."""
+        (actor_x, critic_x), hidden = self.features(_one_step(obs), hidden, first.unsqueeze(0))
         params = self.actor_head(actor_x[0])
         action = self.dist.mode(params) if deterministic else self.dist.sample(params, generator)
         value = self.critic_head(critic_x[0]).squeeze(-1)
         return action, self.dist.log_prob(params, action), value, hidden
 
-    def value(self, obs: torch.Tensor, hidden: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
+    def value(self, obs: Obs, hidden: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
         """V(obs) `[B]` for bootstrapping, continuing from `hidden` (reset where `first`)."""
-        (_, critic_x), _ = self.features(obs.unsqueeze(0), hidden, first.unsqueeze(0))
+        (_, critic_x), _ = self.features(_one_step(obs), hidden, first.unsqueeze(0))
         return self.critic_head(critic_x[0]).squeeze(-1)
 
     def evaluate_actions(
-        self, obs: torch.Tensor, actions: torch.Tensor, hidden: torch.Tensor, first: torch.Tensor
+        self, obs: Obs, actions: torch.Tensor, hidden: torch.Tensor, first: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Sequences obs `[K, B, D]`, actions `[K, B, A]`, chunk-start state, first `[K, B]`
-        -> logprob, entropy, value, each `[K, B]`."""
+        """Sequences of obs leaves `[K, B, ...]`, actions `[K, B, A]`, chunk-start state, first
+        `[K, B]` -> logprob, entropy, value, each `[K, B]`."""
         (actor_x, critic_x), _ = self.features(obs, hidden, first, final_state=False)
         params = self.actor_head(actor_x)
         value = self.critic_head(critic_x).squeeze(-1)
         return self.dist.log_prob(params, actions), self.dist.entropy(params), value
 
 
-class MLPActorCritic(ActorCritic):
-    """Separate actor and critic torsos (CleanRL's ppo.py), no recurrent state."""
+def _leaves(obs: Obs) -> dict[str, torch.Tensor]:
+    return {ROOT: obs} if isinstance(obs, torch.Tensor) else obs
 
-    def __init__(self, obs_dim: int, dist: ActionDistribution, config: PolicyConfig) -> None:
-        activation = Tanh if config.activation == "tanh" else nn.ReLU
-        super().__init__(dist, config.hidden_sizes[-1])
-        self.actor_torso = mlp([obs_dim, *config.hidden_sizes], activation)
-        self.critic_torso = mlp([obs_dim, *config.hidden_sizes], activation)
+
+def _one_step(obs: Obs) -> dict[str, torch.Tensor]:
+    return {key: x.unsqueeze(0) for key, x in _leaves(obs).items()}
+
+
+def _activation(config: Config) -> type[nn.Module]:
+    return Tanh if config.policy.activation == "tanh" else nn.ReLU
+
+
+class MLPActorCritic(ActorCritic):
+    """Separate actor and critic torsos (CleanRL's ppo.py) over the shared encoder, no recurrent state."""
+
+    def __init__(self, obs: ObsSpec, dist: ActionDistribution, config: Config) -> None:
+        encoder = ObsEncoder(obs, config.policy.cnn)
+        sizes = [encoder.output_size, *config.policy.hidden_sizes]
+        super().__init__(obs, encoder, dist, config, sizes[-1])
+        self.actor_torso = mlp(sizes, _activation(config))
+        self.critic_torso = mlp(sizes, _activation(config))
 
     @property
-    def state_shape(self) -> tuple[int, int]:
-        return (0, 0)
+    def state_dims(self) -> tuple[int | None, ...]:
+        return (2, 0, None, 0)
 
     def features(self, obs, hidden, first, final_state=True):
-        return (self.actor_torso(obs), self.critic_torso(obs)), hidden
+        x = self.encode(obs)
+        return (self.actor_torso(x), self.critic_torso(x)), hidden
 
 
 PADDED_UNROLL_MAX_STARTS = 128  # CPU, 16 steps: padding wins up to ~128 starts at 64-1024 sequences
 
 
 class LSTMActorCritic(ActorCritic):
-    """Encoder -> LSTM -> shared features for both heads (CleanRL's ppo_atari_lstm.py)."""
+    """Encoder -> torso -> LSTM -> shared features for both heads (CleanRL's ppo_atari_lstm.py)."""
 
-    def __init__(self, obs_dim: int, dist: ActionDistribution, config: PolicyConfig) -> None:
-        activation = Tanh if config.activation == "tanh" else nn.ReLU
-        super().__init__(dist, config.lstm_hidden_size)
-        self.encoder = mlp([obs_dim, *config.hidden_sizes], activation)
-        self.lstm = nn.LSTM(config.hidden_sizes[-1], config.lstm_hidden_size, num_layers=config.lstm_layers)
+    def __init__(self, obs: ObsSpec, dist: ActionDistribution, config: Config) -> None:
+        policy = config.policy
+        encoder = ObsEncoder(obs, policy.cnn)
+        sizes = [encoder.output_size, *policy.hidden_sizes]
+        super().__init__(obs, encoder, dist, config, policy.lstm_hidden_size)
+        self.torso = mlp(sizes, _activation(config))
+        self.lstm = nn.LSTM(sizes[-1], policy.lstm_hidden_size, num_layers=policy.lstm_layers)
         for name, param in self.lstm.named_parameters():
             if "bias" in name:
                 nn.init.constant_(param, 0)
@@ -155,11 +181,11 @@ class LSTMActorCritic(ActorCritic):
                 nn.init.orthogonal_(param, 1.0)
 
     @property
-    def state_shape(self) -> tuple[int, int]:
-        return (self.lstm.num_layers, self.lstm.hidden_size)
+    def state_dims(self) -> tuple[int | None, ...]:
+        return (2, self.lstm.num_layers, None, self.lstm.hidden_size)
 
     def features(self, obs, hidden, first, final_state: bool = True):
-        x = self.encoder(obs)
+        x = self.torso(self.encode(obs))
         keep = (~first).to(x.dtype).unsqueeze(-1)  # [T, B, 1]: 0 where an episode starts
         h, c = hidden[0] * keep[0], hidden[1] * keep[0]
         if x.shape[0] == 1 or not first[1:].any():
@@ -223,12 +249,18 @@ class LSTMActorCritic(ActorCritic):
         return out[offset, segment].reshape(B, T, -1).transpose(0, 1), state
 
 
-def observation_dim(space: spaces.Space) -> int:
-    if not isinstance(space, spaces.Box) or len(space.shape) != 1:
-        raise UserError(f"unsupported observation space {space}: a 1-D Box is required")
-    return int(space.shape[0])
+def build_policy(obs: ObsSpec, action_space: spaces.Space, config: Config) -> ActorCritic:
+    cls = LSTMActorCritic if config.policy.kind == "lstm" else MLPActorCritic
+    return cls(obs, distribution_for(action_space), config)
 
 
-def build_policy(obs_dim: int, dist: ActionDistribution, config: PolicyConfig) -> ActorCritic:
-    cls = LSTMActorCritic if config.kind == "lstm" else MLPActorCritic
-    return cls(obs_dim, dist, config)
+def rollout_spec(obs: ObsSpec, policy: ActorCritic, config: Config) -> RolloutSpec:
+    """The fields of one rollout, for this config and policy (workers and learner alike)."""
+    return RolloutSpec.build(
+        obs,
+        action_dim=policy.dist.action_dim,
+        action_dtype=policy.dist.action_dtype,
+        state_dims=policy.state_dims,
+        rollout_steps=config.ppo.rollout_steps,
+        sequence_length=config.sequence_length,
+    )

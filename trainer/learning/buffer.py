@@ -13,14 +13,15 @@ from dataclasses import dataclass
 
 import torch
 
-from trainer.core.messages import TENSOR_FIELDS, Rollout
+from trainer.core.messages import Rollout
+from trainer.core.spec import RolloutSpec, obs_fields
 
 
 @dataclass
 class Minibatch:
     """B whole sequences of K steps, time-major."""
 
-    obs: torch.Tensor  # [K, B, D]
+    obs: dict[str, torch.Tensor]  # per leaf [K, B, *leaf], as stored (images uint8)
     actions: torch.Tensor  # [K, B, A]
     logprob: torch.Tensor  # [K, B]
     value: torch.Tensor  # [K, B]
@@ -31,72 +32,52 @@ class Minibatch:
 
 
 class RolloutBuffer:
+    """Every field of `spec` as `[..., N, ...]` (N = all envs) on the learner's device."""
+
     def __init__(
-        self,
-        *,
-        rollout_steps: int,
-        num_envs: int,
-        envs_per_worker: int,
-        obs_dim: int,
-        action_dim: int,
-        action_dtype: torch.dtype,
-        state_shape: tuple[int, int],
-        sequence_length: int,
-        device: torch.device,
+        self, spec: RolloutSpec, *, num_envs: int, envs_per_worker: int, sequence_length: int, device: torch.device
     ) -> None:
-        T, N, K = rollout_steps, num_envs, sequence_length
-        layers, size = state_shape
-        self.T, self.N, self.K, self.C = T, N, K, T // K
+        self.spec = spec
+        self.tensors = spec.allocate(num_envs, device)
+        self.T, self.N = self.tensors["reward"].shape
+        self.K, self.C = sequence_length, self.T // sequence_length
         self.envs_per_worker = envs_per_worker
         self.device = device
-        pin = device.type == "cuda"
-
-        def alloc(*shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-            return torch.zeros(shape, dtype=dtype, device=device)
-
-        self.obs = alloc(T, N, obs_dim)
-        self.actions = alloc(T, N, action_dim, dtype=action_dtype)
-        self.logprob = alloc(T, N)
-        self.value = alloc(T, N)
-        self.reward = alloc(T, N)
-        self.terminated = alloc(T, N, dtype=torch.bool)
-        self.truncated = alloc(T, N, dtype=torch.bool)
-        self.first = alloc(T, N, dtype=torch.bool)
-        self.bootstrap_value = alloc(T, N)
-        self.last_value = alloc(N)
-        self.hidden = alloc(self.C, 2, layers, N, size)
-        self.advantage = alloc(T, N)
-        self.ret = alloc(T, N)
+        self.advantage = torch.zeros(self.T, self.N, device=device)
+        self.ret = torch.zeros(self.T, self.N, device=device)
         # Rollouts land in pinned host memory first when the learner is on CUDA, so the
         # host-to-device copy is one asynchronous transfer per field.
         self._staging = (
-            {name: torch.empty_like(getattr(self, name), device="cpu").pin_memory() for name in TENSOR_FIELDS}
-            if pin
+            {name: torch.empty_like(t, device="cpu").pin_memory() for name, t in self.tensors.items()}
+            if device.type == "cuda"
             else None
         )
 
+    def __getattr__(self, name: str) -> torch.Tensor:
+        """Fields by name (`buffer.reward`, `buffer.hidden`), for the GAE code and for tests."""
+        tensors = self.__dict__.get("tensors", {})
+        if name in tensors:
+            return tensors[name]
+        raise AttributeError(name)
+
+    @property
+    def obs(self) -> dict[str, torch.Tensor]:
+        return obs_fields(self.tensors)
+
     def expected_shapes(self) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
         """Shape and dtype each rollout field must have (E envs in place of N)."""
-        E = self.envs_per_worker
-        shapes = {}
-        for name in TENSOR_FIELDS:
-            full = getattr(self, name)
-            axis = env_axis(name)
-            shape = list(full.shape)
-            shape[axis] = E
-            shapes[name] = (tuple(shape), full.dtype)
-        return shapes
+        return self.spec.expected(self.envs_per_worker)
 
     def store(self, slot: int, rollout: Rollout) -> None:
         """Copy one worker's rollout into env columns `[slot*E, (slot+1)*E)`, values only."""
         envs = slice(slot * self.envs_per_worker, (slot + 1) * self.envs_per_worker)
-        for name in TENSOR_FIELDS:
-            index = (slice(None),) * env_axis(name) + (envs,)
-            source = getattr(rollout, name)
+        for field in self.spec.fields:
+            index = (slice(None),) * field.env_axis + (envs,)
+            source = rollout.tensors[field.name]
             if self._staging is not None:
-                self._staging[name][index].copy_(source)
-                source = self._staging[name][index]
-            getattr(self, name)[index].copy_(source, non_blocking=True)
+                self._staging[field.name][index].copy_(source)
+                source = self._staging[field.name][index]
+            self.tensors[field.name][index].copy_(source, non_blocking=True)
 
     @torch.no_grad()
     def compute_advantages(
@@ -131,7 +112,7 @@ class RolloutBuffer:
         order = torch.randperm(num_sequences, generator=generator).to(self.device)
         for index in order.chunk(num_minibatches):
             yield Minibatch(
-                obs=self._sequences(self.obs, index),
+                obs={key: self._sequences(x, index) for key, x in self.obs.items()},
                 actions=self._sequences(self.actions, index),
                 logprob=self._sequences(self.logprob, index),
                 value=self._sequences(self.value, index),
@@ -152,8 +133,3 @@ class RolloutBuffer:
         return (
             x.reshape(self.C, self.K, self.N, *tail).transpose(0, 1).reshape(self.K, self.C * self.N, *tail)[:, index]
         )
-
-
-def env_axis(name: str) -> int:
-    """Which axis of a rollout field runs over envs."""
-    return {"last_value": 0, "hidden": 3}.get(name, 1)

@@ -10,11 +10,11 @@ import torch
 from gymnasium import spaces
 
 from trainer.core.config import Config
-from trainer.core.distributions import distribution_for
 from trainer.core.errors import UserError
 from trainer.core.messages import PolicySnapshot, Rollout, check_rollout
 from trainer.core.normalization import MomentStats, RunningMeanStd
-from trainer.core.policy import build_policy, observation_dim
+from trainer.core.policy import build_policy, rollout_spec
+from trainer.core.spec import ObsSpec
 from trainer.learning.buffer import RolloutBuffer
 from trainer.learning.ppo import ppo_loss
 
@@ -34,23 +34,19 @@ class Learner:
         torch.manual_seed(config.seed)
         torch.set_num_threads(config.learner.torch_threads)
         self.device = resolve_device(config.learner.device)
-        obs_dim = observation_dim(observation_space)
-        self.policy = build_policy(obs_dim, distribution_for(action_space), config.policy).to(self.device)
+        self.obs_spec = ObsSpec.from_space(observation_space, config.env.id, config.policy.image_layout)
+        self.policy = build_policy(self.obs_spec, action_space, config).to(self.device)
         # One fused kernel on a GPU; on a CPU, foreach (multi-tensor) ops beat the per-tensor loop.
         implementation = {"fused": True} if self.device.type == "cuda" else {"foreach": True}
         self.optimizer = torch.optim.Adam(
             self.policy.parameters(), lr=config.ppo.lr, eps=config.ppo.adam_eps, **implementation
         )
-        self.obs_rms = RunningMeanStd((obs_dim,))
+        self.obs_rms = {leaf.key: RunningMeanStd(leaf.shape) for leaf in self.obs_spec.vector_leaves}
         self.return_rms = RunningMeanStd(())
         self.buffer = RolloutBuffer(
-            rollout_steps=config.ppo.rollout_steps,
+            rollout_spec(self.obs_spec, self.policy, config),
             num_envs=config.total_envs,
             envs_per_worker=config.workers.envs_per_worker,
-            obs_dim=obs_dim,
-            action_dim=self.policy.dist.action_dim,
-            action_dtype=self.policy.dist.action_dtype,
-            state_shape=self.policy.state_shape,
             sequence_length=config.sequence_length,
             device=self.device,
         )
@@ -59,19 +55,18 @@ class Learner:
         self._shuffle = torch.Generator().manual_seed(config.seed)
         self.version = 0
         self.iteration = 0
-        self._received: dict[int, tuple[MomentStats, MomentStats]] = {}
+        self._received: dict[int, tuple[dict[str, MomentStats], MomentStats]] = {}
 
     def snapshot(self) -> PolicySnapshot:
         weights = {k: v.detach().to("cpu", copy=True) for k, v in self.policy.state_dict().items()}
-        ppo = self.config.ppo
-        return PolicySnapshot(self.version, weights, self.obs_rms.stats(), ppo.normalize_obs, ppo.obs_clip)
+        return PolicySnapshot(self.version, weights)
 
     def state_dict(self) -> dict:
         """Everything a resume needs to continue this learner exactly, as plain CPU data."""
         return {
             "policy": {k: v.detach().cpu() for k, v in self.policy.state_dict().items()},
             "optimizer": _to_cpu(self.optimizer.state_dict()),
-            "obs_rms": self.obs_rms.state_dict(),
+            "obs_rms": {key: rms.state_dict() for key, rms in self.obs_rms.items()},
             "return_rms": self.return_rms.state_dict(),
             "version": self.version,
             "iteration": self.iteration,
@@ -81,7 +76,9 @@ class Learner:
     def load_state_dict(self, state: dict) -> None:
         self.policy.load_state_dict(state["policy"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.obs_rms.load_state_dict(state["obs_rms"])
+        for key, rms in self.obs_rms.items():
+            rms.load_state_dict(state["obs_rms"][key])
+        self.policy.preprocess.freeze(self.obs_rms)
         self.return_rms.load_state_dict(state["return_rms"])
         self.version = state["version"]
         self.iteration = state["iteration"]
@@ -143,8 +140,9 @@ class Learner:
         count = 0
         for _ in range(ppo.update_epochs):
             for batch in self.buffer.minibatches(ppo.num_minibatches, self._shuffle):
-                obs = self.obs_rms.normalize(batch.obs, ppo.obs_clip) if ppo.normalize_obs else batch.obs
-                logprob, entropy, value = self.policy.evaluate_actions(obs, batch.actions, batch.hidden, batch.first)
+                logprob, entropy, value = self.policy.evaluate_actions(
+                    batch.obs, batch.actions, batch.hidden, batch.first
+                )
                 terms = ppo_loss(batch, logprob, entropy, value, ppo)
                 if first_ratio_dev is None:
                     first_ratio_dev = terms.ratio_max_dev
@@ -163,23 +161,28 @@ class Learner:
         return metrics, stopped_early
 
     def _normalizer_summary(self) -> dict[str, float]:
-        std = self.obs_rms.var.sqrt()
-        return {
-            "normalizer/obs_count": self.obs_rms.count,
-            "normalizer/obs_mean_avg": self.obs_rms.mean.mean().item(),
-            "normalizer/obs_std_mean": std.mean().item(),
-            "normalizer/obs_std_min": std.min().item(),
-            "normalizer/obs_std_max": std.max().item(),
-            "normalizer/return_std": self.return_rms.var.sqrt().item(),
-        }
+        summary = {"normalizer/return_std": self.return_rms.var.sqrt().item()}
+        if self.obs_rms:
+            means = torch.cat([rms.mean.flatten() for rms in self.obs_rms.values()])
+            std = torch.cat([rms.var.sqrt().flatten() for rms in self.obs_rms.values()])
+            summary |= {
+                "normalizer/obs_count": next(iter(self.obs_rms.values())).count,
+                "normalizer/obs_mean_avg": means.mean().item(),
+                "normalizer/obs_std_mean": std.mean().item(),
+                "normalizer/obs_std_min": std.min().item(),
+                "normalizer/obs_std_max": std.max().item(),
+            }
+        return summary
 
     def _merge_deltas(self) -> None:
         # Merge in slot order so the global stats do not depend on arrival order.
         for slot in sorted(self._received):
             obs_delta, return_delta = self._received[slot]
-            self.obs_rms.merge(obs_delta)
+            for key, rms in self.obs_rms.items():
+                rms.merge(obs_delta[key])
             self.return_rms.merge(return_delta)
         self._received.clear()
+        self.policy.preprocess.freeze(self.obs_rms)
 
 
 def explained_variance(predicted: torch.Tensor, target: torch.Tensor) -> float:

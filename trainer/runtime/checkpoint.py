@@ -15,9 +15,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from trainer.core.envs import Probe
 from trainer.core.errors import UserError
+from trainer.core.normalization import RunningMeanStd
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: observations as a tree of leaves; format 1 (one flat vector) is upgraded on load
 CHECKPOINT_DIR = "checkpoints"
 BEST = "best.pt"
 PERIODIC = re.compile(r"^iter_(\d{7})\.pt$")
@@ -109,12 +111,58 @@ def load_checkpoint(target: str | Path) -> tuple[Path, dict]:
         raise CheckpointError(f"checkpoint {path} is truncated or corrupted ({_first_line(exc)})") from None
     if not isinstance(state, dict) or "format_version" not in state:
         raise CheckpointError(f"{path} is not a checkpoint of this trainer")
+    if state["format_version"] == 1:
+        state = _upgrade_from_format_1(state)
     if state["format_version"] != FORMAT_VERSION:
         raise CheckpointError(
             f"checkpoint {path} has format version {state['format_version']}; "
-            f"this trainer reads version {FORMAT_VERSION}"
+            f"this trainer reads versions 1 and {FORMAT_VERSION}"
         )
     return path, state
+
+
+def _upgrade_from_format_1(state: dict) -> dict:
+    """Format 1 had one flat observation vector: its normalizer becomes the stats of leaf 'obs'
+    (also as the preprocessor's frozen buffers), and the LSTM's MLP, then named `encoder`, is
+    now the `torso` behind the observation encoder."""
+    learner = state["runtime"]["learner"]
+    rms = RunningMeanStd(tuple(learner["obs_rms"]["mean"].shape))
+    rms.load_state_dict(learner["obs_rms"])
+    learner["obs_rms"] = {"obs": learner["obs_rms"]}
+    prefix = "torso." if state["config"].get("policy", {}).get("kind") == "lstm" else None
+    policy = {(prefix + k[len("encoder.") :] if prefix and k.startswith("encoder.") else k): v
+              for k, v in learner["policy"].items()}  # fmt: skip
+    if state["config"].get("ppo", {}).get("normalize_obs", True):
+        mean, std = rms.moments()
+        policy["preprocess.standardize.obs.mean"], policy["preprocess.standardize.obs.std"] = mean, std
+    learner["policy"] = policy
+    return {**state, "format_version": 2}
+
+
+def describe_spaces(probe: Probe) -> dict:
+    """What a checkpoint records of its env: the observation leaves and the action space."""
+    return {"observation": probe.obs_spec.describe(), "action": str(probe.action_space)}
+
+
+def check_spaces(state: dict, probe: Probe, env_id: str, path: Path) -> None:
+    """Refuse, in one line, an env whose observations or actions differ from the checkpoint's."""
+    recorded = state["spaces"]
+    current = describe_spaces(probe)
+    if isinstance(recorded["observation"], str):  # format 1 recorded the space as text
+        current["observation"] = str(probe.observation_space)
+    if recorded != current:
+        raise CheckpointError(
+            f"checkpoint {path} was written for observations {_leaves_text(recorded['observation'])} and actions "
+            f"{recorded['action']}, but env {env_id!r} has {_leaves_text(current['observation'])} and "
+            f"{current['action']}; use the env (and env.wrappers) it was trained on"
+        )
+
+
+def _leaves_text(observation: list[dict] | str) -> str:
+    if isinstance(observation, str):
+        return observation
+    return "{" + ", ".join(f"{d['key']}: {d['kind']} {d['dtype'].removeprefix('torch.')} {tuple(d['shape'])}"
+                           for d in observation) + "}"  # fmt: skip
 
 
 def _first_line(exc: BaseException) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from trainer.core.config import Config
+from trainer.core.envs import Probe
 from trainer.core.messages import EpisodeStats
 from trainer.learning.learner import Learner
 from trainer.runtime.checkpoint import capture_rng, restore_rng
@@ -15,8 +16,8 @@ from workers.rollout_worker import RolloutWorker
 class InlineRuntime:
     """Learner and workers in this process, no Ray: for debugging, profiling and fast tests."""
 
-    def __init__(self, config: Config, observation_space, action_space) -> None:
-        self.learner = Learner(config, observation_space, action_space)
+    def __init__(self, config: Config, probe: Probe) -> None:
+        self.learner = Learner(config, probe.observation_space, probe.action_space)
         self.workers = [RolloutWorker(config, i) for i in range(config.workers.num_workers)]
         self.restarts = [0] * config.workers.num_workers  # in-process workers are never replaced
 

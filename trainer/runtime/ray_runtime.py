@@ -16,6 +16,7 @@ import ray
 from ray import exceptions as ray_errors
 
 from trainer.core.config import Config
+from trainer.core.envs import Probe
 from trainer.core.errors import UserError
 from trainer.core.messages import EpisodeStats
 from trainer.learning.learner import Learner
@@ -42,27 +43,24 @@ class LearnerActor(Learner):
         metrics["transfer_time_s"] = transfer_time
         return metrics
 
-    def node_id(self) -> str:
-        return ray.get_runtime_context().get_node_id()
-
 
 class RayRuntime:
     def __init__(
         self,
         config: Config,
-        observation_space,
-        action_space,
+        probe: Probe,
         address: str | None = None,
         log: Callable[[str], None] = print,
     ) -> None:
         self.config = config
+        self.registry_spec = probe.registry_spec
         self.log = log
         self.started_ray = connect(config, address)
         learner = config.learner
         self.learner = (
             ray.remote(LearnerActor)
             .options(num_cpus=learner.num_cpus, num_gpus=learner.num_gpus)
-            .remote(config, observation_space, action_space)
+            .remote(config, probe.observation_space, probe.action_space)
         )
         self.workers = [self._spawn(index) for index in range(config.workers.num_workers)]
         self.restarts = [0] * config.workers.num_workers
@@ -79,7 +77,7 @@ class RayRuntime:
                 scheduling_strategy="SPREAD",
                 max_restarts=0,
             )
-            .remote(self.config, index)
+            .remote(self.config, index, self.registry_spec)
         )
 
     def iterate(self) -> IterationStats:
@@ -185,5 +183,5 @@ def _unwrap(call: Callable):
     except ray_errors.RayTaskError as exc:
         cause = getattr(exc, "cause", None)
         if isinstance(cause, UserError):
-            raise type(cause)(str(cause)) from None
+            raise cause from None
         raise

@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 from trainer.core.config import Config, load_config
-from trainer.core.envs import probe_env
+from trainer.core.envs import Probe, probe_env
 from trainer.core.errors import UserError
-from trainer.runtime.checkpoint import load_checkpoint, save_checkpoint
+from trainer.runtime.checkpoint import check_spaces, describe_spaces, load_checkpoint, save_checkpoint
 from trainer.runtime.inline import InlineRuntime
 from trainer.runtime.metrics import MetricsWriter, iteration_scalars
 from trainer.runtime.progress import ProgressReporter
@@ -32,10 +32,10 @@ class TrainingStopped(UserError):
     exit_code = 130
 
 
-def make_runtime(config: Config, observation_space, action_space, address: str | None, log):
+def make_runtime(config: Config, probe: Probe, address: str | None, log):
     if config.execution == "ray":
-        return RayRuntime(config, observation_space, action_space, address=address, log=log)
-    return InlineRuntime(config, observation_space, action_space)
+        return RayRuntime(config, probe, address=address, log=log)
+    return InlineRuntime(config, probe)
 
 
 def train(
@@ -60,20 +60,20 @@ def train(
         raise UserError("train needs a config file, or --resume RUN_DIR to continue a run")
     else:
         config = load_config(config, overrides)
-    observation_space, action_space, threshold = probe_env(config.env)
-    spaces = {"observation": str(observation_space), "action": str(action_space)}
-    if checkpoint is not None and checkpoint["spaces"] != spaces:
-        raise UserError(
-            f"checkpoint {checkpoint_path} was written for observation/action spaces {checkpoint['spaces']}, "
-            f"but env {config.env.id!r} has {spaces}"
-        )
+    probe = probe_env(config.env, config.policy)
+    if checkpoint is not None:
+        check_spaces(checkpoint, probe, config.env.id, checkpoint_path)
     path = create_run_dir(config, run_dir, run_name, resuming=checkpoint is not None)
     progress = ProgressReporter(config.num_iterations * config.steps_per_iteration, config.logging.progress_interval_s)
     progress.message(f"run directory: {path}")
+    for key in probe.obs_spec.dropped:
+        progress.message(f"observation {key!r} of {config.env.id!r} holds no numbers; it is left out")
     with GracefulStop() as stop:
-        runtime = make_runtime(config, observation_space, action_space, address, progress.message)
+        runtime = make_runtime(config, probe, address, progress.message)
         stop.install()  # ray.init() put in its own SIGTERM handler (exit at once): take SIGTERM back
-        session = TrainingSession(config, path, spaces, threshold, runtime, progress, checkpoint)
+        session = TrainingSession(
+            config, path, describe_spaces(probe), probe.reward_threshold, runtime, progress, checkpoint
+        )
         session.run(stop)
     summary = session.summary(stopped_by=stop.requested)
     write_json(path / "summary.json", summary)

@@ -1,0 +1,257 @@
+"""One description of what a step holds, built from the spaces.
+
+`ObsSpec` turns an observation space into a tree of leaves (a Box is one leaf; Dict and Tuple
+give a leaf per key; Discrete, MultiDiscrete and MultiBinary are index/bit leaves that the
+preprocessor one-hots). `RolloutSpec` gives every rollout field its per-env shape, dtype and
+env axis. Worker storage, the rollout check, the buffer, minibatches and export all derive from
+these two; nothing else lists the fields. Shapes: T rollout steps, E envs of one worker,
+C = T / K sequence chunks.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from gymnasium import spaces
+
+from trainer.core.errors import UserError
+
+LeafKind = Literal["vector", "image", "discrete", "multidiscrete", "binary"]
+ROOT = "obs"  # the key of a plain (non-Dict, non-Tuple) observation
+
+
+class UnsupportedSpaceError(UserError):
+    """An observation space the trainer cannot turn into tensors."""
+
+
+@dataclass(frozen=True)
+class ObsLeaf:
+    """One numeric part of an observation, stored per env as `shape` / `dtype`."""
+
+    key: str
+    kind: LeafKind
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    channels_first: bool = True  # image leaves: (C, H, W) as stored; else (H, W, C) or (H, W)
+    sizes: tuple[int, ...] = ()  # discrete leaves: the number of values of each index
+    starts: tuple[int, ...] = ()  # discrete leaves: the smallest value of each index
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of an image leaf, whatever its stored layout."""
+        if len(self.shape) == 2:
+            return (1, *self.shape)
+        c, h, w = self.shape if self.channels_first else (self.shape[2], self.shape[0], self.shape[1])
+        return (c, h, w)
+
+    @property
+    def feature_size(self) -> int:
+        """Width of the flat float features of a non-image leaf."""
+        if self.kind in ("discrete", "multidiscrete"):
+            return sum(self.sizes)
+        return math.prod(self.shape)
+
+    def describe(self) -> dict:
+        return {"key": self.key, "kind": self.kind, "shape": list(self.shape), "dtype": str(self.dtype)}
+
+
+@dataclass(frozen=True)
+class ObsSpec:
+    """The observation as a tree of leaves, keyed by path ('image', 'direction', '0', 'a/b')."""
+
+    leaves: tuple[ObsLeaf, ...]
+    dropped: tuple[str, ...] = ()  # keys of non-numeric parts left out, e.g. MiniGrid's 'mission'
+
+    @classmethod
+    def from_space(cls, space: spaces.Space, env_id: str, image_layout: str = "auto") -> ObsSpec:
+        leaves: list[ObsLeaf] = []
+        dropped: list[str] = []
+        _collect(space, "", env_id, image_layout, leaves, dropped)
+        if not leaves:
+            raise UnsupportedSpaceError(
+                f"env {env_id!r}: observation space {space} has no numeric part; add an observation wrapper "
+                "to env.wrappers that turns it into a Box"
+            )
+        return cls(tuple(leaves), tuple(dropped))
+
+    @property
+    def keys(self) -> list[str]:
+        return [leaf.key for leaf in self.leaves]
+
+    @property
+    def is_single(self) -> bool:
+        """A plain Box observation: one leaf at the root."""
+        return len(self.leaves) == 1 and self.leaves[0].key == ROOT
+
+    @property
+    def vector_leaves(self) -> list[ObsLeaf]:
+        """The leaves with running mean/std normalization."""
+        return [leaf for leaf in self.leaves if leaf.kind == "vector"]
+
+    def describe(self) -> list[dict]:
+        """Plain data a checkpoint records, to refuse an env whose observations differ."""
+        return [leaf.describe() for leaf in self.leaves]
+
+    def batch(self, obs: Any) -> dict[str, torch.Tensor]:
+        """A vector env's batched observation -> one tensor `[E, *shape]` per leaf (no copy where
+        the dtype already fits)."""
+        return {leaf.key: _as_tensor(_pick(obs, leaf.key), leaf) for leaf in self.leaves}
+
+    def stack(self, observations: Iterable[Any]) -> dict[str, torch.Tensor]:
+        """Single-env observations (e.g. the final observations of ended episodes) -> a batch."""
+        items = list(observations)
+        return {
+            leaf.key: _as_tensor(np.stack([np.asarray(_pick(o, leaf.key)) for o in items]), leaf)
+            for leaf in self.leaves
+        }
+
+    def mismatch(self, obs: Any) -> str | None:
+        """Why a single env's observation does not fit the spec, or None when it fits."""
+        for leaf in self.leaves:
+            try:
+                value = np.asarray(_pick(obs, leaf.key))
+            except (KeyError, IndexError, TypeError):
+                return f"observation has no key {leaf.key!r} any more"
+            if value.shape != leaf.shape:
+                return f"observation {leaf.key!r} changed shape to {value.shape} (expected {leaf.shape})"
+            if leaf.kind == "image" and value.dtype != _NUMPY_DTYPES[leaf.dtype]:
+                return f"observation {leaf.key!r} changed dtype to {value.dtype} (expected {_NUMPY_DTYPES[leaf.dtype]})"
+        return None
+
+
+_NUMPY_DTYPES = {torch.uint8: np.dtype(np.uint8), torch.bool: np.dtype(np.bool_)}
+
+
+def module_key(key: str) -> str:
+    """A leaf key as a torch module name (which may not hold '.'; a Dict key may)."""
+    return key.replace(".", "_")
+
+
+def _pick(obs: Any, key: str) -> Any:
+    if key == ROOT:
+        return obs
+    for part in key.split("/"):
+        obs = obs[int(part)] if isinstance(obs, tuple | list) else obs[part]
+    return obs
+
+
+def _as_tensor(value: Any, leaf: ObsLeaf) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(value)).to(leaf.dtype)
+
+
+def _collect(space: spaces.Space, key: str, env_id: str, layout: str, leaves: list, dropped: list) -> None:
+    def child(name: object) -> str:
+        return f"{key}/{name}" if key else str(name)
+
+    if isinstance(space, spaces.Dict):
+        for name, sub in space.spaces.items():
+            _collect(sub, child(name), env_id, layout, leaves, dropped)
+        return
+    if isinstance(space, spaces.Tuple):
+        for index, sub in enumerate(space.spaces):
+            _collect(sub, child(index), env_id, layout, leaves, dropped)
+        return
+    leaf_key = key or ROOT
+    if isinstance(space, spaces.Box):
+        leaves.append(_box_leaf(space, leaf_key, layout))
+    elif isinstance(space, spaces.Discrete):
+        leaves.append(ObsLeaf(leaf_key, "discrete", (), torch.long, sizes=(int(space.n),), starts=(int(space.start),)))
+    elif isinstance(space, spaces.MultiDiscrete) and space.nvec.ndim == 1:
+        sizes, starts = tuple(int(n) for n in space.nvec), tuple(int(s) for s in space.start)
+        leaves.append(ObsLeaf(leaf_key, "multidiscrete", (len(sizes),), torch.long, sizes=sizes, starts=starts))
+    elif isinstance(space, spaces.MultiBinary):
+        leaves.append(ObsLeaf(leaf_key, "binary", tuple(np.atleast_1d(space.n).tolist()), torch.uint8))
+    elif isinstance(space, spaces.Graph | spaces.Sequence | spaces.OneOf | spaces.MultiDiscrete):
+        raise UnsupportedSpaceError(
+            f"env {env_id!r}: observation space {type(space).__name__} ({space}) at {leaf_key!r} is not supported "
+            "(Box, Discrete, 1-D MultiDiscrete, MultiBinary, Dict and Tuple are); add an observation wrapper to "
+            "env.wrappers that turns it into a Box"
+        )
+    elif key:  # Text, MissionSpace and other spaces of non-numbers: left out, said once at start
+        dropped.append(leaf_key)
+    else:
+        raise UnsupportedSpaceError(
+            f"env {env_id!r}: observation space {space} is not numeric; add an observation wrapper to "
+            "env.wrappers that turns it into a Box"
+        )
+
+
+def _box_leaf(space: spaces.Box, key: str, layout: str) -> ObsLeaf:
+    shape = tuple(int(n) for n in space.shape)
+    is_image = space.dtype in (np.uint8, np.bool_) and len(shape) in (2, 3)
+    if not is_image:
+        return ObsLeaf(key, "vector", shape, torch.float32)
+    dtype = torch.uint8 if space.dtype == np.uint8 else torch.bool
+    if len(shape) == 2:
+        return ObsLeaf(key, "image", shape, dtype)
+    # SB3's rule: channels are the smallest dimension, first or last.
+    first = layout == "chw" or (layout == "auto" and int(np.argmin(shape)) == 0)
+    return ObsLeaf(key, "image", shape, dtype, channels_first=first)
+
+
+@dataclass(frozen=True)
+class Field:
+    """One rollout field: its dims with `None` where the env axis goes, and its dtype."""
+
+    name: str
+    dims: tuple[int | None, ...]
+    dtype: torch.dtype
+
+    @property
+    def env_axis(self) -> int:
+        return self.dims.index(None)
+
+    def shape(self, envs: int) -> tuple[int, ...]:
+        return tuple(envs if d is None else d for d in self.dims)
+
+
+OBS_PREFIX = "obs/"
+
+
+@dataclass(frozen=True)
+class RolloutSpec:
+    """Every tensor field a rollout carries, derived from the obs spec, the action distribution,
+    the policy's recurrent state and the rollout sizes."""
+
+    fields: tuple[Field, ...]
+
+    @classmethod
+    def build(
+        cls,
+        obs: ObsSpec,
+        *,
+        action_dim: int,
+        action_dtype: torch.dtype,
+        state_dims: tuple[int | None, ...],
+        rollout_steps: int,
+        sequence_length: int,
+    ) -> RolloutSpec:
+        T, C = rollout_steps, rollout_steps // sequence_length
+        per_step = [Field(OBS_PREFIX + leaf.key, (T, None, *leaf.shape), leaf.dtype) for leaf in obs.leaves]
+        per_step.append(Field("actions", (T, None, action_dim), action_dtype))
+        per_step += [Field(name, (T, None), torch.float32) for name in ("logprob", "value", "reward")]
+        per_step += [Field(name, (T, None), torch.bool) for name in ("terminated", "truncated", "first")]
+        per_step.append(Field("bootstrap_value", (T, None), torch.float32))  # V(final obs) where truncated
+        per_step.append(Field("last_value", (None,), torch.float32))  # V(obs after the last step)
+        per_step.append(Field("hidden", (C, *state_dims), torch.float32))  # state at each chunk start
+        return cls(tuple(per_step))
+
+    @property
+    def names(self) -> list[str]:
+        return [f.name for f in self.fields]
+
+    def allocate(self, envs: int, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+        return {f.name: torch.zeros(f.shape(envs), dtype=f.dtype, device=device) for f in self.fields}
+
+    def expected(self, envs: int) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+        return {f.name: (f.shape(envs), f.dtype) for f in self.fields}
+
+
+def obs_fields(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The observation leaves among a rollout's (or buffer's) fields, by leaf key."""
+    return {name[len(OBS_PREFIX) :]: t for name, t in tensors.items() if name.startswith(OBS_PREFIX)}
