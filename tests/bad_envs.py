@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
@@ -76,6 +78,28 @@ class TupleActionEnv(gym.Env):
     action_space = spaces.Tuple((spaces.Discrete(2), spaces.Discrete(3)))
 
     def reset(self, *, seed=None, options=None):
+        return np.zeros(2, dtype=np.float32), {}
+
+    def step(self, action):
+        return np.zeros(2, dtype=np.float32), 0.0, False, False, {}
+
+
+class FailsInWorkerEnv(gym.Env):
+    """Builds in the driver's process (`driver_pid`) but raises in any other on construction
+    (`fail_on: make`) or on reset (`fail_on: reset`): an env only a Ray worker cannot run."""
+
+    observation_space = spaces.Box(-1, 1, (2,))
+    action_space = spaces.Discrete(2)
+
+    def __init__(self, driver_pid: int, fail_on: str = "make") -> None:
+        self.elsewhere = os.getpid() != driver_pid
+        self.fail_on = fail_on
+        if self.elsewhere and fail_on == "make":
+            raise RuntimeError("simulator licence not found")
+
+    def reset(self, *, seed=None, options=None):
+        if self.elsewhere and self.fail_on == "reset":
+            raise RuntimeError("simulator did not start")
         return np.zeros(2, dtype=np.float32), {}
 
     def step(self, action):

@@ -53,8 +53,8 @@ class PixelSideEnv(gym.Env):
     10x10 uint8 frame (H, W, 1); action 0 is right when it is in the left half, action 1 when in
     the right half. A right action scores 1 and shows a new frame, a wrong one ends the episode
     (terminated), so the return counts right answers until a time limit truncates the episode.
-    With `cue=True` the observation is a Dict {'image', 'cue': Discrete(2)} and the cue flips
-    which action is right: both keys are needed."""
+    With `cue=True` the observation is a Dict {'image', 'cue': Discrete(2)} and the right action
+    of Discrete(4) is 2 * side + cue: both keys are needed (either alone is right half the time)."""
 
     SIZE = 10
 
@@ -62,7 +62,7 @@ class PixelSideEnv(gym.Env):
         image = spaces.Box(0, 255, (self.SIZE, self.SIZE, 1), dtype=np.uint8)
         self.cue = cue
         self.observation_space = spaces.Dict({"image": image, "cue": spaces.Discrete(2)}) if cue else image
-        self.action_space = spaces.Discrete(2)
+        self.action_space = spaces.Discrete(4 if cue else 2)
         self.answer = 0
 
     def _obs(self):
@@ -73,9 +73,9 @@ class PixelSideEnv(gym.Env):
         if not self.cue:
             self.answer = side
             return frame
-        flip = int(self.np_random.integers(0, 2))
-        self.answer = side ^ flip
-        return {"image": frame, "cue": flip}
+        cue = int(self.np_random.integers(0, 2))
+        self.answer = 2 * side + cue
+        return {"image": frame, "cue": cue}
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)

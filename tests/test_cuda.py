@@ -34,9 +34,9 @@ def test_cuda_learner_keeps_ratio_one_and_learns(kind):
         stats = [runtime.iterate() for _ in range(4)]
     finally:
         runtime.close()
-    assert buffer.obs.device.type == "cuda"
+    assert buffer.obs["obs"].device.type == "cuda"
     assert all(staged.is_pinned() for staged in buffer._staging.values() if staged.numel())
-    assert not buffer.obs.is_inference() and not buffer.hidden.is_inference()
+    assert not buffer.obs["obs"].is_inference() and not buffer.hidden.is_inference()
     assert {name: getattr(buffer, name).data_ptr() for name in pointers} == pointers
     for s in stats:
         assert s.metrics["first_minibatch_ratio_dev"] < 1e-5

@@ -69,8 +69,8 @@ def test_normalizer_stats_equal_all_observations_seen(local_ray):
     try:
         for _ in range(4):
             runtime.iterate()
-            seen.append(learner_state(runtime, lambda learner: learner.buffer.obs.clone()))
-        stats = learner_state(runtime, lambda learner: learner.obs_rms.stats())
+            seen.append(learner_state(runtime, lambda learner: learner.buffer.obs["obs"].clone()))
+        stats = learner_state(runtime, lambda learner: learner.obs_rms["obs"].stats())
     finally:
         runtime.close()
     everything = np.concatenate([obs.reshape(-1, obs.shape[-1]).numpy() for obs in seen]).astype(np.float64)
@@ -181,7 +181,7 @@ def test_overlapped_collection_has_exactly_one_version_of_lag(local_ray):
     runtime = make_runtime(config)
     try:
         lags = [runtime.iterate().metrics["perf/policy_lag"] for _ in range(4)]
-        count = learner_state(runtime, lambda learner: learner.obs_rms.count)
+        count = learner_state(runtime, lambda learner: learner.obs_rms["obs"].count)
         old_snapshot = runtime.learner.snapshot.remote()
         runtime.iterate()
         runtime.iterate()

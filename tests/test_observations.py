@@ -1,0 +1,143 @@
+"""Observations beyond flat vectors, end to end: plugin envs by their plain ids in Ray workers
+(Atari, MiniGrid, MinAtar) with their configs' wrappers, uint8 frames through the object store,
+evaluate/export/resume on pixels, envs only the driver registered, env failures inside a worker
+reported as the env's, observations that drift mid-run, and format-1 checkpoints."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import gymnasium as gym
+import pytest
+import ray
+
+import trainer
+from tests.conftest import REPO_ROOT, make_small_config
+from trainer.core.config import load_config
+from trainer.core.errors import UserError
+from trainer.evaluate import evaluate
+from trainer.export import export_checkpoint, load_policy
+from trainer.runtime.checkpoint import load_checkpoint
+
+TINY = [
+    "execution=ray",
+    "workers.envs_per_worker=2",
+    "ppo.rollout_steps=32",
+    "ppo.sequence_length=8",
+    "ppo.total_steps=256",
+    "ppo.num_minibatches=2",
+    "checkpoint.every=1",
+    "logging.progress_interval_s=1000",
+]
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One local Ray for the module; workers import the test envs from the repo root."""
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+    ray.init(address="local", num_cpus=4, include_dashboard=False, logging_level="ERROR")
+    yield
+    ray.shutdown()
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize(
+    "config_file, stored",
+    [
+        ("atari_breakout.yaml", {"obs": ("image", "torch.uint8", [4, 84, 84])}),
+        (
+            "minigrid_doorkey.yaml",
+            {"direction": ("discrete", "torch.int64", []), "image": ("image", "torch.uint8", [7, 7, 3])},
+        ),
+        ("minatar_breakout.yaml", {"obs": ("image", "torch.bool", [10, 10, 4])}),
+    ],
+)
+def test_plugin_envs_train_by_plain_id_in_ray_workers(local_ray, tmp_path, config_file: str, stored: dict) -> None:
+    config = load_config(REPO_ROOT / "configs" / config_file, TINY)
+    summary = trainer.train(config, run_dir=tmp_path / "run")
+    assert summary["iterations"] == 2 and summary["worker_restarts"] == 0
+    _, state = load_checkpoint(tmp_path / "run")
+    leaves = {d["key"]: (d["kind"], d["dtype"], d["shape"]) for d in state["spaces"]["observation"]}
+    assert leaves == stored
+
+
+@pytest.mark.ray
+def test_atari_checkpoint_evaluates_exports_and_resumes(local_ray, tmp_path) -> None:
+    """Whole games with raw scores from a pixel checkpoint, the same from its exported program
+    (uint8 frames in, preprocessing folded in), and a resume that carries on the run."""
+    config = load_config(REPO_ROOT / "configs/atari_breakout.yaml", TINY)
+    run = tmp_path / "run"
+    trainer.train(config, run_dir=run)
+    from_checkpoint = evaluate(run, episodes=1, deterministic=True)
+    program = export_checkpoint(run, tmp_path / "policy.pt2")
+    from_program = evaluate(program, episodes=1)
+    assert from_program["returns"] == from_checkpoint["returns"]
+    assert from_checkpoint["mean_length"] > 100  # a whole game over all lives, in frames
+    summary = trainer.train(resume=run, overrides=["ppo.total_steps=384"])
+    assert summary["iterations"] == 3
+
+
+def test_gymnasium_module_env_id_form_and_env_imports(tmp_path) -> None:
+    base = {"execution": "inline", "ppo": {"total_steps": 128, "rollout_steps": 16}}
+    for env in ({"id": "minigrid:MiniGrid-Empty-5x5-v0"}, {"id": "MiniGrid-Empty-5x5-v0", "imports": ["minigrid"]}):
+        summary = trainer.train(make_small_config(**base, env=env), run_dir=tmp_path / env["id"].replace(":", "_"))
+        assert summary["iterations"] == 2
+
+
+@pytest.mark.ray
+def test_env_only_the_driver_registered_reaches_the_workers(local_ray, tmp_path) -> None:
+    """A script registers an env in its own process only: the workers get the registration."""
+    env_id = "DriverOnlyPixels-v0"
+    gym.register(env_id, entry_point="tests.envs_for_tests:PixelSideEnv", max_episode_steps=5)
+    try:
+        summary = trainer.train(make_small_config(execution="ray", env={"id": env_id}), run_dir=tmp_path / "run")
+    finally:
+        del gym.registry[env_id]
+    assert summary["worker_restarts"] == 0 and summary["env_steps"] > 0
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize(
+    "fail_on, message",
+    [
+        ("make", r"raised RuntimeError while being made: simulator licence not found"),
+        ("reset", r"raised RuntimeError: simulator did not start on reset"),
+    ],
+)
+def test_env_failing_inside_a_worker_is_the_envs_error_and_nothing_restarts(local_ray, tmp_path, fail_on, message):
+    env = {"id": "tests.bad_envs:FailsInWorkerEnv", "kwargs": {"driver_pid": os.getpid(), "fail_on": fail_on}}
+    config = make_small_config(execution="ray", env=env)
+    with pytest.raises(UserError, match=rf"^env 'tests\.bad_envs:FailsInWorkerEnv' {message}") as caught:
+        trainer.train(config, run_dir=tmp_path / "run", address=None)
+    assert "rollout worker" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ("drop", r"observation has no key 'b' any more"),
+        ("shape", r"observation 'a' changed shape to \(3,\) \(expected \(2,\)\)"),
+        ("dtype", r"observation 'img' changed dtype to float32 \(expected uint8\)"),
+    ],
+)
+def test_observation_that_drifts_mid_run_stops_with_env_worker_and_step(tmp_path, change: str, message: str) -> None:
+    env = {"id": "tests.bad_envs:DriftingObservationEnv", "kwargs": {"change": change, "at": 5}}
+    with pytest.raises(
+        UserError, match=rf"^env 'tests\.bad_envs:DriftingObservationEnv': {message} \(worker 0, env step 8\)$"
+    ):
+        trainer.train(make_small_config(env=env), run_dir=tmp_path / "run")
+
+
+@pytest.mark.parametrize("kind, returns", [("mlp", [68.0, 71.0, 26.0]), ("lstm", [57.0, 56.0, 29.0])])
+def test_format_1_checkpoints_still_evaluate_the_same_and_resume(tmp_path, kind: str, returns: list[float]) -> None:
+    """Checkpoints written before observations became a tree (tests/data, made by that trainer,
+    with the returns it evaluated them at) load into the new layout unchanged."""
+    source = REPO_ROOT / f"tests/data/v1_cartpole_{kind}.pt"
+    assert evaluate(source, episodes=3, deterministic=True)["returns"] == returns
+    assert load_policy(source).policy.preprocess.standardize["obs"].std.min() < 1  # stats came along
+    run = tmp_path / "run" / "checkpoints"
+    run.mkdir(parents=True)
+    shutil.copy(source, run / "iter_0000004.pt")
+    summary = trainer.train(resume=tmp_path / "run", overrides=["ppo.total_steps=384", "logging.tensorboard=false"])
+    assert summary["iterations"] == 6
