@@ -13,11 +13,11 @@ import time
 WARMUP_STEPS = 100
 
 
-def _step_loop(env_id: str, vecs_per_proc: int, envs: int, steps: int, seed: int, barrier, results) -> None:
+def _step_loop(env, vecs_per_proc: int, envs: int, steps: int, seed: int, barrier, results) -> None:
     from trainer.core.config import EnvConfig
     from trainer.core.envs import make_vector_env
 
-    config = EnvConfig(id=env_id)
+    config = env if isinstance(env, EnvConfig) else EnvConfig(id=env)
     vecs = [make_vector_env(config, envs) for _ in range(vecs_per_proc)]
     for i, vec in enumerate(vecs):
         vec.reset(seed=seed + i * envs)
@@ -37,9 +37,10 @@ def _step_loop(env_id: str, vecs_per_proc: int, envs: int, steps: int, seed: int
     results.put((vecs_per_proc * envs * steps, start, end))
 
 
-def measure_limit(env_id: str, procs: int, vecs_per_proc: int, envs: int, steps: int, seed: int = 0) -> dict:
+def measure_limit(env_id, procs: int, vecs_per_proc: int, envs: int, steps: int, seed: int = 0) -> dict:
     """Env steps/s of `procs` processes, each stepping `vecs_per_proc` x `envs` envs for `steps`
-    vector steps: the sum of the per-process rates (and the aggregate over the common window)."""
+    vector steps: the sum of the per-process rates (and the aggregate over the common window).
+    `env_id`: an id, or a whole EnvConfig (kwargs and wrappers included)."""
     ctx = mp.get_context("spawn")
     barrier = ctx.Barrier(procs)
     results = ctx.Queue()
@@ -56,7 +57,7 @@ def measure_limit(env_id: str, procs: int, vecs_per_proc: int, envs: int, steps:
     total = sum(n for n, _, _ in parts)
     window = max(end for _, _, end in parts) - min(start for _, start, _ in parts)
     return {
-        "env_id": env_id,
+        "env_id": getattr(env_id, "id", env_id),
         "processes": procs,
         "vector_envs_per_process": vecs_per_proc,
         "envs_per_vector_env": envs,

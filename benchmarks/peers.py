@@ -50,7 +50,8 @@ def _rollout_timer():
 
 
 def throughput(spec: dict) -> dict:
-    """spec: policy (mlp|lstm), envs, rollout_steps, num_minibatches, update_epochs, warmup, iterations."""
+    """spec: policy (mlp|lstm|atari), envs, rollout_steps, num_minibatches, update_epochs, warmup,
+    iterations; for atari also env_id (a NoFrameskip-v4 id)."""
     import torch
     from stable_baselines3 import PPO
     from stable_baselines3.common.env_util import make_vec_env
@@ -76,6 +77,18 @@ def throughput(spec: dict) -> dict:
         kwargs = dict(lstm_hidden_size=64, shared_lstm=True, enable_critic_lstm=False, net_arch=[64])
         model = RecurrentPPO("MlpLstmPolicy", env, policy_kwargs=kwargs, **common)
         setup = "RecurrentPPO MlpLstmPolicy (shared LSTM 64, net_arch [64])"
+    elif spec["policy"] == "atari":
+        import ale_py
+        import gymnasium as gym
+        from stable_baselines3.common.env_util import make_atari_env
+        from stable_baselines3.common.vec_env import VecFrameStack
+
+        gym.register_envs(ale_py)
+        # SB3's own Atari pipeline: noop 30, frame skip 4 with max-pool, episodic life, fire
+        # reset, 84x84 gray, reward clipping; 4 stacked frames.
+        env = VecFrameStack(make_atari_env(spec["env_id"], n_envs=n, seed=1, vec_env_cls=DummyVecEnv), 4)
+        model = PPO("CnnPolicy", env, **common)
+        setup = f"PPO CnnPolicy (Nature CNN) on {spec['env_id']}"
     else:
         env = make_vec_env("CartPole-v1", n_envs=n, vec_env_cls=DummyVecEnv, seed=1)
         model = PPO("MlpPolicy", env, **common)

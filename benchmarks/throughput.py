@@ -82,7 +82,7 @@ def time_iterations(runtime, timing: Timing, warmup: int, measured: int) -> None
 def time_ours(config, execution: str, warmup: int, measured: int) -> Timing:
     """Build the runtime, run `warmup` then `measured` iterations, close it."""
     from trainer.core.envs import probe_env
-    from trainer.runtime.session import InlineRuntime
+    from trainer.runtime.inline import InlineRuntime
 
     probe = probe_env(config.env, config.policy)
     with children_reaped(wait=execution == "ray"):

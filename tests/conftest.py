@@ -10,13 +10,14 @@ from typing import Any
 
 import numpy as np
 import pytest
+import ray
 from gymnasium import spaces
 
 from trainer.core.config import Config, PolicyConfig, PPOConfig, load_config
 from trainer.core.envs import probe_env
 from trainer.core.policy import ActorCritic, build_policy
 from trainer.core.spec import ObsSpec
-from trainer.runtime.session import InlineRuntime
+from trainer.runtime.inline import InlineRuntime
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -58,6 +59,15 @@ def vector_policy(obs_dim: int, action_space, policy: PolicyConfig, normalize_ob
 def make_small_config(**overrides: Any) -> Config:
     """SMALL with sections replaced key by key, e.g. `make_small_config(policy={"kind": "lstm"})`."""
     return load_config(_deep_update(copy.deepcopy(SMALL), overrides))
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One local Ray for the module; workers import the test envs from the repo root."""
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+    ray.init(address="local", num_cpus=4, include_dashboard=False, logging_level="ERROR")
+    yield
+    ray.shutdown()
 
 
 @pytest.fixture

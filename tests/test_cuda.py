@@ -7,7 +7,7 @@ import torch
 
 from tests.conftest import make_small_config
 from trainer.core.envs import probe_env
-from trainer.runtime.session import InlineRuntime
+from trainer.runtime.inline import InlineRuntime
 
 pytestmark = [
     pytest.mark.gpu,

@@ -10,11 +10,11 @@ import shutil
 
 import gymnasium as gym
 import pytest
-import ray
 
 import trainer
 from tests.conftest import REPO_ROOT, make_small_config
-from trainer.core.config import load_config
+from trainer.core import envs
+from trainer.core.config import EnvConfig, load_config
 from trainer.core.errors import UserError
 from trainer.evaluate import evaluate
 from trainer.export import export_checkpoint, load_policy
@@ -30,15 +30,6 @@ TINY = [
     "checkpoint.every=1",
     "logging.progress_interval_s=1000",
 ]
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    """One local Ray for the module; workers import the test envs from the repo root."""
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
-    ray.init(address="local", num_cpus=4, include_dashboard=False, logging_level="ERROR")
-    yield
-    ray.shutdown()
 
 
 @pytest.mark.ray
@@ -141,3 +132,19 @@ def test_format_1_checkpoints_still_evaluate_the_same_and_resume(tmp_path, kind:
     shutil.copy(source, run / "iter_0000004.pt")
     summary = trainer.train(resume=tmp_path / "run", overrides=["ppo.total_steps=384", "logging.tensorboard=false"])
     assert summary["iterations"] == 6
+
+
+def test_dict_observation_checkpoint_exports_and_evaluates_the_same(tmp_path) -> None:
+    """The exported program takes the dict of raw leaves (uint8 image, discrete cue) and acts as
+    the checkpoint's deterministic policy does."""
+    env = {"id": "tests.envs_for_tests:PixelSideEnv", "kwargs": {"cue": True}, "max_episode_steps": 10}
+    trainer.train(make_small_config(env=env, policy={"kind": "lstm"}), run_dir=tmp_path / "run")
+    program = export_checkpoint(tmp_path / "run", tmp_path / "policy.pt2")
+    assert evaluate(program, episodes=5)["returns"] == evaluate(tmp_path / "run", 5, deterministic=True)["returns"]
+
+
+def test_a_plugin_that_is_not_installed_names_its_extra(monkeypatch) -> None:
+    monkeypatch.setitem(envs.PLUGINS, "Fake/", envs.Plugin("no_such_plugin_pkg", "fake", lambda module: None))
+    with pytest.raises(UserError, match=r"^env.id 'Fake/Game-v0' needs no_such_plugin_pkg, which is not installed "
+                       r"\(.*\): pip install 'ray-ppo-trainer\[fake\]'$"):  # fmt: skip
+        envs.make_env(EnvConfig(id="Fake/Game-v0"))

@@ -30,6 +30,10 @@ def two_nodes():
     cluster.shutdown()
 
 
+def node_of(_actor) -> str:
+    return ray.get_runtime_context().get_node_id()
+
+
 def make_runtime(config, messages):
     probe = probe_env(config.env, config.policy)
     return RayRuntime(config, probe, log=messages.append)
@@ -40,7 +44,7 @@ def test_workers_pinned_to_second_node_feed_the_learner(two_nodes):
     config = make_small_config(execution="ray", workers={"resources": {"rollout_node": 1}})
     runtime = make_runtime(config, [])
     try:
-        worker_nodes = ray.get([worker.node_id.remote() for worker in runtime.workers])
+        worker_nodes = ray.get([worker.__ray_call__.remote(node_of) for worker in runtime.workers])
         stats = [runtime.iterate() for _ in range(3)]
         version = ray.get(runtime.learner.__ray_call__.remote(lambda learner: learner.version))
     finally:
@@ -58,7 +62,7 @@ def test_training_survives_losing_a_node(two_nodes):
     messages: list[str] = []
     runtime = make_runtime(config, messages)
     try:
-        worker_nodes = ray.get([worker.node_id.remote() for worker in runtime.workers])
+        worker_nodes = ray.get([worker.__ray_call__.remote(node_of) for worker in runtime.workers])
         assert second.node_id in worker_nodes, "SPREAD placement should use both nodes"
         runtime.iterate()
         remover = threading.Timer(0.05, cluster.remove_node, (second,))

@@ -21,15 +21,6 @@ from trainer.runtime.ray_runtime import RayRuntime, WorkerFailedError
 pytestmark = pytest.mark.ray
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    """One local Ray for the module; workers import the test envs from the repo root."""
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
-    ray.init(address="local", num_cpus=4, include_dashboard=False, logging_level="ERROR")
-    yield
-    ray.shutdown()
-
-
 def ray_config(**overrides):
     return make_small_config(execution="ray", **overrides)
 

@@ -59,20 +59,19 @@ def run_train(args: argparse.Namespace) -> None:
 
     importing = threading.Thread(target=importlib.import_module, args=("trainer.runtime.session",), daemon=True)
     importing.start()
-    started_ray = False
-    if args.config and not args.resume and not (args.address or os.environ.get("RAY_ADDRESS")):
-        try:
-            config = load_config(args.config, args.overrides)
-        except UserError:
-            config = None  # train() below reports it, the same way as without the early start
-        if config is not None and config.execution == "ray":
-            from trainer.runtime.ray_connect import connect
-
-            started_ray = connect(config, address=None)
-    importing.join()
-    from trainer.runtime.session import train
-
     try:
+        if args.config and not args.resume and not (args.address or os.environ.get("RAY_ADDRESS")):
+            try:
+                config = load_config(args.config, args.overrides)
+            except UserError:
+                config = None  # train() below reports it, the same way as without the early start
+            if config is not None and config.execution == "ray":
+                from trainer.runtime.ray_connect import connect
+
+                connect(config, address=None)
+        _join(importing)
+        from trainer.runtime.session import train
+
         train(
             args.config,
             args.overrides,
@@ -82,10 +81,20 @@ def run_train(args: argparse.Namespace) -> None:
             resume=args.resume,
         )
     finally:
-        if started_ray:
+        if "trainer.runtime.ray_connect" in sys.modules:  # else this process started no Ray
             from trainer.runtime.ray_connect import disconnect
 
-            disconnect()  # also when train() failed before its runtime took Ray over
+            disconnect()  # also when train() failed (or Ctrl-C came) before its runtime took Ray over
+
+
+def _join(thread: threading.Thread) -> None:
+    """Wait for the import thread, also through a Ctrl-C during start-up: exiting while it is
+    inside an extension's import can crash the interpreter on its way out."""
+    try:
+        thread.join()
+    except KeyboardInterrupt:
+        thread.join()
+        raise
 
 
 def main(argv: list[str] | None = None) -> int:

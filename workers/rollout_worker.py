@@ -41,7 +41,7 @@ class RolloutWorker:
         self.action_space = self.envs.single_action_space
         self.policy = build_policy(self.obs_spec, self.action_space, config)
         self.policy.requires_grad_(False)
-        self.spec = rollout_spec(self.obs_spec, self.policy, config)
+        self.rollout_spec = rollout_spec(self.obs_spec, self.policy, config)
         # What this worker saw since the snapshot, per vector leaf; the learner merges the deltas.
         self.obs_delta = {leaf.key: RunningMeanStd(leaf.shape) for leaf in self.obs_spec.vector_leaves}
         self.return_delta = RunningMeanStd(())
@@ -80,7 +80,7 @@ class RolloutWorker:
         """Run T steps on every env with the snapshot's policy; return plain CPU tensors."""
         self.load(snapshot)
         T, E, K = self.config.ppo.rollout_steps, self.config.workers.envs_per_worker, self.config.sequence_length
-        data = self.spec.allocate(E)
+        data = self.rollout_spec.allocate(E)
         obs = {key: data[OBS_PREFIX + key] for key in self.obs_spec.keys}
         logprob, value, reward, first = data["logprob"], data["value"], data["reward"], data["first"]
         discounted_returns = np.empty((T, E))

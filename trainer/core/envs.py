@@ -193,7 +193,11 @@ def make_vector_env(config: EnvConfig, num_envs: int) -> SyncVectorEnv:
     """E copies of the env stepped in this process; Box actions are clipped to the space."""
 
     def factory() -> gym.Env:
-        env = CheckObservations(make_env(config), config.id)
+        env = make_env(config)
+        # A flat float vector needs no check per step: the vector env's batching refuses another
+        # shape itself, and any float dtype is converted anyway.
+        if not ObsSpec.from_space(env.observation_space, config.id).single_vector:
+            env = CheckObservations(env, config.id)
         if isinstance(env.action_space, spaces.Box):
             env = gym.wrappers.ClipAction(env)
         return env

@@ -89,6 +89,11 @@ class ObsSpec:
         return len(self.leaves) == 1 and self.leaves[0].key == ROOT
 
     @property
+    def single_vector(self) -> bool:
+        """A plain Box of floats: one vector leaf at the root."""
+        return self.is_single and self.leaves[0].kind == "vector"
+
+    @property
     def vector_leaves(self) -> list[ObsLeaf]:
         """The leaves with running mean/std normalization."""
         return [leaf for leaf in self.leaves if leaf.kind == "vector"]

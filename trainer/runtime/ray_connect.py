@@ -29,6 +29,7 @@ def connect(config: Config, address: str | None) -> bool:
         ray.init(address=address, logging_level=logging.WARNING)
         return False
     needed = config.workers.num_workers * config.workers.num_cpus + config.learner.num_cpus
+    _started_here = True  # before init: a Ctrl-C during it still shuts down what it started
     ray.init(
         address="local",
         num_cpus=max(os.cpu_count() or 1, int(needed + 0.999)),
@@ -38,7 +39,6 @@ def connect(config: Config, address: str | None) -> bool:
         # actors' modules there, before the actors are created, takes ~0.5 s off start-up.
         _system_config={"preload_python_modules": list(ACTOR_MODULES)},
     )
-    _started_here = True
     return True
 
 
