@@ -1,8 +1,8 @@
 """Atari Breakout throughput in one run: the env-only limit (the config's own preprocessed vector
 env stepping random actions), this trainer in-process, on Ray with 2 workers and with overlap,
-and SB3 PPO CnnPolicy with the same envs count and rollout size. Prints env steps/s and frames/s
-(4 frames a step), the ratios to the limit and to SB3, each row's iteration breakdown and the
-peak RSS of every process; `--json` writes it all.
+and SB3 PPO CnnPolicy with the same envs count, rollout size and torch threads as our learner.
+Prints env steps/s and frames/s (4 frames a step), the ratios to the limit and to SB3, each
+row's iteration breakdown and the peak RSS of every process; `--json` writes it all.
 
     python -m benchmarks.atari [--envs-per-worker 8] [--iterations 3] [--smoke] [--json OUT]
 """
@@ -97,6 +97,7 @@ def run_sb3(envs: int, rollout_steps: int, iterations: int) -> dict:
         "update_epochs": config.ppo.update_epochs,
         "warmup": 1,
         "iterations": iterations,
+        "torch_threads": config.learner.torch_threads,
     }
     cmd = [sys.executable, "-m", "benchmarks.peers", "throughput", json.dumps([spec])]
     code, lines, _ = run_subprocess(cmd, timeout_s=1200)
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         envs, T, iterations = 2, 16, 1
     env_config = config_for("inline", False, envs, T, 1).env
     log("limit: 2 processes, one vector env each")
-    limit = measure_limit(env_config, procs=2, vecs_per_proc=1, envs=envs, steps=max(50, 8 * T // 4))
+    limit = measure_limit(env_config, procs=2, vecs_per_proc=1, envs=envs, steps=max(50, 8 * T))
     rows = {}
     for name, execution, overlap in (("inline", "inline", False), ("ray2", "ray", False), ("ray2o", "ray", True)):
         log(f"{name}: {iterations} iterations of {2 * envs} envs x {T} steps")

@@ -51,7 +51,7 @@ def _rollout_timer():
 
 def throughput(spec: dict) -> dict:
     """spec: policy (mlp|lstm|atari), envs, rollout_steps, num_minibatches, update_epochs, warmup,
-    iterations; for atari also env_id (a NoFrameskip-v4 id)."""
+    iterations; for atari also env_id (a NoFrameskip-v4 id); optional torch_threads."""
     import torch
     from stable_baselines3 import PPO
     from stable_baselines3.common.env_util import make_vec_env
@@ -59,6 +59,8 @@ def throughput(spec: dict) -> dict:
 
     import trainer.core.envs  # noqa: F401  (registers MaskedVelocityCartPole-v1)
 
+    if "torch_threads" in spec:  # as many as our learner gets, where the row says so
+        torch.set_num_threads(spec["torch_threads"])
     n, T = spec["envs"], spec["rollout_steps"]
     common = dict(
         n_steps=T,

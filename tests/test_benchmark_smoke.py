@@ -87,3 +87,25 @@ def test_memory_breakdown_and_solve_rows_are_complete(smoke):
     for name in ("solve-inline", "solve-ray"):
         assert rows[name]["runs"] and all(r["run_wall_s"] > 0 for r in rows[name]["runs"])
     assert "Throughput" in smoke["stdout"] and "Breakdown" in smoke["stdout"]
+
+
+def test_atari_benchmark_smoke_reports_every_row(tmp_path) -> None:
+    """benchmarks/atari.py: the limit, our three runtimes and SB3 come out with positive rates,
+    and the printed ratios are ours / limit and ours / SB3."""
+    out = tmp_path / "atari.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.atari", "--smoke", "--json", str(out)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    data = json.loads(out.read_text())
+    assert set(data["ours"]) == {"inline", "ray2", "ray2o"}
+    limit, sb3 = data["limit"]["steps_per_s"], data["sb3"]["steps_per_s"]
+    assert positive_finite(limit) and positive_finite(sb3)
+    for row in data["ours"].values():
+        assert positive_finite(row["steps_per_s"]) and all(positive_finite(v) for v in row["peak_rss_mb"].values())
+        assert f"| {row['steps_per_s'] / limit:.1%} | {row['steps_per_s'] / sb3:.2f}x |" in proc.stdout
+    assert len(data["ours"]["ray2"]["peak_rss_mb"]) == 4  # driver, learner, two workers

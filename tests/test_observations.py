@@ -37,6 +37,7 @@ TINY = [
     "config_file, stored",
     [
         ("atari_breakout.yaml", {"obs": ("image", "torch.uint8", [4, 84, 84])}),
+        ("atari_breakout_lstm.yaml", {"obs": ("image", "torch.uint8", [84, 84])}),  # CNN + LSTM, one frame
         (
             "minigrid_doorkey.yaml",
             {"direction": ("discrete", "torch.int64", []), "image": ("image", "torch.uint8", [7, 7, 3])},

@@ -71,13 +71,18 @@ gym.register(
 )
 
 
+_registered: set[str] = set()  # plugin modules that registered their ids in this process
+
+
 def register_plugins(config: EnvConfig) -> None:
-    """Import `env.imports` and the plugin package an id's prefix names, so gymnasium knows the id."""
+    """Import `env.imports` and the plugin package an id's prefix names, so gymnasium knows the id
+    (once per process: registering twice makes gymnasium warn about every id)."""
     for name in config.imports:
         _import(name, f"env.imports {name!r}")
     for prefix, plugin in PLUGINS.items():
-        if config.id.startswith(prefix):
+        if config.id.startswith(prefix) and plugin.module not in _registered:
             plugin.register(_import(plugin.module, f"env.id {config.id!r}", plugin.extra))
+            _registered.add(plugin.module)
 
 
 def _import(name: str, what: str, extra: str | None = None):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+import torch
+
 from trainer.core.config import Config
 from trainer.core.envs import Probe
 from trainer.core.messages import EpisodeStats
@@ -19,6 +21,8 @@ class InlineRuntime:
     def __init__(self, config: Config, probe: Probe) -> None:
         self.learner = Learner(config, probe.observation_space, probe.action_space)
         self.workers = [RolloutWorker(config, i) for i in range(config.workers.num_workers)]
+        # One process for both sides, which take turns: the learner's thread count holds.
+        torch.set_num_threads(config.learner.torch_threads)
         self.restarts = [0] * config.workers.num_workers  # in-process workers are never replaced
 
     def iterate(self) -> IterationStats:
