@@ -6,7 +6,10 @@ reported as the env's, observations that drift mid-run, and format-1 checkpoints
 from __future__ import annotations
 
 import os
+import pickle
 import shutil
+import subprocess
+import sys
 
 import gymnasium as gym
 import pytest
@@ -149,3 +152,23 @@ def test_a_plugin_that_is_not_installed_names_its_extra(monkeypatch) -> None:
     with pytest.raises(UserError, match=r"^env.id 'Fake/Game-v0' needs no_such_plugin_pkg, which is not installed "
                        r"\(.*\): pip install 'ray-ppo-trainer\[fake\]'$"):  # fmt: skip
         envs.make_env(EnvConfig(id="Fake/Game-v0"))
+
+
+def test_plugins_register_once_per_process_even_after_the_drivers_spec(tmp_path) -> None:
+    """A fresh worker process gets the driver's registration first and then builds its envs: no
+    id is registered twice (gymnasium warns about each one it overrides; `-W error` fails on it)."""
+    config = EnvConfig(id="MinAtar/Breakout-v1")
+    envs.register_plugins(config)
+    (tmp_path / "spec.pkl").write_bytes(pickle.dumps(gym.registry[config.id]))
+    code = (
+        "import pickle, sys\n"
+        "from trainer.core.config import EnvConfig\n"
+        "from trainer.core.envs import ensure_registered, make_env\n"
+        "config = EnvConfig(id='MinAtar/Breakout-v1')\n"
+        "ensure_registered(config, pickle.loads(open(sys.argv[1], 'rb').read()))\n"
+        "for _ in range(2):\n"
+        "    make_env(config).close()\n"
+    )
+    command = [sys.executable, "-W", "error", "-c", code, str(tmp_path / "spec.pkl")]
+    proc = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]

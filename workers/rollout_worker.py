@@ -34,7 +34,7 @@ class RolloutWorker:
         self.index = worker_index
         E = config.workers.envs_per_worker
         torch.set_num_threads(config.workers.torch_threads)
-        ensure_registered(registry_spec)
+        ensure_registered(config.env, registry_spec)
         self.envs = make_vector_env(config.env, E)
         space = self.envs.single_observation_space
         self.obs_spec = ObsSpec.from_space(space, config.env.id, config.policy.image_layout)

@@ -94,8 +94,10 @@ def _import(name: str, what: str, extra: str | None = None):
         raise EnvBuildError(f"{what} needs {package}, which is not installed ({exc}): {remedy}") from None
 
 
-def ensure_registered(spec: gym.envs.registration.EnvSpec | None) -> None:
-    """Register an id the driver knew (e.g. registered from a script) in this process too."""
+def ensure_registered(config: EnvConfig, spec: gym.envs.registration.EnvSpec | None) -> None:
+    """Make `env.id` known in this process: its plugin registers it, else the registration the
+    driver had (e.g. made from a script) is copied in."""
+    register_plugins(config)
     if spec is not None and spec.id not in gym.registry:
         gym.registry[spec.id] = spec
 
