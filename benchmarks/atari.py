@@ -16,6 +16,7 @@ import sys
 import time
 
 from benchmarks.limit import measure_limit
+from benchmarks.peers import available
 from benchmarks.processes import children_reaped, log, result_line, run_subprocess
 from benchmarks.rows import REPO_ROOT
 from benchmarks.throughput import Timing, time_iterations
@@ -87,6 +88,7 @@ def run_ours(execution: str, overlap: bool, envs: int, rollout_steps: int, itera
 def run_sb3(envs: int, rollout_steps: int, iterations: int) -> dict:
     from benchmarks.peers import RESULT_PREFIX
 
+    log("sb3")
     config = config_for("inline", False, envs, rollout_steps, 1)
     spec = {
         "policy": "atari",
@@ -121,8 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, execution, overlap in (("inline", "inline", False), ("ray2", "ray", False), ("ray2o", "ray", True)):
         log(f"{name}: {iterations} iterations of {2 * envs} envs x {T} steps")
         rows[name] = run_ours(execution, overlap, envs, T, iterations)
-    log("sb3")
-    sb3 = run_sb3(envs, T, iterations)
+    missing = available()["stable_baselines3"]
+    sb3 = {"skipped": f"{missing}: pip install -e '.[bench]'"} if missing else run_sb3(envs, T, iterations)
     report(limit, rows, sb3)
     if args.json:
         with open(args.json, "w") as f:
@@ -131,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def report(limit: dict, rows: dict, sb3: dict) -> None:
+    """The table; without SB3 its row says why and the vs-SB3 cells stay empty."""
+    sb3_rate = sb3.get("steps_per_s")
     print(f"Atari Breakout ({CONFIG}), {FRAME_SKIP} frames per env step")
     print("| setup | steps/s | frames/s | of limit | vs SB3 | iteration s | collect | update | peak RSS MB |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
@@ -139,13 +143,17 @@ def report(limit: dict, rows: dict, sb3: dict) -> None:
     for row in rows.values():
         rss = ", ".join(f"{k} {v:,.0f}" for k, v in row["peak_rss_mb"].items())
         phases = row["phases_s"]
+        vs_sb3 = f"{row['steps_per_s'] / sb3_rate:.2f}x" if sb3_rate else ""
         print(
             f"| {row['label']} | {row['steps_per_s']:,.0f} | {row['steps_per_s'] * FRAME_SKIP:,.0f} "
-            f"| {row['steps_per_s'] / limit['steps_per_s']:.1%} | {row['steps_per_s'] / sb3['steps_per_s']:.2f}x "
+            f"| {row['steps_per_s'] / limit['steps_per_s']:.1%} | {vs_sb3} "
             f"| {row['iteration_s']:.2f} | {phases['collect_time_s']:.2f} | {phases['update_time_s']:.2f} | {rss} |"
         )
-    print(f"| {sb3['setup']} | {sb3['steps_per_s']:,.0f} | {sb3['steps_per_s'] * FRAME_SKIP:,.0f} "
-          f"| {sb3['steps_per_s'] / limit['steps_per_s']:.1%} | 1.00x | | | | |")  # fmt: skip
+    if not sb3_rate:
+        print(f"| SB3 PPO CnnPolicy: {sb3['skipped']} | | | | | | | | |")
+        return
+    print(f"| {sb3['setup']} | {sb3_rate:,.0f} | {sb3_rate * FRAME_SKIP:,.0f} "
+          f"| {sb3_rate / limit['steps_per_s']:.1%} | 1.00x | | | | |")  # fmt: skip
 
 
 if __name__ == "__main__":
