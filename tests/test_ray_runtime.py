@@ -137,7 +137,7 @@ def test_hanging_worker_is_timed_out_and_replaced(local_ray, tmp_path):
     finally:
         runtime.close()
     assert flag.exists()
-    assert sum(s.restarts for s in stats) == 1
+    assert sum(s.restarts for s in stats) == 1, messages
     assert any("sent no rollout within workers.sample_timeout_s=5s" in m for m in messages), messages
 
 

@@ -63,6 +63,7 @@ class RayRuntime:
             .remote(config, probe.observation_space, probe.action_space)
         )
         self.workers = [self._spawn(index) for index in range(config.workers.num_workers)]
+        self._wait_started([self.learner, *self.workers])
         self.restarts = [0] * config.workers.num_workers
         self.failures_in_a_row = [0] * config.workers.num_workers
         self._in_flight: tuple | None = None  # (snapshot, pending collections) started ahead
@@ -79,6 +80,14 @@ class RayRuntime:
             )
             .remote(self.config, index, self.registry_spec)
         )
+
+    def _wait_started(self, actors: list) -> None:
+        """Wait (up to workers.sample_timeout_s) for actors to start: a new process importing
+        torch and building envs is no collection, and must not count against its deadline."""
+        try:
+            ray.get([actor.__ray_ready__.remote() for actor in actors], timeout=self.config.workers.sample_timeout_s)
+        except (ray_errors.GetTimeoutError, *WORKER_LOST):
+            pass  # the collection's own deadline and failure handling take it from here
 
     def iterate(self) -> IterationStats:
         """One iteration. With `workers.overlap`, the workers collect the next rollout (with the
@@ -152,6 +161,7 @@ class RayRuntime:
             )
         self.log(f"rollout worker {slot} {reason}; replacing it (restart {self.failures_in_a_row[slot]}/{limit})")
         self.workers[slot] = self._spawn(slot)
+        self._wait_started([self.workers[slot]])
 
     def state_dict(self) -> dict:
         learner = self.learner.state_dict.remote()
