@@ -120,7 +120,11 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # a Ctrl-C before the run's own handler is in place (start-up)
         print("interrupted", file=sys.stderr)
-        return 130
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # Ray was already stopped above; skip the interpreter's teardown, which can crash while
+        # a half-started Ray or torch import still has threads running.
+        os._exit(130)
     return 0
