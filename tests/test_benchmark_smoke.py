@@ -22,17 +22,18 @@ def positive_finite(value) -> bool:
     return isinstance(value, int | float) and math.isfinite(value) and value > 0
 
 
+def run_smoke(module: str, out) -> subprocess.CompletedProcess:
+    """`python -m MODULE --smoke --json OUT`, which must succeed."""
+    command = [sys.executable, "-m", module, "--smoke", "--json", str(out)]
+    proc = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return proc
+
+
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("bench") / "smoke.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.benchmark", "--smoke", "--json", str(out)],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=400,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    proc = run_smoke("benchmarks.benchmark", out)
     data = json.loads(out.read_text())
     data["stdout"] = proc.stdout
     return data
@@ -93,14 +94,7 @@ def test_atari_benchmark_smoke_reports_every_row(tmp_path) -> None:
     """benchmarks/atari.py: the limit, our three runtimes and SB3 (or why it is missing) come out
     with positive rates, and the printed ratios are ours / limit and ours / SB3."""
     out = tmp_path / "atari.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.atari", "--smoke", "--json", str(out)],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=400,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    proc = run_smoke("benchmarks.atari", out)
     data = json.loads(out.read_text())
     assert set(data["ours"]) == {"inline", "ray2", "ray2o"}
     limit, sb3 = data["limit"]["steps_per_s"], data["sb3"].get("steps_per_s")
