@@ -181,9 +181,9 @@ class CheckObservations(gym.ObservationWrapper):
     """Stops with one clear line when an observation stops fitting the env's observation space
     (a changed shape or dtype, a Dict key gone), instead of a failure deep in the batching."""
 
-    def __init__(self, env: gym.Env, env_id: str) -> None:
+    def __init__(self, env: gym.Env, obs_spec: ObsSpec) -> None:
         super().__init__(env)
-        self.obs_spec = ObsSpec.from_space(env.observation_space, env_id)
+        self.obs_spec = obs_spec
 
     def observation(self, observation):
         problem = self.obs_spec.mismatch(observation)
@@ -201,10 +201,11 @@ def make_vector_env(config: EnvConfig, num_envs: int) -> SyncVectorEnv:
 
     def factory() -> gym.Env:
         env = make_env(config)
+        obs_spec = ObsSpec.from_space(env.observation_space, config.id)
         # A flat float vector needs no check per step: the vector env's batching refuses another
         # shape itself, and any float dtype is converted anyway.
-        if not ObsSpec.from_space(env.observation_space, config.id).single_vector:
-            env = CheckObservations(env, config.id)
+        if not obs_spec.single_vector:
+            env = CheckObservations(env, obs_spec)
         if isinstance(env.action_space, spaces.Box):
             env = gym.wrappers.ClipAction(env)
         return env
