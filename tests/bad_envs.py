@@ -104,3 +104,24 @@ class FailsInWorkerEnv(gym.Env):
 
     def step(self, action):
         return np.zeros(2, dtype=np.float32), 0.0, False, False, {}
+
+
+class WrongResetShapeEnv(gym.Env):
+    """Declares 4 floats but its reset returns 3 (its step is fine): a bug outside step()."""
+
+    observation_space = spaces.Box(-1, 1, (4,), np.float32)
+    action_space = spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(3, np.float32), {}
+
+    def step(self, action):
+        return np.zeros(4, np.float32), 0.0, False, False, {}
+
+
+class RaisingConstructorEnv(gym.Env):
+    """Raises from its constructor, as an env with a missing asset or licence does."""
+
+    def __init__(self) -> None:
+        raise FileNotFoundError("assets/level1.bin")

@@ -82,6 +82,11 @@ CASES = {
     "other spaces": (["train", "--resume", "{existing}", "--set", "env.id=MaskedVelocityCartPole-v1"], "was written for observations {obs: vector float32 (4,)} and actions Discrete(2), but env 'MaskedVelocityCartPole-v1' has {obs: vector float32 (2,)}"),
     "not a run directory": (["train", "--resume", "{not_a_run}"], "is not a run directory with checkpoints"),
     "run directory in use": (["train", "configs/cartpole.yaml"], "already holds a run; continue it with --resume"),
+    "network changed on resume": (["train", "--resume", "{existing}", "--set", "policy.hidden_sizes=[32,32]"], "holds a different network than this config asks (policy.hidden_sizes [64, 64] -> [32, 32]); resume without changing the network, or start a new run"),
+    "Latin-1 config": (["train", "{latin1_yaml}"], "is not UTF-8 (byte 0xe9 on line 2); save it as UTF-8"),
+    "buffer too large": (["train", "configs/cartpole.yaml", "--set", "ppo.rollout_steps=100000000"], "GB for rollouts and the learner's buffer, and this machine has"),
+    "resume auto without run dir": (["train", "configs/cartpole.yaml", "--resume", "auto"], "--resume auto needs --run-dir DIR"),
+    "evaluate no episodes": (["evaluate", "{existing}", "--episodes", "0"], "evaluate needs at least 1 episode, got 0 (--episodes N)"),
     "evaluate missing": (["evaluate", "{tmp}/nope.pt"], "checkpoint or run directory not found"),
 }  # fmt: skip
 
@@ -91,7 +96,10 @@ def test_bad_input_gives_one_clear_error_and_changes_nothing(case, existing_run,
     args, expected = CASES[case]
     bad_yaml = tmp_path / "bad.yaml"
     bad_yaml.write_text("ppo: [unclosed\n")
-    values = {"tmp": tmp_path, "existing": existing_run, "bad_yaml": bad_yaml, **bad_checkpoints}
+    latin1_yaml = tmp_path / "latin1.yaml"
+    latin1_yaml.write_bytes("# run config\nname: caf\u00e9\n".encode("latin-1"))
+    values = {"tmp": tmp_path, "existing": existing_run, "bad_yaml": bad_yaml, "latin1_yaml": latin1_yaml}
+    values |= bad_checkpoints
     args = [arg.format(**values) for arg in args]
     if args[0] == "train" and "--resume" not in args:
         args = [*args[:2], *SMALL, *args[2:], "--run-dir", str(existing_run)]
@@ -154,3 +162,23 @@ def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(existing_ru
     assert previous.read_bytes() == before
     assert load_checkpoint(run_dir)[0] == previous
     assert not [p for p in (run_dir / "checkpoints").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_full_disk_while_writing_tensorboard_events_stops_in_one_line(existing_run, tmp_path):
+    run_dir = tmp_path / "run"
+    import shutil
+
+    shutil.copytree(existing_run, run_dir)
+    before = fingerprint(run_dir / "checkpoints")
+    result = cli(
+        "train", "--resume", str(run_dir), "--set", "ppo.total_steps=1000000", "--set", "checkpoint.every=0",
+        preexec_fn=limit_file_size(16_000),
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    newest = sorted((run_dir / "checkpoints").glob("iter_*.pt"))[-1]
+    assert result.stderr == (
+        f"error: could not write TensorBoard events in {run_dir}: File too large; free the disk (or set "
+        f"logging.tensorboard: false); newest checkpoint {newest}; continue with: python -m trainer train "
+        f"--resume {run_dir}\n"
+    )
+    assert fingerprint(run_dir / "checkpoints") == before

@@ -256,14 +256,16 @@ def test_cartpole_job_succeeds_with_progress_logs_events_and_checkpoints(head, r
     assert set(head.api("/api/jobs/cartpole")["runtime_env"]) == {"working_dir"}
 
 
-def test_stopped_job_writes_a_final_checkpoint_and_resubmitted_resume_completes(head, runs):
+def test_stopped_job_writes_a_final_checkpoint_and_the_same_command_resubmitted_completes(head, runs):
+    """One idempotent command (`--run-dir DIR --resume auto`) for the first submission and every
+    retry: it starts the run, then continues it from where `ray job stop` left it."""
     run_dir = runs / "long"
-    result = head.submit(
-        "long", "configs/cartpole.yaml", "--run-dir", str(run_dir),
+    command = (
+        "configs/cartpole.yaml", "--run-dir", str(run_dir), "--resume", "auto",
         "--set", f"ppo.total_steps={LONG_STEPS}", "--set", "checkpoint.every=0",  # no checkpoint but the final one
         "--set", "logging.progress_interval_s=0.5",
-        wait=False,
     )  # fmt: skip
+    result = head.submit("long", *command, wait=False)
     assert result.returncode == 0, result.stderr
     deadline = time.monotonic() + 120
     while not [int(step) for step, _ in PROGRESS_LINE.findall(head.logs("long")) if int(step) >= 8192]:
@@ -278,7 +280,10 @@ def test_stopped_job_writes_a_final_checkpoint_and_resubmitted_resume_completes(
     assert head.status("long") == "STOPPED"
     print(f"\nray job stop: job ended {stop_s:.1f}s after the request")
     logs = head.logs("long")
-    match = re.search(r"^error: stopped by SIGTERM at env step (\d+); checkpoint written in (.+)$", logs, re.M)
+    match = re.search(
+        r"^error: stopped by SIGTERM at env step (\d+); newest checkpoint \S+; continue with: "
+        r"python -m trainer train --resume (.+)$", logs, re.M,
+    )  # fmt: skip
     assert match, logs[-3000:]
     stopped_at = int(match.group(1))
     assert match.group(2) == str(run_dir) and 0 < stopped_at < LONG_STEPS
@@ -287,7 +292,7 @@ def test_stopped_job_writes_a_final_checkpoint_and_resubmitted_resume_completes(
     assert state["env_steps"] == stopped_at
     assert json.loads((run_dir / "summary.json").read_text())["interrupted_by"] == "SIGTERM"
 
-    resumed = head.submit("resume", "--resume", str(run_dir))
+    resumed = head.submit("resume", *command)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert head.status("resume") == "SUCCEEDED"
     logs = head.logs("resume")
@@ -313,6 +318,27 @@ def test_job_with_a_bad_config_fails_fast_with_the_one_line_error(head, runs):
     assert expected in logs.splitlines(), logs
     assert "Traceback" not in logs
     assert not run_dir.exists()
+
+
+def test_job_asking_more_than_the_cluster_has_fails_in_seconds_naming_the_numbers(head, runs):
+    """The head has 4 CPUs; 4 workers and the learner ask 5. No actor is created, nothing waits."""
+    run_dir = runs / "too_big"
+    start = time.monotonic()
+    result = head.submit(
+        "too_big", "configs/cartpole.yaml", "--run-dir", str(run_dir), "--set", "workers.num_workers=4"
+    )
+    elapsed = time.monotonic() - start
+    assert result.returncode != 0 and head.status("too_big") == "FAILED"
+    print(f"\njob too big for the cluster: FAILED {elapsed:.1f}s after submission")
+    assert elapsed < 60
+    expected = (
+        "error: the cluster cannot hold this run: it asks 5 CPUs (workers.num_workers=4 x workers.num_cpus=1 + "
+        "learner.num_cpus=1) and the cluster has 4; lower those keys or add nodes (with an autoscaler, set "
+        "cluster.wait_for_resources_s to wait for nodes)"
+    )
+    logs = head.logs("too_big")
+    assert expected in logs.splitlines(), logs
+    assert "Traceback" not in logs and "rollout worker" not in logs
 
 
 def test_stopping_the_head_leaves_no_processes(head):

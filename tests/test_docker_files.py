@@ -119,9 +119,15 @@ def test_compose_submit_service_runs_the_trainer_cli_with_runs_on_the_volume(com
 
 def test_rayjob_entrypoint_is_the_trainer_cli(rayjob):
     entrypoint = rayjob["spec"]["entrypoint"]
-    assert entrypoint == "python -m trainer train configs/cartpole.yaml --set logging.dir=/runs"
+    assert entrypoint == "python -m trainer train configs/cartpole.yaml --run-dir /runs/cartpole --resume auto"
     args = build_parser().parse_args(trainer_args(shlex.split(entrypoint)))
-    assert (args.command, args.config, args.overrides) == ("train", "configs/cartpole.yaml", ["logging.dir=/runs"])
+    assert (args.command, args.config, args.run_dir, args.resume) == (
+        "train",
+        "configs/cartpole.yaml",
+        "/runs/cartpole",
+        "auto",
+    )
+    assert rayjob["spec"]["backoffLimit"] >= 1  # a failed job is retried, and the retry resumes
     assert "runtimeEnvYAML" not in rayjob["spec"]  # the image has everything: nothing installed per job
 
 

@@ -32,7 +32,7 @@ def make_runtime(config, messages=None) -> RayRuntime:
 
 
 def learner_state(runtime: RayRuntime, fn):
-    return ray.get(runtime.learner.__ray_call__.remote(fn))
+    return ray.get(runtime.learner.actor.__ray_call__.remote(fn))
 
 
 @pytest.mark.learning
@@ -73,14 +73,14 @@ def test_normalizer_stats_equal_all_observations_seen(local_ray):
 def learn_with_one_old_rollout(runtime: RayRuntime, old_snapshot) -> None:
     """Worker 0 collects with `old_snapshot`, worker 1 with the current one; the learner gets both."""
     _, old = runtime.workers[0].collect_split.remote(old_snapshot)
-    _, fresh = runtime.workers[1].collect_split.remote(runtime.learner.snapshot.remote())
-    ray.get(runtime.learner.learn_from_refs.remote([old, fresh]))
+    _, fresh = runtime.workers[1].collect_split.remote(runtime.learner.actor.snapshot.remote())
+    ray.get(runtime.learner.actor.learn_from_refs.remote([old, fresh])[0])
 
 
 def test_rollout_from_an_old_version_is_refused(local_ray):
     runtime = make_runtime(ray_config())
     try:
-        old_snapshot = runtime.learner.snapshot.remote()
+        old_snapshot = runtime.learner.actor.snapshot.remote()
         runtime.iterate()
         with pytest.raises(StaleRolloutError, match="collected with policy version 0, learner is at 1"):
             learn_with_one_old_rollout(runtime, old_snapshot)
@@ -138,7 +138,7 @@ def test_hanging_worker_is_timed_out_and_replaced(local_ray, tmp_path):
         runtime.close()
     assert flag.exists()
     assert sum(s.restarts for s in stats) == 1, messages
-    assert any("sent no rollout within workers.sample_timeout_s=5s" in m for m in messages), messages
+    assert any("took no env step for workers.sample_timeout_s=5s" in m for m in messages), messages
 
 
 def test_worker_that_keeps_failing_stops_the_run(local_ray, tmp_path):
@@ -173,7 +173,7 @@ def test_overlapped_collection_has_exactly_one_version_of_lag(local_ray):
     try:
         lags = [runtime.iterate().metrics["perf/policy_lag"] for _ in range(4)]
         count = learner_state(runtime, lambda learner: learner.obs_rms["obs"].count)
-        old_snapshot = runtime.learner.snapshot.remote()
+        old_snapshot = runtime.learner.actor.snapshot.remote()
         runtime.iterate()
         runtime.iterate()
         with pytest.raises(StaleRolloutError, match="collected with policy version 4, learner is at 6"):
@@ -187,7 +187,7 @@ def test_overlapped_collection_has_exactly_one_version_of_lag(local_ray):
 def test_workers_run_at_lower_cpu_priority_than_the_learner(local_ray):
     runtime = make_runtime(ray_config(workers={"nice": 3}))
     try:
-        learner_nice = ray.get(runtime.learner.__ray_call__.remote(lambda _: os.nice(0)))
+        learner_nice = ray.get(runtime.learner.actor.__ray_call__.remote(lambda _: os.nice(0)))
         worker_nice = ray.get([worker.__ray_call__.remote(lambda _: os.nice(0)) for worker in runtime.workers])
     finally:
         runtime.close()

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import psutil
@@ -57,6 +58,7 @@ def test_normal_end_leaves_no_ray_processes(tmp_path):
     _out, err = proc.communicate(timeout=180)
     assert proc.returncode == 0, err
     assert (tmp_path / "run" / "summary.json").exists()
+    assert "Token authentication" not in err  # the embedded Ray's token mode is set, not warned about
     assert wait_for_no_new_ray_processes(before) == set()
 
 
@@ -73,17 +75,54 @@ def test_env_error_exits_cleanly_with_one_message(tmp_path):
     assert wait_for_no_new_ray_processes(before) == set()
 
 
-def test_sigint_stops_training_and_ray(tmp_path):
+def read_lines(stream, into: list) -> threading.Thread:
+    """Collect (arrival time, line) from a pipe on a thread, so the test can wait on it."""
+
+    def run() -> None:
+        for line in stream:
+            into.append((time.monotonic(), line.rstrip("\n")))
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_ctrl_c_is_answered_at_once_and_a_second_one_names_the_newest_checkpoint(tmp_path):
+    """Iterations of ~1.5 s: the first Ctrl-C is acknowledged within a second, not at the end of
+    the iteration; the second stops at once, naming the newest checkpoint, which is intact."""
+    from trainer.runtime.checkpoint import load_checkpoint
+
     before = ray_processes()
-    proc = run_cli("configs/cartpole.yaml", "--run-dir", str(tmp_path / "run"), "--set", "ppo.total_steps=10000000")
+    run_dir = tmp_path / "run"
+    proc = run_cli(
+        "configs/cartpole.yaml", "--run-dir", str(run_dir), "--set", "ppo.total_steps=10000000",
+        "--set", "env.id=tests.ray_envs:SlowCartPole", "--set", "env.kwargs={step_sleep_s: 0.02}",
+        "--set", "checkpoint.every=1", *SMALL_RUN,
+    )  # fmt: skip
+    lines: list = []
+    reader = read_lines(proc.stdout, lines)
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and len(ray_processes() - before) < 3:
-        time.sleep(0.5)
-    time.sleep(3.0)  # let training start
+    while not list((run_dir / "checkpoints").glob("iter_*.pt")) and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read()
+        time.sleep(0.1)
+    sent = time.monotonic()
     proc.send_signal(signal.SIGINT)
-    _out, err = proc.communicate(timeout=60)
+    while not any("SIGINT: stopping after this iteration" in line for _, line in lines) and time.monotonic() < sent + 5:
+        time.sleep(0.05)
+    [(said_at, said)] = [(t, line) for t, line in lines if "SIGINT: stopping after this iteration" in line]
+    assert said_at - sent < 1.5, said_at - sent
+    proc.send_signal(signal.SIGINT)
+    err = proc.stderr.read()
+    proc.wait(timeout=60)
+    reader.join(timeout=5)
     assert proc.returncode == 130, err
+    newest = load_checkpoint(run_dir)[0]
+    assert err.endswith(
+        f"error: stopped at once by a second SIGINT; newest checkpoint {newest}; "
+        f"continue with: python -m trainer train --resume {run_dir}\n"
+    ), err
     assert "Traceback" not in err
+    print(f"\nfirst Ctrl-C acknowledged after {said_at - sent:.2f}s: {said}")
     assert wait_for_no_new_ray_processes(before) == set()
 
 

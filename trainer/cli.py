@@ -20,7 +20,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="train a policy from a YAML config")
     train.add_argument("config", nargs="?", help="path to a YAML config, e.g. configs/cartpole.yaml")
-    train.add_argument("--resume", metavar="RUN_DIR_OR_CHECKPOINT", help="continue a run from its newest checkpoint")
+    train.add_argument(
+        "--resume", metavar="RUN_DIR_OR_CHECKPOINT",
+        help="continue a run from its newest checkpoint; 'auto' (with --run-dir): continue if it has one, else start",
+    )  # fmt: skip
     train.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override a config key, e.g. --set ppo.lr=1e-3 (repeatable)",
@@ -30,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--address", help="Ray cluster to attach to (default: RAY_ADDRESS, else an embedded local Ray)")
     evaluate = commands.add_parser("evaluate", help="run a checkpoint's (or exported .pt2) policy for some episodes")
     evaluate.add_argument("checkpoint", help="checkpoint file, run directory (its newest checkpoint) or exported .pt2")
-    evaluate.add_argument("--episodes", type=int, default=10)
+    evaluate.add_argument("--episodes", type=int, default=10, help="episodes to run (at least 1)")
     evaluate.add_argument("--deterministic", action="store_true", help="take the most likely action")
     evaluate.add_argument("--video", metavar="DIR", help="record the first episode as DIR/episode_0.mp4")
     export = commands.add_parser("export", help="write a self-contained inference program (.pt2)")
@@ -60,7 +63,8 @@ def run_train(args: argparse.Namespace) -> None:
     importing = threading.Thread(target=importlib.import_module, args=("trainer.runtime.session",), daemon=True)
     importing.start()
     try:
-        if args.config and not args.resume and not (args.address or os.environ.get("RAY_ADDRESS")):
+        early = args.config and (not args.resume or args.resume == "auto")
+        if early and not (args.address or os.environ.get("RAY_ADDRESS")):
             try:
                 config = load_config(args.config, args.overrides)
             except UserError:

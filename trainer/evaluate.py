@@ -29,6 +29,8 @@ def evaluate(
     video_dir: str | Path | None = None,
     seed: int = 12345,
 ) -> dict:
+    if episodes < 1:
+        raise UserError(f"evaluate needs at least 1 episode, got {episodes} (--episodes N)")
     if str(target).endswith(".pt2"):
         config, module, state_dims = load_exported(target)
         deterministic = True  # an exported policy is its deterministic mode

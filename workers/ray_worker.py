@@ -13,6 +13,8 @@ from trainer.core.errors import UserError
 from trainer.core.messages import EpisodeStats, PolicySnapshot, Rollout
 from workers.rollout_worker import RolloutWorker
 
+LIVENESS_GROUPS = {"liveness": 1}
+
 
 @dataclass(frozen=True)
 class RolloutInfo:
@@ -23,11 +25,15 @@ class RolloutInfo:
 
 
 class RolloutWorkerActor(RolloutWorker):
+    """Create with `ray.remote(concurrency_groups=LIVENESS_GROUPS)`: `progress()` then answers on a
+    thread of its own while a collection runs, so the driver can tell a slow env from a stuck one."""
+
     def __init__(self, config: Config, worker_index: int, registry_spec=None) -> None:
         os.nice(config.workers.nice)  # see WorkersConfig.nice: the learner goes first on shared cores
         # An env that cannot be made or reset is the env's error, not a dead worker: keep it and
         # raise it from the first collection, so the run stops with it instead of replacing actors.
         self.setup_error: UserError | None = None
+        self.vector_steps = 0
         try:
             super().__init__(config, worker_index, registry_spec)
         except UserError as exc:
@@ -39,3 +45,9 @@ class RolloutWorkerActor(RolloutWorker):
             raise self.setup_error
         rollout = self.collect(snapshot)
         return RolloutInfo(rollout.episodes, rollout.timings), rollout
+
+    @ray.method(concurrency_group="liveness")
+    def progress(self) -> int:
+        """Env steps taken so far (a vector step counts once): it grows while the worker is alive
+        and its envs step, however long a whole rollout takes."""
+        return self.vector_steps

@@ -47,6 +47,7 @@ class RolloutWorker:
         self.return_delta = RunningMeanStd(())
         self.generator = torch.Generator().manual_seed(config.seed * 10_000 + 7919 * (worker_index + 1))
         self.total_steps = 0
+        self.vector_steps = 0  # read by the Ray actor's liveness check, from another thread
         self.env_failures = 0
         self.start_episodes(env_seed=config.seed * 10_000 + worker_index * E)
 
@@ -65,10 +66,12 @@ class RolloutWorker:
     def rng_state(self) -> torch.Tensor:
         return self.generator.get_state()
 
-    def resume(self, rng_state: torch.Tensor, iteration: int) -> None:
-        """Continue a checkpointed run: the sampling RNG as saved, envs re-seeded per iteration
-        (gymnasium has no API to save an env's internal state, so episodes start afresh)."""
-        self.generator.set_state(rng_state)
+    def resume(self, rng_state: torch.Tensor | None, iteration: int) -> None:
+        """Continue a checkpointed run: the sampling RNG as saved (None: a worker the run did not
+        have before keeps its own), envs re-seeded per iteration (gymnasium has no API to save an
+        env's internal state, so episodes start afresh)."""
+        if rng_state is not None:
+            self.generator.set_state(rng_state)
         E = self.config.workers.envs_per_worker
         self.start_episodes(env_seed=self.config.seed * 10_000 + self.index * E + 1_000_003 * iteration)
 
@@ -101,6 +104,7 @@ class RolloutWorker:
             tock = time.perf_counter()
             forward_time += tock - tick
             self.next_obs, rew, term, trunc, info = self._step(action.numpy(), t)
+            self.vector_steps += 1
             env_time += time.perf_counter() - tock
 
             reward[t] = torch.from_numpy(rew)

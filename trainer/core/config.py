@@ -6,6 +6,7 @@ result, turning every problem into one `ConfigError` that names the key.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any, Literal
 
@@ -106,7 +107,12 @@ class WorkersConfig(Section):
     num_cpus: float = Field(default=1.0, gt=0)
     torch_threads: int = Field(default=1, gt=0)
     sample_timeout_s: float = Field(default=120.0, gt=0)
+    """Ray only: a liveness limit, not a deadline. A worker is replaced when it takes no env step
+    (or does not answer) for this long; a rollout may take as long as its steps need. Also how
+    long a new worker process may take to start."""
     max_restarts: int = Field(default=3, ge=0)
+    """Replacements of one worker in a row (failures without a good rollout between) before the
+    run stops."""
     overlap: bool = False
     """Ray only: collect the next rollout while the learner updates. Faster when the learner
     has its own cores or GPU, at one policy version of lag (logged as perf/policy_lag);
@@ -127,6 +133,16 @@ class LearnerConfig(Section):
     """GPUs the learner actor asks Ray for (ray execution); 0 on CPU-only clusters."""
     num_cpus: float = Field(default=1.0, gt=0)
     torch_threads: int = Field(default=1, gt=0)
+    max_restarts: int = Field(default=3, ge=0)
+    """Ray only: times a learner that dies (process killed, node lost) is rebuilt from its newest
+    state and its iteration retried, over the whole run; past it, the run stops naming the
+    newest checkpoint."""
+
+
+class ClusterConfig(Section):
+    wait_for_resources_s: float = Field(default=0.0, ge=0)
+    """Ray only: when the cluster cannot hold the learner and workers, wait this long for an
+    autoscaler to add nodes (they are requested), printing what is pending; 0 fails at once."""
 
 
 class LoggingConfig(Section):
@@ -156,6 +172,7 @@ class Config(Section):
     ppo: PPOConfig = PPOConfig()
     workers: WorkersConfig = WorkersConfig()
     learner: LearnerConfig = LearnerConfig()
+    cluster: ClusterConfig = ClusterConfig()
     logging: LoggingConfig = LoggingConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
 
@@ -170,7 +187,8 @@ class Config(Section):
 
     @property
     def num_iterations(self) -> int:
-        return max(1, self.ppo.total_steps // self.steps_per_iteration)
+        """Iterations of a fresh run: ppo.total_steps rounded up to whole iterations."""
+        return -(-self.ppo.total_steps // self.steps_per_iteration)
 
     @property
     def sequence_length(self) -> int:
@@ -202,7 +220,7 @@ def load_config(source: str | Path | dict | Config, overrides: list[str] | tuple
     if isinstance(source, Config):
         raw, name = source.model_dump(), source.name
     elif isinstance(source, dict):
-        raw, name = dict(source), source.get("name", "run")
+        raw, name = copy.deepcopy(source), source.get("name", "run")  # overrides must not edit the caller's
     else:
         path = Path(source)
         raw, name = _read_yaml(path), path.stem
@@ -228,10 +246,18 @@ def dump_config(config: Config) -> str:
 def _read_yaml(path: Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
+    data = path.read_bytes()
     try:
-        raw = yaml.safe_load(path.read_text())
-    except UnicodeDecodeError:
-        raise ConfigError(f"config file {path} is not a text (YAML) file") from None
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        if b"\0" in data:
+            raise ConfigError(f"config file {path} is not a text (YAML) file") from None
+        raise ConfigError(
+            f"config file {path} is not UTF-8 (byte 0x{data[exc.start]:02x} on line {line}); save it as UTF-8"
+        ) from None
+    try:
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""

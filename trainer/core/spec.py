@@ -253,6 +253,10 @@ class RolloutSpec:
     def allocate(self, envs: int, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
         return {f.name: torch.zeros(f.shape(envs), dtype=f.dtype, device=device) for f in self.fields}
 
+    def nbytes(self, envs: int) -> int:
+        """Bytes of one rollout of `envs` envs, before allocating it."""
+        return sum(math.prod(f.shape(envs)) * f.dtype.itemsize for f in self.fields)
+
     def expected(self, envs: int) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
         return {f.name: (f.shape(envs), f.dtype) for f in self.fields}
 

@@ -55,6 +55,7 @@ class Learner:
         self._shuffle = torch.Generator().manual_seed(config.seed)
         self.version = 0
         self.iteration = 0
+        self.env_steps = 0  # learned from, over the whole run (resumes included): what anneal_lr follows
         self._received: dict[int, tuple[dict[str, MomentStats], MomentStats]] = {}
 
     def snapshot(self) -> PolicySnapshot:
@@ -70,6 +71,7 @@ class Learner:
             "return_rms": self.return_rms.state_dict(),
             "version": self.version,
             "iteration": self.iteration,
+            "env_steps": self.env_steps,
             "shuffle_rng": self._shuffle.get_state(),
         }
 
@@ -82,6 +84,7 @@ class Learner:
         self.return_rms.load_state_dict(state["return_rms"])
         self.version = state["version"]
         self.iteration = state["iteration"]
+        self.env_steps = state["env_steps"]
         self._shuffle.set_state(state["shuffle_rng"])
 
     def receive(self, slot: int, rollout: Rollout) -> None:
@@ -111,7 +114,7 @@ class Learner:
         start = time.perf_counter()
         ppo = self.config.ppo
         if ppo.anneal_lr:
-            fraction = 1.0 - self.iteration / self.config.num_iterations
+            fraction = 1.0 - self.env_steps / self.config.ppo.total_steps
             for group in self.optimizer.param_groups:
                 group["lr"] = fraction * ppo.lr
         reward = self.return_rms.scale(self.buffer.reward, ppo.reward_clip) if ppo.normalize_rewards else None
@@ -128,6 +131,7 @@ class Learner:
             metrics["perf/learner_gpu_memory_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
         self.version += 1
         self.iteration += 1
+        self.env_steps += self.config.steps_per_iteration
         return metrics
 
     def _run_epochs(self) -> tuple[dict[str, float], bool]:

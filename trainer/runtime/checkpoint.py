@@ -118,6 +118,8 @@ def load_checkpoint(target: str | Path) -> tuple[Path, dict]:
             f"checkpoint {path} has format version {state['format_version']}; "
             f"this trainer reads versions 1 and {FORMAT_VERSION}"
         )
+    state["runtime"]["learner"].setdefault("env_steps", state["env_steps"])  # not kept before elastic resume
+    state.setdefault("learner_restarts", 0)
     return path, state
 
 
@@ -169,6 +171,13 @@ def _first_line(exc: BaseException) -> str:
     """The first sentence of an exception's message (torch's can run to a paragraph)."""
     line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     return line.split(". ")[0].removesuffix(".")[:160]
+
+
+def worker_rng_states(state: dict, num_workers: int) -> list:
+    """The saved sampling RNG of each of `num_workers` workers; None for a worker the checkpointed
+    run did not have (an elastic resume onto more workers)."""
+    saved = list(state["worker_rng"])[:num_workers]
+    return saved + [None] * (num_workers - len(saved))
 
 
 def capture_rng() -> dict:

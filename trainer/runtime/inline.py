@@ -10,7 +10,7 @@ from trainer.core.config import Config
 from trainer.core.envs import Probe
 from trainer.core.messages import EpisodeStats
 from trainer.learning.learner import Learner
-from trainer.runtime.checkpoint import capture_rng, restore_rng
+from trainer.runtime.checkpoint import capture_rng, restore_rng, worker_rng_states
 from trainer.runtime.stats import IterationStats
 from workers.rollout_worker import RolloutWorker
 
@@ -24,6 +24,7 @@ class InlineRuntime:
         # One process for both sides, which take turns: the learner's thread count holds.
         torch.set_num_threads(config.learner.torch_threads)
         self.restarts = [0] * config.workers.num_workers  # in-process workers are never replaced
+        self.learner_restarts = 0
 
     def iterate(self) -> IterationStats:
         snapshot = self.learner.snapshot()
@@ -44,7 +45,7 @@ class InlineRuntime:
 
     def load_state_dict(self, state: dict) -> None:
         self.learner.load_state_dict(state["learner"])
-        for worker, rng in zip(self.workers, state["worker_rng"]):
+        for worker, rng in zip(self.workers, worker_rng_states(state, len(self.workers))):
             worker.resume(rng, state["learner"]["iteration"])
         restore_rng(state["rng"])
 

@@ -8,6 +8,8 @@ terms and diagnostics), `perf/` (throughput and per-phase times), `workers/` (pe
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,7 @@ from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 
 from trainer.core.config import Config, dump_config
+from trainer.core.errors import UserError
 from trainer.runtime.stats import IterationStats
 
 LOSS_TAGS = {
@@ -69,17 +72,40 @@ def iteration_scalars(
     return {tag: value for tag, value in scalars.items() if math.isfinite(value)}
 
 
+class TensorBoardWriteError(UserError):
+    """The event file could not be written (a full disk, a lost mount)."""
+
+
 class MetricsWriter:
-    """A SummaryWriter on the run directory, or nothing at all when logging is off."""
+    """A SummaryWriter on the run directory, or nothing at all when logging is off. A failed
+    write (TensorBoard's writer thread reports it on the next call) stops the run in one line
+    and turns the writer off, so closing it does not fail a second time."""
 
     def __init__(self, run_dir: Path, config: Config, enabled: bool = True, purge_step: int | None = None) -> None:
         """`purge_step`: on resume (checkpoint step + 1), TensorBoard drops points at or after
         this step that an earlier session wrote after its last checkpoint, so curves never
         rewind or repeat."""
-        self.config = config
-        self.writer = SummaryWriter(log_dir=str(run_dir), flush_secs=10, purge_step=purge_step) if enabled else None
-        if self.writer is not None and purge_step is None:
-            self.writer.add_text("config", "```yaml\n" + dump_config(config) + "```", 0)
+        self.config, self.run_dir = config, run_dir
+        self.writer = None
+        if enabled:
+            with self._reporting():
+                self.writer = SummaryWriter(log_dir=str(run_dir), flush_secs=10, purge_step=purge_step)
+                if not purge_step:  # a new run (0: one restarted in a directory with no checkpoint)
+                    self.writer.add_text("config", "```yaml\n" + dump_config(config) + "```", 0)
+
+    @contextmanager
+    def _reporting(self) -> Iterator[None]:
+        try:
+            yield
+        except OSError as exc:
+            writer, self.writer = self.writer, None
+            if writer is not None:
+                with suppress(Exception):
+                    writer.close()
+            raise TensorBoardWriteError(
+                f"could not write TensorBoard events in {self.run_dir}: {exc.strerror or exc}; "
+                "free the disk (or set logging.tensorboard: false)"
+            ) from None
 
     def write(self, scalars: dict[str, float], env_step: int) -> None:
         if self.writer is None:
@@ -87,24 +113,28 @@ class MetricsWriter:
         # One event holding every scalar of the iteration: a tenth of the cost of one
         # add_scalar() per tag, for the same curves.
         values = [Summary.Value(tag=tag, simple_value=value) for tag, value in scalars.items()]
-        self.writer.file_writer.add_summary(Summary(value=values), env_step)
+        with self._reporting():
+            self.writer.file_writer.add_summary(Summary(value=values), env_step)
 
     def flush(self) -> None:
         """Put every point written so far on disk: called before each checkpoint, so a crash
         loses no point the resumed run will not write again."""
         if self.writer is not None:
-            self.writer.flush()
+            with self._reporting():
+                self.writer.flush()
 
     def close(self, final_mean_return: float, env_step: int, ran: bool = True) -> None:
         """Record the config as hparams with the final mean return as their metric (unless this
         session ran no iteration, e.g. resuming a finished run: the point exists already)."""
         if self.writer is None:
             return
-        if ran and math.isfinite(final_mean_return):
-            for summary in hparams(flat_hparams(self.config), {FINAL_RETURN_TAG: final_mean_return}):
-                self.writer.file_writer.add_summary(summary, env_step)
-            self.writer.add_scalar(FINAL_RETURN_TAG, final_mean_return, env_step)
-        self.writer.close()
+        with self._reporting():
+            if ran and math.isfinite(final_mean_return):
+                for summary in hparams(flat_hparams(self.config), {FINAL_RETURN_TAG: final_mean_return}):
+                    self.writer.file_writer.add_summary(summary, env_step)
+                self.writer.add_scalar(FINAL_RETURN_TAG, final_mean_return, env_step)
+            self.writer.close()
+            self.writer = None
 
 
 def flat_hparams(config: Config) -> dict[str, float | int | str | bool]:

@@ -29,6 +29,9 @@ def connect(config: Config, address: str | None) -> bool:
         ray.init(address=address, logging_level=logging.WARNING)
         return False
     needed = config.workers.num_workers * config.workers.num_cpus + config.learner.num_cpus
+    # Token authentication, as Ray 2.60 turns on for a new local cluster anyway; said explicitly,
+    # Ray does not print its warning about it at every start.
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
     _started_here = True  # before init: a Ctrl-C during it still shuts down what it started
     ray.init(
         address="local",

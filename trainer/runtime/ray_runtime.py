@@ -3,14 +3,16 @@
 Per iteration the learner returns ONE snapshot object that every worker reads from the object
 store. Each worker returns two objects: a small RolloutInfo the driver waits on, and the rollout
 itself, whose reference the driver hands to the learner, which fetches it from the object store.
-A worker that dies or misses `workers.sample_timeout_s` is replaced and its share collected
-again with the same snapshot, so an iteration never mixes versions or half rollouts.
+A worker that dies, or takes no env step for `workers.sample_timeout_s`, is replaced and its share
+collected again with the same snapshot, so an iteration never mixes versions or half rollouts. A
+learner that dies is rebuilt from its newest state (see remote_learner.py).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import ray
 from ray import exceptions as ray_errors
@@ -19,11 +21,12 @@ from trainer.core.config import Config
 from trainer.core.envs import Probe
 from trainer.core.errors import UserError
 from trainer.core.messages import EpisodeStats
-from trainer.learning.learner import Learner
-from trainer.runtime.checkpoint import capture_rng, restore_rng
+from trainer.runtime.checkpoint import capture_rng, restore_rng, worker_rng_states
+from trainer.runtime.placement import ensure_fits
 from trainer.runtime.ray_connect import connect, disconnect
+from trainer.runtime.remote_learner import LearnerLost, RemoteLearner
 from trainer.runtime.stats import IterationStats
-from workers.ray_worker import RolloutWorkerActor
+from workers.ray_worker import LIVENESS_GROUPS, RolloutWorkerActor
 
 WORKER_LOST = (ray_errors.RayActorError, ray_errors.WorkerCrashedError, ray_errors.ObjectLostError)
 
@@ -32,16 +35,15 @@ class WorkerFailedError(UserError):
     """One worker kept failing past workers.max_restarts."""
 
 
-class LearnerActor(Learner):
-    """The learner in its own process (on a GPU node when it asks for one)."""
+@dataclass
+class Pending:
+    """A collection in progress, and when its worker last showed progress."""
 
-    def learn_from_refs(self, rollout_refs: list) -> dict[str, float]:
-        start = time.perf_counter()
-        rollouts = ray.get(rollout_refs)
-        transfer_time = time.perf_counter() - start
-        metrics = self.learn(rollouts)
-        metrics["transfer_time_s"] = transfer_time
-        return metrics
+    slot: int
+    rollout_ref: object
+    progress: int = -1
+    progress_at: float = field(default_factory=time.monotonic)
+    probe: object = None  # the outstanding progress() call, if any
 
 
 class RayRuntime:
@@ -55,23 +57,30 @@ class RayRuntime:
         self.config = config
         self.registry_spec = probe.registry_spec
         self.log = log
-        self.started_ray = connect(config, address)
-        learner = config.learner
-        self.learner = (
-            ray.remote(LearnerActor)
-            .options(num_cpus=learner.num_cpus, num_gpus=learner.num_gpus)
-            .remote(config, probe.observation_space, probe.action_space)
-        )
-        self.workers = [self._spawn(index) for index in range(config.workers.num_workers)]
-        self._wait_started([self.learner, *self.workers])
         self.restarts = [0] * config.workers.num_workers
         self.failures_in_a_row = [0] * config.workers.num_workers
         self._in_flight: tuple | None = None  # (snapshot, pending collections) started ahead
+        self.learner: RemoteLearner | None = None
+        self.workers: list = []
+        self.started_ray = connect(config, address)
+        try:
+            ensure_fits(config, log, embedded=self.started_ray)
+            self.learner = RemoteLearner(config, probe, log)
+            self.workers = [self._spawn(index) for index in range(config.workers.num_workers)]
+            self.learner.wait_ready()
+            self._wait_started(self.workers)
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def learner_restarts(self) -> int:
+        return self.learner.restarts if self.learner is not None else 0
 
     def _spawn(self, index: int):
         workers = self.config.workers
         return (
-            ray.remote(RolloutWorkerActor)
+            ray.remote(concurrency_groups=LIVENESS_GROUPS)(RolloutWorkerActor)
             .options(
                 num_cpus=workers.num_cpus,
                 resources=dict(workers.resources) or None,
@@ -91,25 +100,43 @@ class RayRuntime:
 
     def iterate(self) -> IterationStats:
         """One iteration. With `workers.overlap`, the workers collect the next rollout (with the
-        snapshot these rollouts used) while the learner updates: one version of policy lag."""
+        snapshot these rollouts used) while the learner updates: one version of policy lag.
+        A learner that dies is rebuilt and its part of the iteration retried."""
         restarts_before = sum(self.restarts)
         start = time.perf_counter()
-        if self._in_flight is None:
-            self._in_flight = self._start_collection(self.learner.snapshot.remote())
-        snapshot, pending = self._in_flight
-        infos, rollout_refs = self._finish_collection(snapshot, pending)
+        while True:
+            try:
+                if self._in_flight is None:
+                    self._in_flight = self._start_collection(self.learner.snapshot())
+                infos, rollout_refs = self._finish_collection(*self._in_flight)
+                break
+            except LearnerLost as exc:
+                self._recover_learner(str(exc))
         collect_time = time.perf_counter() - start
-        if self.config.workers.overlap:
-            next_snapshot = self.learner.snapshot.remote()  # runs before the update on the actor
-            learned = self.learner.learn_from_refs.remote(rollout_refs)
-            self._in_flight = self._start_collection(next_snapshot)
-        else:
-            learned = self.learner.learn_from_refs.remote(rollout_refs)
-            self._in_flight = None
-        metrics = _unwrap(lambda: ray.get(learned))
+        while True:
+            try:
+                metrics = self._learn(rollout_refs)
+                break
+            except LearnerLost as exc:
+                self._recover_learner(str(exc))
         metrics["collect_time_s"] = collect_time
         episodes = EpisodeStats.concat([info.episodes for info in infos])
         return IterationStats(metrics, episodes, [info.timings for info in infos], sum(self.restarts) - restarts_before)
+
+    def _learn(self, rollout_refs: list) -> dict[str, float]:
+        if self.config.workers.overlap:
+            next_snapshot = self.learner.snapshot()  # runs before the update on the actor
+            learned = self.learner.submit_update(rollout_refs)
+            self._in_flight = self._start_collection(next_snapshot)
+        else:
+            learned = self.learner.submit_update(rollout_refs)
+            self._in_flight = None
+        return _unwrap(lambda: self.learner.finish_update(learned))
+
+    def _recover_learner(self, reason: str) -> None:
+        """Rebuild the learner; a collection started with the dead one's snapshot is dropped."""
+        self._in_flight = None
+        self.learner.rebuild(reason)
 
     def _start_collection(self, snapshot) -> tuple:
         pending: dict = {}
@@ -122,32 +149,48 @@ class RayRuntime:
         count = len(self.workers)
         infos: list = [None] * count
         rollout_refs: list = [None] * count
+        poll_s = min(1.0, self.config.workers.sample_timeout_s / 4)
         while pending:
-            next_deadline = min(deadline for _, _, deadline in pending.values())
-            timeout = max(0.0, next_deadline - time.monotonic())
-            ready, _ = ray.wait(list(pending), num_returns=1, timeout=timeout)
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=poll_s)
             for ref in ready:
-                slot, rollout_ref, _ = pending.pop(ref)
+                job = pending.pop(ref)
                 try:
-                    infos[slot] = _unwrap(lambda ref=ref: ray.get(ref))
+                    infos[job.slot] = _unwrap(lambda ref=ref: ray.get(ref))
                 except WORKER_LOST as exc:
-                    self._replace(slot, f"died ({type(exc).__name__})")
-                    self._submit(slot, snapshot, pending)
+                    if self.learner.owns(exc):  # the snapshot it was given never came
+                        raise LearnerLost(f"{type(exc).__name__}") from None
+                    self._replace(job.slot, f"died ({type(exc).__name__})")
+                    self._submit(job.slot, snapshot, pending)
                     continue
-                rollout_refs[slot] = rollout_ref
-                self.failures_in_a_row[slot] = 0
-            now = time.monotonic()
-            for ref, (slot, _, deadline) in list(pending.items()):
-                if now >= deadline:
-                    del pending[ref]
-                    timeout_s = self.config.workers.sample_timeout_s
-                    self._replace(slot, f"sent no rollout within workers.sample_timeout_s={timeout_s:g}s")
-                    self._submit(slot, snapshot, pending)
+                rollout_refs[job.slot] = job.rollout_ref
+                self.failures_in_a_row[job.slot] = 0
+            self._check_liveness(snapshot, pending)
         return infos, rollout_refs
+
+    def _check_liveness(self, snapshot, pending: dict) -> None:
+        """Replace a worker whose env step count has not grown (or that has not answered) for
+        workers.sample_timeout_s: a slow env is fine, a stuck one is not."""
+        now = time.monotonic()
+        timeout_s = self.config.workers.sample_timeout_s
+        for ref, job in list(pending.items()):
+            if job.probe is not None and ray.wait([job.probe], timeout=0)[0]:
+                try:
+                    progress = ray.get(job.probe)
+                except WORKER_LOST:
+                    progress = job.progress  # the collection's own result reports the death
+                job.probe = None
+                if progress != job.progress:
+                    job.progress, job.progress_at = progress, now
+            if now - job.progress_at > timeout_s:
+                del pending[ref]
+                self._replace(job.slot, f"took no env step for workers.sample_timeout_s={timeout_s:g}s")
+                self._submit(job.slot, snapshot, pending)
+            elif job.probe is None:
+                job.probe = self.workers[job.slot].progress.remote()
 
     def _submit(self, slot: int, snapshot, pending: dict) -> None:
         info_ref, rollout_ref = self.workers[slot].collect_split.remote(snapshot)
-        pending[info_ref] = (slot, rollout_ref, time.monotonic() + self.config.workers.sample_timeout_s)
+        pending[info_ref] = Pending(slot, rollout_ref)
 
     def _replace(self, slot: int, reason: str) -> None:
         self.failures_in_a_row[slot] += 1
@@ -164,20 +207,31 @@ class RayRuntime:
         self._wait_started([self.workers[slot]])
 
     def state_dict(self) -> dict:
-        learner = self.learner.state_dict.remote()
         worker_rng = [worker.rng_state.remote() for worker in self.workers]
-        return {"learner": ray.get(learner), "worker_rng": ray.get(worker_rng), "rng": capture_rng()}
+        learner = self._with_learner(self.learner.state_dict)
+        return {"learner": learner, "worker_rng": ray.get(worker_rng), "rng": capture_rng()}
 
     def load_state_dict(self, state: dict) -> None:
+        """Continue from a checkpoint's state, also with another number of workers (elastic
+        resume): a worker the checkpoint did not have keeps its own fresh RNG."""
         self._in_flight = None
         iteration = state["learner"]["iteration"]
-        pending = [self.learner.load_state_dict.remote(state["learner"])]
-        pending += [worker.resume.remote(rng, iteration) for worker, rng in zip(self.workers, state["worker_rng"])]
-        ray.get(pending)
+        self._with_learner(lambda: self.learner.load_state_dict(state["learner"]))
+        rng = worker_rng_states(state, len(self.workers))
+        ray.get([worker.resume.remote(r, iteration) for worker, r in zip(self.workers, rng)])
         restore_rng(state["rng"])
 
+    def _with_learner(self, call: Callable):
+        """A call on the learner between iterations, retried on a rebuilt learner if it died."""
+        while True:
+            try:
+                return call()
+            except LearnerLost as exc:
+                self._recover_learner(str(exc))
+
     def close(self) -> None:
-        for actor in [*self.workers, self.learner]:
+        learner = [self.learner.actor] if self.learner is not None else []
+        for actor in [*self.workers, *learner]:
             try:
                 ray.kill(actor, no_restart=True)
             except Exception:

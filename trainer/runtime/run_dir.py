@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 import time
@@ -10,6 +11,7 @@ from pathlib import Path
 
 from trainer.core.config import Config, dump_config
 from trainer.core.errors import UserError
+from trainer.runtime.checkpoint import CHECKPOINT_DIR, periodic_checkpoints
 
 
 def default_run_name(config: Config) -> str:
@@ -20,10 +22,11 @@ def default_run_name(config: Config) -> str:
 def create_run_dir(
     config: Config, run_dir: str | Path | None = None, run_name: str | None = None, resuming: bool = False
 ) -> Path:
-    """Make the run directory and save the resolved config in it. A directory that already
-    holds a run is only reused to resume it, never overwritten by a new run."""
+    """Make the run directory and save the resolved config in it. A directory that holds a run
+    with checkpoints is only reused to resume it, never overwritten by a new run; one whose
+    earlier start stopped before its first checkpoint is started again."""
     path = Path(run_dir) if run_dir is not None else Path(config.logging.dir) / (run_name or default_run_name(config))
-    if not resuming and (path / "config.yaml").exists():
+    if not resuming and periodic_checkpoints(path / CHECKPOINT_DIR):
         raise UserError(f"run directory {path} already holds a run; continue it with --resume {path} or pick another")
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -52,4 +55,15 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def write_json(path: Path, data: dict) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+    """Strict JSON: a NaN or infinity (no episode finished yet) is written as null."""
+    atomic_write_text(path, json.dumps(_finite(data), indent=2, allow_nan=False) + "\n")
+
+
+def _finite(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value

@@ -8,17 +8,27 @@ it (run directory, tracking, TensorBoard, checkpoints, summary) is shared.
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
 from trainer.core.config import Config, load_config
 from trainer.core.envs import Probe, probe_env
 from trainer.core.errors import UserError
-from trainer.runtime.checkpoint import check_spaces, describe_spaces, load_checkpoint, save_checkpoint
+from trainer.runtime.checkpoint import (
+    CHECKPOINT_DIR,
+    check_spaces,
+    describe_spaces,
+    load_checkpoint,
+    periodic_checkpoints,
+    save_checkpoint,
+)
 from trainer.runtime.inline import InlineRuntime
+from trainer.runtime.memory_fit import ensure_memory_fits
 from trainer.runtime.metrics import MetricsWriter, iteration_scalars
 from trainer.runtime.progress import ProgressReporter
 from trainer.runtime.ray_runtime import RayRuntime
+from trainer.runtime.resume import check_policy_fits, config_changes, resolve_resume
 from trainer.runtime.run_dir import create_run_dir, write_json
 from trainer.runtime.stopping import GracefulStop
 from trainer.runtime.tracking import WINDOW, EpisodeTracker
@@ -27,7 +37,7 @@ RATIO_TOLERANCE = 1e-4  # on-policy, the first minibatch's |ratio - 1| is float 
 
 
 class TrainingStopped(UserError):
-    """Stopped by a signal after writing a final checkpoint."""
+    """Stopped by a signal (after writing a final checkpoint, unless a second signal came)."""
 
     exit_code = 130
 
@@ -49,9 +59,12 @@ def train(
     """Train PPO as the config says and return the run summary (also written to summary.json).
 
     `resume` continues a run from its newest checkpoint (a run directory or a checkpoint file),
-    in the same run directory; `overrides` still apply. `address` attaches to a running Ray
-    cluster (else RAY_ADDRESS, else an embedded local Ray)."""
+    in the same run directory; `overrides` still apply, and workers, envs per worker and rollout
+    length may differ from the checkpoint's. `resume="auto"` continues `run_dir` if it has a
+    checkpoint, else starts it. `address` attaches to a running Ray cluster (else RAY_ADDRESS,
+    else an embedded local Ray)."""
     checkpoint = None
+    resume = resolve_resume(resume, run_dir)
     if resume is not None:
         checkpoint_path, checkpoint = load_checkpoint(resume)
         config = load_config(checkpoint["config"] if config is None else config, overrides)
@@ -63,30 +76,67 @@ def train(
     probe = probe_env(config.env, config.policy)
     if checkpoint is not None:
         check_spaces(checkpoint, probe, config.env.id, checkpoint_path)
+        check_policy_fits(checkpoint, config, probe, checkpoint_path)
+    ensure_memory_fits(config, probe)
     path = create_run_dir(config, run_dir, run_name, resuming=checkpoint is not None)
-    progress = ProgressReporter(config.num_iterations * config.steps_per_iteration, config.logging.progress_interval_s)
+    first_step = checkpoint["env_steps"] if checkpoint is not None else 0
+    planned = planned_steps(config, first_step)
+    progress = ProgressReporter(planned, config.logging.progress_interval_s)
     progress.message(f"run directory: {path}")
+    if checkpoint is not None and (changes := config_changes(checkpoint["config"], config)):
+        progress.message(f"resuming with {', '.join(changes)}")
+    if planned != config.ppo.total_steps:
+        progress.message(
+            f"ppo.total_steps={config.ppo.total_steps} is not a whole number of iterations of "
+            f"{config.steps_per_iteration} env steps (ppo.rollout_steps x workers.num_workers x "
+            f"workers.envs_per_worker); training {planned}"
+        )
     for key in probe.obs_spec.dropped:
         progress.message(f"observation {key!r} of {config.env.id!r} holds no numbers; it is left out")
-    with GracefulStop() as stop:
-        runtime = make_runtime(config, probe, address, progress.message)
-        stop.install()  # ray.init() put in its own SIGTERM handler (exit at once): take SIGTERM back
-        session = TrainingSession(
-            config, path, describe_spaces(probe), probe.reward_threshold, runtime, progress, checkpoint
-        )
-        session.run(stop)
+    with GracefulStop(progress.message) as stop:
+        try:
+            runtime = make_runtime(config, probe, address, progress.message)
+            stop.install()  # ray.init() put in its own SIGTERM handler (exit at once): take SIGTERM back
+            session = TrainingSession(
+                config, path, describe_spaces(probe), probe.reward_threshold, runtime, progress, checkpoint
+            )
+            session.run(stop)
+        except KeyboardInterrupt:
+            second = stop.requested or "signal"
+            raise TrainingStopped(f"stopped at once by a second {second}; {resume_hint(path)}") from None
+        except UserError as exc:
+            if periodic_checkpoints(path / CHECKPOINT_DIR):
+                exc.args = (f"{exc}; {resume_hint(path)}",)
+            raise
     summary = session.summary(stopped_by=stop.requested)
     write_json(path / "summary.json", summary)
     progress.message(
         f"{'stopped' if stop.requested else 'done'}: {summary['env_steps']} steps in {summary['wall_time_s']:.1f}s "
-        f"({summary['steps_per_s']:.0f} steps/s), mean return (last 20) {summary['mean_return_last20']:.1f}, "
+        f"({summary['steps_per_s']:.0f} steps/s), mean return (last 20) {_number(summary['mean_return_last20'])}, "
         f"solved at step {summary['solved_at_step']}"
     )
     if stop.requested:
-        raise TrainingStopped(
-            f"stopped by {stop.requested} at env step {summary['env_steps']}; checkpoint written in {path}"
-        )
+        raise TrainingStopped(f"stopped by {stop.requested} at env step {summary['env_steps']}; {resume_hint(path)}")
     return summary
+
+
+def planned_steps(config: Config, first_step: int = 0) -> int:
+    """Env steps the run ends at: ppo.total_steps, rounded up to whole iterations from where
+    this session starts."""
+    remaining = max(0, config.ppo.total_steps - first_step)
+    return first_step + -(-remaining // config.steps_per_iteration) * config.steps_per_iteration
+
+
+def resume_hint(path: Path) -> str:
+    """Which checkpoint is newest and how to continue from it, for a run that stopped early."""
+    found = periodic_checkpoints(path / CHECKPOINT_DIR)
+    if not found:
+        return f"no checkpoint was written yet; start again with --run-dir {path} --resume auto"
+    return f"newest checkpoint {found[-1]}; continue with: python -m trainer train --resume {path}"
+
+
+def _number(value: float | None) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.1f}"
 
 
 class TrainingSession:
@@ -98,24 +148,34 @@ class TrainingSession:
         self.runtime, self.progress = runtime, progress
         self.tracker = EpisodeTracker(threshold)
         self.iteration, self.env_steps, self.wall_before = 0, 0, 0.0
+        self.learner_restarts_before = 0
         if checkpoint is not None:
             runtime.load_state_dict(checkpoint["runtime"])
-            runtime.restarts[:] = checkpoint["restarts"]
+            saved = checkpoint["restarts"][: len(runtime.restarts)]
+            runtime.restarts[: len(saved)] = saved  # a resume onto more or fewer workers keeps what it can
+            self.learner_restarts_before = checkpoint["learner_restarts"]
             self.tracker.load_state_dict(checkpoint["tracker"])
             self.iteration, self.env_steps = checkpoint["iteration"], checkpoint["env_steps"]
             self.wall_before = checkpoint["wall_time_s"]
             progress.message(f"resumed at iteration {self.iteration}, env step {self.env_steps}")
         self.first_iteration, self.first_step = self.iteration, self.env_steps
+        self.planned_steps = planned_steps(config, self.env_steps)
         self.saved_at, self.best_saved = self.iteration, self.tracker.best_mean_return
-        purge = self.env_steps + 1 if self.env_steps else None
+        # A resume drops what an earlier session wrote after its checkpoint; a fresh start in a
+        # directory whose earlier start wrote no checkpoint drops all of it.
+        purge = self.env_steps + 1 if self.env_steps else (0 if any(path.glob("events.out.tfevents.*")) else None)
         self.writer = MetricsWriter(path, config, enabled=config.logging.tensorboard, purge_step=purge)
         self.start = time.perf_counter()
         self.ratio_warnings = 0
 
+    @property
+    def learner_restarts(self) -> int:
+        return self.learner_restarts_before + self.runtime.learner_restarts
+
     def run(self, stop: GracefulStop) -> None:
         every = self.config.checkpoint.every
         try:
-            while self.iteration < self.config.num_iterations and stop.requested is None:
+            while self.env_steps < self.planned_steps and stop.requested is None:
                 self._iterate()
                 if every and self.iteration % every == 0:
                     self._save()
@@ -136,6 +196,7 @@ class TrainingSession:
         now = time.perf_counter()
         steps_per_s = (self.env_steps - self.first_step) / (now - self.start)
         scalars = iteration_scalars(stats, now - iteration_start, steps_per_s, self.runtime.restarts, self.config)
+        scalars["learner/restarts"] = float(self.learner_restarts)
         self.writer.write(scalars, self.env_steps)
         self._check_ratio(stats.metrics)
         self.progress.update(self.env_steps, self.tracker.mean_return)
@@ -160,6 +221,7 @@ class TrainingSession:
             "env_steps": self.env_steps,
             "wall_time_s": self.wall_time_s,
             "restarts": list(self.runtime.restarts),
+            "learner_restarts": self.learner_restarts,
             "tracker": self.tracker.state_dict(),
             "spaces": self.spaces,
             "runtime": self.runtime.state_dict(),
@@ -188,6 +250,7 @@ class TrainingSession:
             "solved_at_step": tracker.solved_at_step,
             "execution": config.execution,
             "worker_restarts": sum(self.runtime.restarts),
+            "learner_restarts": self.learner_restarts,
             "interrupted_by": stopped_by,
             "run_dir": str(self.path),
         }

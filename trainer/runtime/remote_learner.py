@@ -1,0 +1,171 @@
+"""The learner actor, and what the driver keeps to rebuild it.
+
+Every update returns the learner's new state as a second object, which the driver holds by
+reference: it lives in the object store, outside the learner's process, and a copy is pulled to
+the driver's node. A learner that dies is rebuilt from that state and the iteration is retried
+with the same rollouts: the run loses no step. Only when that state is gone too does the run stop
+(the session then names the newest checkpoint to resume from).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import ray
+from ray import exceptions as ray_errors
+
+from trainer.core.config import Config
+from trainer.core.envs import Probe
+from trainer.core.errors import UserError
+from trainer.learning.learner import Learner
+
+START_TIMEOUT_S = 300.0
+ACTOR_LOST = (ray_errors.RayActorError, ray_errors.WorkerCrashedError, ray_errors.ObjectLostError)
+
+
+class LearnerFailedError(UserError):
+    """The learner could not start, or died more often than learner.max_restarts allows."""
+
+
+class LearnerLost(Exception):
+    """The learner actor died during a call; the runtime rebuilds it and retries."""
+
+
+class LearnerActor(Learner):
+    """The learner in its own process (on a GPU node when it asks for one). A UserError while
+    building it (say, learner.device: cuda on a CPU node) is kept and raised by `ready()`."""
+
+    def __init__(self, *args) -> None:
+        self.setup_error: UserError | None = None
+        try:
+            super().__init__(*args)
+        except UserError as exc:
+            self.setup_error = exc
+
+    def ready(self) -> None:
+        if self.setup_error is not None:
+            raise self.setup_error
+
+    @ray.method(num_returns=2)
+    def learn_from_refs(self, rollout_refs: list) -> tuple[dict[str, float], dict]:
+        """Fetch the rollouts from the object store, update; return the metrics and the new state."""
+        start = time.perf_counter()
+        rollouts = ray.get(rollout_refs)
+        transfer_time = time.perf_counter() - start
+        metrics = self.learn(rollouts)
+        metrics["transfer_time_s"] = transfer_time
+        return metrics, self.state_dict()
+
+
+class RemoteLearner:
+    """The driver's handle on the learner actor: calls that turn its death into LearnerLost, and
+    `rebuild()`, which starts a new one from the newest state."""
+
+    def __init__(self, config: Config, probe: Probe, log: Callable[[str], None]) -> None:
+        self.config, self.probe, self.log = config, probe, log
+        self.restarts = 0
+        self.state_ref = None  # the state after the newest update, in the object store
+        self.loaded_state: dict | None = None  # a resumed run's state, until the first update
+        self.actor = self._spawn()
+
+    def _spawn(self):
+        learner = self.config.learner
+        return (
+            ray.remote(LearnerActor)
+            .options(num_cpus=learner.num_cpus, num_gpus=learner.num_gpus, max_restarts=0)
+            .remote(self.config, self.probe.observation_space, self.probe.action_space)
+        )
+
+    def wait_ready(self) -> None:
+        """Wait for the learner to be built (the cluster was checked to have room for it, so
+        this is its process starting, or other jobs' actors making way); its failure is
+        reported as the learner's, in one line."""
+        timeout_s = max(self.config.workers.sample_timeout_s, START_TIMEOUT_S)
+        try:
+            ray.get(self.actor.ready.remote(), timeout=timeout_s)
+        except ray_errors.RayTaskError as exc:
+            if isinstance(exc.cause, UserError):
+                raise exc.cause from None
+            raise LearnerFailedError(f"the learner failed at start-up: {_last_line(exc)}") from None
+        except ray_errors.GetTimeoutError:
+            raise LearnerFailedError(
+                f"the learner did not start within {timeout_s:g}s; see `ray status` for what it waits on"
+            ) from None
+        except ACTOR_LOST as exc:
+            raise LearnerFailedError(f"the learner failed at start-up: {_last_line(exc)}") from None
+
+    def owns(self, exc: BaseException) -> bool:
+        """Whether a failed call's error is this learner's death (also when it reached a
+        worker through the snapshot it was given)."""
+        return isinstance(exc, ray_errors.RayActorError) and exc.actor_id == self.actor._actor_id.hex()
+
+    def get(self, ref):
+        try:
+            return ray.get(ref)
+        except ACTOR_LOST as exc:
+            raise LearnerLost(_first_line(exc)) from None
+
+    def snapshot(self):
+        return self.actor.snapshot.remote()
+
+    def submit_update(self, rollout_refs: list) -> tuple:
+        return self.actor.learn_from_refs.remote(rollout_refs)
+
+    def finish_update(self, refs: tuple) -> dict[str, float]:
+        metrics_ref, state_ref = refs
+        metrics = self.get(metrics_ref)
+        self.state_ref, self.loaded_state = state_ref, None
+        ray.wait([state_ref], timeout=0, fetch_local=True)  # a second copy, on the driver's node
+        return metrics
+
+    def state_dict(self) -> dict:
+        if self.state_ref is not None:
+            return self.get(self.state_ref)
+        if self.loaded_state is not None:
+            return self.loaded_state
+        return self.get(self.actor.state_dict.remote())
+
+    def load_state_dict(self, state: dict) -> None:
+        self.get(self.actor.load_state_dict.remote(state))
+        self.state_ref, self.loaded_state = None, state
+
+    def rebuild(self, reason: str) -> None:
+        """Replace a dead learner by a new one holding the newest state; stop past the limit."""
+        self.restarts += 1
+        limit = self.config.learner.max_restarts
+        if self.restarts > limit:
+            raise LearnerFailedError(
+                f"the learner died ({reason}), its {self.restarts}th death (learner.max_restarts={limit})"
+            )
+        state, source = self._newest_state()
+        self.log(f"the learner died ({reason}); rebuilding it from {source} (restart {self.restarts}/{limit})")
+        ray.kill(self.actor, no_restart=True)
+        self.actor = self._spawn()
+        self.wait_ready()
+        if state is not None:
+            self.load_state_dict(state)
+
+    def _newest_state(self) -> tuple[dict | None, str]:
+        if self.state_ref is not None:
+            try:
+                return ray.get(self.state_ref, timeout=60), "its state after the last update"
+            except (ray_errors.ObjectLostError, ray_errors.GetTimeoutError, ray_errors.RayActorError):
+                pass
+            raise LearnerFailedError("the learner died and its newest state was lost with it (its node is gone)")
+        if self.loaded_state is not None:
+            return self.loaded_state, "the state it was resumed with"
+        return None, "scratch (no update had finished)"
+
+    def kill(self) -> None:
+        ray.kill(self.actor, no_restart=True)
+
+
+def _first_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}"[:200]
+
+
+def _last_line(exc: BaseException) -> str:
+    """The raised exception's own line, from the end of Ray's traceback text."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    return (lines[-1] if lines else type(exc).__name__)[:300]
