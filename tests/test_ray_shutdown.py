@@ -95,7 +95,7 @@ def test_ctrl_c_is_answered_at_once_and_a_second_one_names_the_newest_checkpoint
     before = ray_processes()
     run_dir = tmp_path / "run"
     proc = run_cli(
-        "configs/cartpole.yaml", "--run-dir", str(run_dir), "--set", "ppo.total_steps=10000000",
+        "configs/cartpole.yaml", "--run-dir", str(run_dir), "--set", "ppo.total_steps=10240000",
         "--set", "env.id=tests.ray_envs:SlowCartPole", "--set", "env.kwargs={step_sleep_s: 0.02}",
         "--set", "checkpoint.every=1", *SMALL_RUN,
     )  # fmt: skip
@@ -134,7 +134,7 @@ def test_sigterm_with_embedded_ray_writes_a_final_checkpoint(tmp_path):
     before = ray_processes()
     run_dir = tmp_path / "run"
     proc = run_cli(
-        "configs/cartpole.yaml", "--run-dir", str(run_dir), "--set", "ppo.total_steps=10000000",
+        "configs/cartpole.yaml", "--run-dir", str(run_dir), "--set", "ppo.total_steps=10240000",
         "--set", "checkpoint.every=0", "--set", "logging.progress_interval_s=0.5",
     )  # fmt: skip
     assert proc.stdout.readline().startswith("run directory:")

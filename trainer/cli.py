@@ -63,7 +63,7 @@ def run_train(args: argparse.Namespace) -> None:
     importing = threading.Thread(target=importlib.import_module, args=("trainer.runtime.session",), daemon=True)
     importing.start()
     try:
-        early = args.config and (not args.resume or args.resume == "auto")
+        early = args.config and (not args.resume or (args.resume == "auto" and args.run_dir))
         if early and not (args.address or os.environ.get("RAY_ADDRESS")):
             try:
                 config = load_config(args.config, args.overrides)

@@ -8,6 +8,7 @@ terms and diagnostics), `perf/` (throughput and per-phase times), `workers/` (pe
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -76,6 +77,19 @@ class TensorBoardWriteError(UserError):
     """The event file could not be written (a full disk, a lost mount)."""
 
 
+def _quiet_writer_thread(previous):
+    """A thread hook that leaves out the traceback TensorBoard's writer thread prints when a
+    write fails: the writer keeps the error, and the next call reports it as one line."""
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if type(args.thread).__name__ == "_AsyncWriterThread" and isinstance(args.exc_value, OSError):
+            return
+        previous(args)
+
+    hook.quiets_tensorboard = True
+    return hook
+
+
 class MetricsWriter:
     """A SummaryWriter on the run directory, or nothing at all when logging is off. A failed
     write (TensorBoard's writer thread reports it on the next call) stops the run in one line
@@ -88,6 +102,8 @@ class MetricsWriter:
         self.config, self.run_dir = config, run_dir
         self.writer = None
         if enabled:
+            if not getattr(threading.excepthook, "quiets_tensorboard", False):
+                threading.excepthook = _quiet_writer_thread(threading.excepthook)
             with self._reporting():
                 self.writer = SummaryWriter(log_dir=str(run_dir), flush_secs=10, purge_step=purge_step)
                 if not purge_step:  # a new run (0: one restarted in a directory with no checkpoint)

@@ -13,6 +13,7 @@ from trainer.core.config import Config
 
 # What the learner and worker actors import (the Ray runtime imports the worker actor).
 ACTOR_MODULES = ("trainer.runtime.ray_runtime", "workers.ray_worker")
+TOKEN_SETUP_LOGGER = "ray._private.authentication.authentication_token_setup"
 _started_here = False  # this process started the running Ray, and so stops it
 
 
@@ -29,9 +30,9 @@ def connect(config: Config, address: str | None) -> bool:
         ray.init(address=address, logging_level=logging.WARNING)
         return False
     needed = config.workers.num_workers * config.workers.num_cpus + config.learner.num_cpus
-    # Token authentication, as Ray 2.60 turns on for a new local cluster anyway; said explicitly,
-    # Ray does not print its warning about it at every start.
-    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    # Ray 2.60 turns token authentication on for a new local cluster, and says so in a WARNING at
+    # every start; for a cluster that lives and dies with this process that is noise.
+    logging.getLogger(TOKEN_SETUP_LOGGER).setLevel(logging.ERROR)
     _started_here = True  # before init: a Ctrl-C during it still shuts down what it started
     ray.init(
         address="local",
