@@ -169,6 +169,7 @@ def test_resume_onto_more_then_fewer_workers_trains_exactly_the_requested_steps(
     out = capsys.readouterr().out
     assert "resuming with ppo.total_steps 256 -> 768, workers.num_workers 2 -> 4" in out, out
     assert grown["env_steps"] == 768
+    assert len(load_checkpoint(run_dir)[1]["restarts"]) == 4  # a worker the run added has its own count
     shrunk = train(None, ["ppo.total_steps=960", "workers.num_workers=1"], run_dir=run_dir, resume=run_dir)
     assert shrunk["env_steps"] == 960  # 1 worker: 32 a step, 6 iterations
     steps = tensorboard_steps(run_dir)

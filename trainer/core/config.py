@@ -135,8 +135,8 @@ class LearnerConfig(Section):
     torch_threads: int = Field(default=1, gt=0)
     max_restarts: int = Field(default=3, ge=0)
     """Ray only: times a learner that dies (process killed, node lost) is rebuilt from its newest
-    state and its iteration retried, over the whole run; past it, the run stops naming the
-    newest checkpoint."""
+    state and its iteration retried, in one session (a resume starts the count again); past it,
+    the run stops naming the newest checkpoint."""
 
 
 class ClusterConfig(Section):

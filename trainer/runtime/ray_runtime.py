@@ -199,7 +199,7 @@ class RayRuntime:
         ray.kill(self.workers[slot], no_restart=True)
         if self.failures_in_a_row[slot] > limit:
             raise WorkerFailedError(
-                f"rollout worker {slot} {reason}, its {self.failures_in_a_row[slot]}th failure in a row "
+                f"rollout worker {slot} {reason}: {self.failures_in_a_row[slot]} failures in a row "
                 f"(workers.max_restarts={limit}); stopping"
             )
         self.log(f"rollout worker {slot} {reason}; replacing it (restart {self.failures_in_a_row[slot]}/{limit})")

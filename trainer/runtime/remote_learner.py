@@ -127,8 +127,8 @@ class RemoteLearner:
         return self.get(self.actor.state_dict.remote())
 
     def load_state_dict(self, state: dict) -> None:
+        self.state_ref, self.loaded_state = None, state  # first: a learner that dies loading it is rebuilt with it
         self.get(self.actor.load_state_dict.remote(state))
-        self.state_ref, self.loaded_state = None, state
 
     def rebuild(self, reason: str) -> None:
         """Replace a dead learner by a new one holding the newest state; stop past the limit."""
@@ -136,7 +136,7 @@ class RemoteLearner:
         limit = self.config.learner.max_restarts
         if self.restarts > limit:
             raise LearnerFailedError(
-                f"the learner died ({reason}), its {self.restarts}th death (learner.max_restarts={limit})"
+                f"the learner died ({reason}) with its learner.max_restarts={limit} rebuilds used up"
             )
         state, source = self._newest_state()
         self.log(f"the learner died ({reason}); rebuilding it from {source} (restart {self.restarts}/{limit})")
