@@ -9,6 +9,7 @@ import resource
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -110,6 +111,30 @@ def test_bad_input_gives_one_clear_error_and_changes_nothing(case, existing_run,
     assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
     assert "Traceback" not in result.stderr
     assert fingerprint(existing_run) == before
+
+
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ("WrongResetShapeEnv", "raised ValueError: Output array is the wrong shape on reset"),
+        ("RaisingConstructorEnv", "raised FileNotFoundError while being made: assets/level1.bin"),
+    ],
+)
+def test_env_failing_outside_step_is_one_line_naming_the_env(tmp_path, env, message):
+    start = time.monotonic()
+    result = cli(
+        "train",
+        "configs/cartpole.yaml",
+        "--run-dir",
+        str(tmp_path / "run"),
+        *SMALL,
+        "--set",
+        f"env.id=tests.bad_envs:{env}",
+    )
+    assert result.returncode == 2
+    assert result.stderr == f"error: env 'tests.bad_envs:{env}' {message}\n"
+    assert time.monotonic() - start < 60
+    assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 def test_nan_env_stops_the_run_naming_env_worker_and_step(tmp_path):
