@@ -4,7 +4,8 @@
 
 Trains `configs/cartpole.yaml` (embedded Ray, 2 workers) with an endless step budget, SIGKILLs a
 random rollout worker's process every `--worker-every-s` and the learner's at evenly spaced
-moments, samples the resident memory of the driver and every Ray process each 30 s, and after
+moments, samples the resident memory of the driver, workers, learner, raylet, GCS and Ray's other
+processes each 30 s (from minute 2, after warm-up), and after
 `--minutes` stops the run with SIGTERM (final checkpoint). It then resumes the run for two more
 iterations with the same command, so the run ends at the step count it asked for. Checked and
 printed: every step trained once (TensorBoard steps are each iteration's exactly once, the
@@ -51,15 +52,26 @@ def actor_processes(driver: psutil.Process, name: str) -> list[psutil.Process]:
     return found
 
 
-def total_rss_mib(driver: psutil.Process) -> tuple[float, int]:
-    total, count = 0, 0
+def process_kind(proc: psutil.Process, driver: psutil.Process) -> str:
+    if proc.pid == driver.pid:
+        return "driver"
+    command = " ".join(proc.cmdline())
+    for kind in ("RolloutWorkerActor", "LearnerActor", "raylet", "gcs_server"):
+        if kind in command:
+            return kind
+    return "other ray"
+
+
+def rss_by_kind_mib(driver: psutil.Process) -> dict[str, float]:
+    """Resident memory (MiB) of the driver, the workers, the learner, raylet, GCS and the rest."""
+    memory: dict[str, float] = {}
     for proc in trainer_processes(driver):
         try:
-            total += proc.memory_info().rss
-            count += 1
+            kind = process_kind(proc, driver)
+            memory[kind] = memory.get(kind, 0.0) + proc.memory_info().rss / 2**20
         except psutil.Error:
             continue
-    return total / 2**20, count
+    return {kind: round(value, 1) for kind, value in sorted(memory.items())}
 
 
 def read_lines(stream, into: list[str]) -> threading.Thread:
@@ -115,8 +127,7 @@ def soak(minutes: float, worker_every_s: float, learner_kills: int, overrides: l
                 kills["learner"] += 1
             learner_at.pop(0)
         if now >= next_sample:
-            rss, count = total_rss_mib(driver)
-            memory.append((round(now - start, 1), round(rss, 1), count))
+            memory.append((round(now - start, 1), rss_by_kind_mib(driver)))
             next_sample += 30.0
         time.sleep(0.5)
     if proc.poll() is not None:
@@ -154,7 +165,8 @@ def check(run_dir, total, steps_per_iteration, lines, kills, memory, soak_wall, 
     config = load_config(state["config"])
     adam = {int(s["step"]) for s in learner["optimizer"]["state"].values()}
     iterations = total // steps_per_iteration
-    rss = [m[1] for m in memory]
+    rss = [round(sum(m[1].values()), 1) for m in memory]
+    first, last = (memory[0][1], memory[-1][1]) if memory else ({}, {})
     return {
         "soak_wall_s": round(soak_wall, 1),
         "finished": finisher.returncode == 0,
@@ -175,7 +187,8 @@ def check(run_dir, total, steps_per_iteration, lines, kills, memory, soak_wall, 
         "memory_mib_first": rss[0] if rss else None,
         "memory_mib_last": rss[-1] if rss else None,
         "memory_mib_max": max(rss) if rss else None,
-        "processes_first_last": [memory[0][2], memory[-1][2]] if memory else None,
+        "memory_mib_by_process_first": first,
+        "memory_mib_by_process_last": last,
         "memory_samples": memory,
         "run_dir": str(run_dir),
     }

@@ -42,6 +42,7 @@ class Pending:
     slot: int
     rollout_ref: object
     progress: int = -1
+    submitted_at: float = field(default_factory=time.monotonic)
     progress_at: float = field(default_factory=time.monotonic)
     probe: object = None  # the outstanding progress() call, if any
 
@@ -72,6 +73,11 @@ class RayRuntime:
         except BaseException:
             self.close()
             raise
+
+    @property
+    def probe_after_s(self) -> float:
+        """How often a collection is checked for progress (and how old it is at the first check)."""
+        return min(1.0, self.config.workers.sample_timeout_s / 4)
 
     @property
     def learner_restarts(self) -> int:
@@ -149,7 +155,7 @@ class RayRuntime:
         count = len(self.workers)
         infos: list = [None] * count
         rollout_refs: list = [None] * count
-        poll_s = min(1.0, self.config.workers.sample_timeout_s / 4)
+        poll_s = self.probe_after_s
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=poll_s)
             for ref in ready:
@@ -185,8 +191,8 @@ class RayRuntime:
                 del pending[ref]
                 self._replace(job.slot, f"took no env step for workers.sample_timeout_s={timeout_s:g}s")
                 self._submit(job.slot, snapshot, pending)
-            elif job.probe is None:
-                job.probe = self.workers[job.slot].progress.remote()
+            elif job.probe is None and now - job.submitted_at >= self.probe_after_s:
+                job.probe = self.workers[job.slot].progress.remote()  # only collections that take a while
 
     def _submit(self, slot: int, snapshot, pending: dict) -> None:
         info_ref, rollout_ref = self.workers[slot].collect_split.remote(snapshot)

@@ -18,6 +18,7 @@ from ray import exceptions as ray_errors
 from trainer.core.config import Config
 from trainer.core.envs import Probe
 from trainer.core.errors import UserError
+from trainer.core.messages import PolicySnapshot
 from trainer.learning.learner import Learner
 
 START_TIMEOUT_S = 300.0
@@ -47,7 +48,11 @@ class LearnerActor(Learner):
         if self.setup_error is not None:
             raise self.setup_error
 
-    @ray.method(num_returns=2)
+    @ray.method(enable_task_events=False)  # per-iteration calls: see RolloutWorkerActor.collect_split
+    def snapshot(self) -> PolicySnapshot:
+        return super().snapshot()
+
+    @ray.method(num_returns=2, enable_task_events=False)
     def learn_from_refs(self, rollout_refs: list) -> tuple[dict[str, float], dict]:
         """Fetch the rollouts from the object store, update; return the metrics and the new state."""
         start = time.perf_counter()
