@@ -188,7 +188,9 @@ def test_run_directory_whose_first_start_failed_starts_again_and_resume_auto_con
         train(broken, run_dir=run_dir, resume="auto")
     assert not (run_dir / "checkpoints").exists()
     config = make_small_config(ppo={"total_steps": 128})
+    time.sleep(1.0)  # TensorBoard orders a directory's event files by name, whose time is in whole seconds
     assert train(config, run_dir=run_dir, resume="auto")["env_steps"] == 128  # nothing to resume: starts
+    time.sleep(1.0)
     again = train(config, ["ppo.total_steps=256"], run_dir=run_dir, resume="auto")  # continues
     assert again["env_steps"] == 256 and again["iterations"] == 4
     assert tensorboard_steps(run_dir) == [64, 128, 192, 256]
