@@ -24,11 +24,11 @@ from trainer.core.messages import EpisodeStats
 from trainer.runtime.checkpoint import capture_rng, restore_rng, worker_rng_states
 from trainer.runtime.placement import ensure_fits
 from trainer.runtime.ray_connect import connect, disconnect
-from trainer.runtime.remote_learner import LearnerLost, RemoteLearner
+from trainer.runtime.remote_learner import ACTOR_LOST, LearnerLost, RemoteLearner
 from trainer.runtime.stats import IterationStats
 from workers.ray_worker import LIVENESS_GROUPS, RolloutWorkerActor
 
-WORKER_LOST = (ray_errors.RayActorError, ray_errors.WorkerCrashedError, ray_errors.ObjectLostError)
+WORKER_LOST = ACTOR_LOST
 
 
 class WorkerFailedError(UserError):
