@@ -68,7 +68,7 @@ class RayRuntime:
             ensure_fits(config, log, embedded=self.started_ray)
             self.learner = RemoteLearner(config, probe, log)
             self.workers = [self._spawn(index) for index in range(config.workers.num_workers)]
-            self.learner.wait_ready()
+            self._with_learner(self.learner.wait_ready)
             self._wait_started(self.workers)
         except BaseException:
             self.close()

@@ -98,7 +98,9 @@ class RemoteLearner:
                 f"the learner did not start within {timeout_s:g}s; see `ray status` for what it waits on"
             ) from None
         except ACTOR_LOST as exc:
-            raise LearnerFailedError(f"the learner failed at start-up: {_last_line(exc)}") from None
+            if isinstance(exc, ray_errors.RayActorError) and exc.actor_init_failed:
+                raise LearnerFailedError(f"the learner failed at start-up: {_last_line(exc)}") from None
+            raise LearnerLost(_first_line(exc)) from None  # its process died while starting: rebuild it
 
     def owns(self, exc: BaseException) -> bool:
         """Whether a failed call's error is this learner's death (also when it reached a
