@@ -64,7 +64,7 @@ def run_ours(execution: str, overlap: bool, envs: int, rollout_steps: int, itera
             time_iterations(runtime, timing, 1, iterations)
             memory = {"driver": peak_rss_mb()}
             if execution == "ray":
-                memory["learner"] = ray.get(runtime.learner.__ray_call__.remote(peak_rss_mb))
+                memory["learner"] = ray.get(runtime.learner.actor.__ray_call__.remote(peak_rss_mb))
                 for index, worker in enumerate(runtime.workers):
                     memory[f"worker {index}"] = ray.get(worker.__ray_call__.remote(peak_rss_mb))
         finally:

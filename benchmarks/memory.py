@@ -65,7 +65,7 @@ def trainer_processes(runtime) -> dict[str, int]:
     processes = {"driver": os.getpid()}
     for i, worker in enumerate(runtime.workers):
         processes[f"rollout worker {i}"] = actor_pid(worker)
-    processes["learner"] = actor_pid(runtime.learner)
+    processes["learner"] = actor_pid(runtime.learner.actor)
     return processes
 
 
