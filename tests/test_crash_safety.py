@@ -82,7 +82,8 @@ def test_sigterm_writes_a_final_checkpoint_and_resume_completes(tmp_path):
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
-    assert err.startswith("error: stopped by SIGTERM at env step ") and "checkpoint written" in err
+    assert err.startswith("error: stopped by SIGTERM at env step ")
+    assert f"continue with: python -m trainer train --resume {run_dir}" in err
     _path, state = load_checkpoint(run_dir)
     stopped_at = int(err.split("env step ")[1].split(";")[0])
     assert state["env_steps"] == stopped_at and stopped_at < 40960

@@ -42,7 +42,7 @@ def run(tmp_path: Path, config: str, *overrides: str) -> dict:
 
 def test_cartpole_mlp_solves(tmp_path: Path) -> None:
     summary = run(tmp_path, "cartpole.yaml")  # solves at ~20-25k of its 100k steps
-    assert summary["env_steps"] <= 100_000
+    assert summary["env_steps"] == 100_352  # its 100k steps, rounded up to whole iterations of 1024
     assert summary["solved_at_step"] is not None
     assert summary["mean_return_last20"] >= 475
 
