@@ -46,7 +46,7 @@ def test_workers_pinned_to_second_node_feed_the_learner(two_nodes):
     try:
         worker_nodes = ray.get([worker.__ray_call__.remote(node_of) for worker in runtime.workers])
         stats = [runtime.iterate() for _ in range(3)]
-        version = ray.get(runtime.learner.__ray_call__.remote(lambda learner: learner.version))
+        version = ray.get(runtime.learner.actor.__ray_call__.remote(lambda learner: learner.version))
     finally:
         runtime.close()
     assert worker_nodes == [second.node_id, second.node_id]
