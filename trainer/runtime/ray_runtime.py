@@ -28,8 +28,6 @@ from trainer.runtime.remote_learner import ACTOR_LOST, LearnerLost, RemoteLearne
 from trainer.runtime.stats import IterationStats
 from workers.ray_worker import LIVENESS_GROUPS, RolloutWorkerActor
 
-WORKER_LOST = ACTOR_LOST
-
 
 class WorkerFailedError(UserError):
     """One worker kept failing past workers.max_restarts."""
@@ -101,7 +99,7 @@ class RayRuntime:
         torch and building envs is no collection, and must not count against its deadline."""
         try:
             ray.get([actor.__ray_ready__.remote() for actor in actors], timeout=self.config.workers.sample_timeout_s)
-        except (ray_errors.GetTimeoutError, *WORKER_LOST):
+        except (ray_errors.GetTimeoutError, *ACTOR_LOST):
             pass  # the collection's own deadline and failure handling take it from here
 
     def iterate(self) -> IterationStats:
@@ -162,7 +160,7 @@ class RayRuntime:
                 job = pending.pop(ref)
                 try:
                     infos[job.slot] = _unwrap(lambda ref=ref: ray.get(ref))
-                except WORKER_LOST as exc:
+                except ACTOR_LOST as exc:
                     if self.learner.owns(exc):  # the snapshot it was given never came
                         raise LearnerLost(f"{type(exc).__name__}") from None
                     self._replace(job.slot, f"died ({type(exc).__name__})")
@@ -182,7 +180,7 @@ class RayRuntime:
             if job.probe is not None and ray.wait([job.probe], timeout=0)[0]:
                 try:
                     progress = ray.get(job.probe)
-                except WORKER_LOST:
+                except ACTOR_LOST:
                     progress = job.progress  # the collection's own result reports the death
                 job.probe = None
                 if progress != job.progress:
