@@ -33,8 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--address", help="Ray cluster to attach to (default: RAY_ADDRESS, else an embedded local Ray)")
     evaluate = commands.add_parser("evaluate", help="run a checkpoint's (or exported .pt2) policy for some episodes")
     evaluate.add_argument("checkpoint", help="checkpoint file, run directory (its newest checkpoint) or exported .pt2")
-    evaluate.add_argument("--episodes", type=int, default=10, help="episodes to run (at least 1)")
-    evaluate.add_argument("--deterministic", action="store_true", help="take the most likely action")
+    evaluate.add_argument("--episodes", type=int, help="episodes to run (default: the config's eval.episodes)")
+    evaluate.add_argument(
+        "--deterministic", action=argparse.BooleanOptionalAction,
+        help="take the most likely action, or sample (--no-deterministic); default: the config's eval.deterministic",
+    )  # fmt: skip
+    evaluate.add_argument("--seed", type=int, help="env i starts from seed + i (default: the config's eval.seed)")
     evaluate.add_argument("--video", metavar="DIR", help="record the first episode as DIR/episode_0.mp4")
     export = commands.add_parser("export", help="write a self-contained inference program (.pt2)")
     export.add_argument("checkpoint", help="checkpoint file or run directory")
@@ -109,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "evaluate":
             from trainer.evaluate import evaluate
 
-            result = evaluate(args.checkpoint, args.episodes, args.deterministic, args.video)
+            result = evaluate(args.checkpoint, args.episodes, args.deterministic, args.video, args.seed)
             print(
                 f"{result['episodes']} episodes: return {result['mean_return']:.2f} +- {result['std_return']:.2f}, "
                 f"length {result['mean_length']:.1f} +- {result['std_length']:.1f}"

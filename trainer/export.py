@@ -10,7 +10,6 @@ config travels inside as an extra file.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -18,10 +17,10 @@ import yaml
 from torch import nn
 
 from trainer.core.config import Config, dump_config, load_config
-from trainer.core.envs import Probe, probe_env
-from trainer.core.policy import ActorCritic, build_policy
+from trainer.core.policy import ActorCritic
 from trainer.core.spec import ROOT, ObsLeaf
-from trainer.runtime.checkpoint import CheckpointError, check_spaces, load_checkpoint
+from trainer.inference import load_policy
+from trainer.runtime.checkpoint import CheckpointError
 
 CONFIG_FILE = "config.yaml"
 META_FILE = "meta.json"
@@ -46,36 +45,14 @@ class InferencePolicy(nn.Module):
         return self.policy.dist.mode(self.policy.actor_head(actor_x[0])), hidden
 
 
-@dataclass(frozen=True)
-class LoadedPolicy:
-    path: Path
-    iteration: int
-    config: Config
-    policy: ActorCritic  # preprocessing included, in eval mode
-    probe: Probe
-
-
-def load_policy(target: str | Path) -> LoadedPolicy:
-    """The policy of a checkpoint file or run directory, with its config and env probe; an env
-    that no longer matches the checkpoint is refused in one line."""
-    path, state = load_checkpoint(target)
-    config = load_config(state["config"])
-    probe = probe_env(config.env, config.policy)
-    check_spaces(state, probe, config.env.id, path)
-    policy = build_policy(probe.obs_spec, probe.action_space, config)
-    try:
-        policy.load_state_dict(state["runtime"]["learner"]["policy"])
-    except RuntimeError as exc:
-        raise CheckpointError(f"checkpoint weights do not fit the policy of its config: {exc}") from None
-    return LoadedPolicy(path, state["iteration"], config, policy.eval(), probe)
-
-
 def export_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
+    if str(checkpoint).endswith(".pt2"):
+        raise CheckpointError(f"{checkpoint} is exported already; export takes a checkpoint or run directory")
     loaded = load_policy(checkpoint)
-    policy, probe = loaded.policy, loaded.probe
+    policy = loaded.network
     module = InferencePolicy(policy).eval()
     batch = torch.export.Dim("batch", min=1, max=65536)
-    leaves = {leaf.key: _example(leaf) for leaf in probe.obs_spec.leaves}
+    leaves = {leaf.key: _example(leaf) for leaf in loaded.obs_spec.leaves}
     obs, obs_dims = (leaves[ROOT], {0: batch}) if module.single else (leaves, {k: {0: batch} for k in leaves})
     dims = policy.state_dims
     hidden = torch.zeros([2 if d is None else d for d in dims])
@@ -89,7 +66,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
         "checkpoint": str(loaded.path),
         "iteration": loaded.iteration,
         "state_dims": list(dims),
-        "observation": probe.obs_spec.describe(),
+        "observation": loaded.obs_spec.describe(),
     }
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -14,8 +14,9 @@ import time
 import numpy as np
 import torch
 
+from trainer.core.acting import Acting, finished_episodes
 from trainer.core.config import Config
-from trainer.core.envs import ObservationMismatch, ensure_registered, make_vector_env, to_env_actions
+from trainer.core.envs import ObservationMismatch, ensure_registered, make_vector_env
 from trainer.core.errors import UserError
 from trainer.core.messages import EpisodeStats, PolicySnapshot, Rollout
 from trainer.core.normalization import RunningMeanStd
@@ -41,6 +42,7 @@ class RolloutWorker:
         self.action_space = self.envs.single_action_space
         self.policy = build_policy(self.obs_spec, self.action_space, config)
         self.policy.requires_grad_(False)
+        self.acting = Acting(self.policy, self.action_space, E)
         self.rollout_spec = rollout_spec(self.obs_spec, self.policy, config)
         # What this worker saw since the snapshot, per vector leaf; the learner merges the deltas.
         self.obs_delta = {leaf.key: RunningMeanStd(leaf.shape) for leaf in self.obs_spec.vector_leaves}
@@ -59,8 +61,7 @@ class RolloutWorker:
         except Exception as exc:
             raise self._env_error(exc, "on reset") from exc
         self.next_obs = self.obs_spec.batch(obs)
-        self.next_first = torch.ones(E, dtype=torch.bool)
-        self.hidden = self.policy.initial_hidden(E)
+        self.acting.start(E)
         self.discounted_return = np.zeros(E)
 
     def rng_state(self) -> torch.Tensor:
@@ -83,6 +84,7 @@ class RolloutWorker:
         """Run T steps on every env with the snapshot's policy; return plain CPU tensors."""
         self.load(snapshot)
         T, E, K = self.config.ppo.rollout_steps, self.config.workers.envs_per_worker, self.config.sequence_length
+        acting = self.acting
         data = self.rollout_spec.allocate(E)
         obs = {key: data[OBS_PREFIX + key] for key in self.obs_spec.keys}
         logprob, value, reward, first = data["logprob"], data["value"], data["reward"], data["first"]
@@ -92,18 +94,16 @@ class RolloutWorker:
 
         for t in range(T):
             if t % K == 0:
-                data["hidden"][t // K] = self.hidden
+                data["hidden"][t // K] = acting.hidden
             tick = time.perf_counter()
             for key, x in self.next_obs.items():
                 obs[key][t] = x
-            first[t] = self.next_first
-            action, logprob[t], value[t], self.hidden = self.policy.act(
-                self.next_obs, self.hidden, self.next_first, generator=self.generator
-            )
+            first[t] = acting.first
+            action, logprob[t], value[t] = acting.act(self.next_obs, generator=self.generator)
             data["actions"][t] = action
             tock = time.perf_counter()
             forward_time += tock - tick
-            self.next_obs, rew, term, trunc, info = self._step(action.numpy(), t)
+            self.next_obs, rew, term, trunc, info = self._step(action, t)
             self.vector_steps += 1
             env_time += time.perf_counter() - tock
 
@@ -113,10 +113,10 @@ class RolloutWorker:
                 data["bootstrap_value"][t] = self._final_values(info, trunc)
             done = term | trunc
             discounted_returns[t] = self._discounted_returns(rew, done)
-            _record_episodes(info, episodes)
-            self.next_first = torch.from_numpy(done)
+            finished_episodes(info, episodes)
+            acting.ended(done)
 
-        data["last_value"][:] = self.policy.value(self.next_obs, self.hidden, self.next_first)
+        data["last_value"][:] = self.policy.value(self.next_obs, acting.hidden, acting.first)
         self.total_steps += T * E
         # The deltas cover exactly the observations collected (and returns seen) in this rollout.
         for key, delta in self.obs_delta.items():
@@ -136,14 +136,14 @@ class RolloutWorker:
         self.return_delta.reset()
         return rollout
 
-    def _step(self, action: np.ndarray, t: int) -> tuple:
+    def _step(self, action: torch.Tensor, t: int) -> tuple:
         """Step all envs -> next obs leaves, reward, terminated, truncated, info. A failing env
         stops the run with its id, worker and step, or, with `env.on_error: reset`, is reset and
         its step recorded as a zero-reward termination."""
         reset = self.config.env.on_error == "reset"
         where = f"worker {self.index}, env step {self.total_steps + t * len(action)}"
         try:
-            next_obs, rew, term, trunc, info = self.envs.step(to_env_actions(action, self.action_space))
+            next_obs, rew, term, trunc, info = self.envs.step(self.acting.env_actions(action))
         except Exception as exc:  # the env's own code failed: name it, not the Ray plumbing
             if not reset or isinstance(exc, ObservationMismatch):
                 raise self._env_error(exc, f"({where})") from exc
@@ -193,7 +193,7 @@ class RolloutWorker:
         final_obs = self.obs_spec.stack(info["final_obs"][i] for i in index)
         no_reset = torch.zeros(len(index), dtype=torch.bool)
         values = torch.zeros(len(truncated))
-        values[index] = self.policy.value(final_obs, self.hidden[:, :, index], no_reset)
+        values[index] = self.policy.value(final_obs, self.acting.hidden[:, :, index], no_reset)
         return values
 
     def _discounted_returns(self, reward: np.ndarray, done: np.ndarray) -> np.ndarray:
@@ -206,13 +206,3 @@ class RolloutWorker:
 
     def close(self) -> None:
         self.envs.close()
-
-
-def _record_episodes(info: dict, episodes: EpisodeStats) -> None:
-    """The env episodes that ended this step, as RecordEpisodeStatistics counted them."""
-    final = info.get("final_info", {})
-    if "episode" not in final:
-        return
-    for i in np.flatnonzero(final["_episode"]):
-        episodes.returns.append(float(final["episode"]["r"][i]))
-        episodes.lengths.append(int(final["episode"]["l"][i]))

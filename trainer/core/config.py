@@ -145,6 +145,30 @@ class ClusterConfig(Section):
     autoscaler to add nodes (they are requested), printing what is pending; 0 fails at once."""
 
 
+class EvalConfig(Section):
+    every: int = Field(default=0, ge=0)
+    """Iterations between evaluations during training (0: off). Under Ray an evaluation actor
+    runs them beside training with the newest weights, never holding up the next iteration;
+    inline, they run in between iterations. Logged as eval/* at the env step those weights were
+    trained to; best.pt then follows the evaluation return."""
+    episodes: int = Field(default=10, gt=0)
+    deterministic: bool = True
+    """Take the most likely action (logged as eval/return_mean), and also sample (logged as
+    eval/stochastic_return_mean); false: only sample."""
+    num_envs: int = Field(default=1, gt=0)
+    """Envs stepped at once; env i runs (episodes + i) // num_envs of the episodes."""
+    seed: int = Field(default=12345, ge=0)
+    """Env i is reset with seed + i at the start of every evaluation: each one sees the same episodes."""
+    env: dict[str, Any] = {}
+    """Keys of `env` that evaluation replaces, e.g. `{wrappers: [...]}` without EpisodicLife or
+    reward clipping on Atari; observations and actions must stay as in training."""
+    video_every: int = Field(default=0, ge=0)
+    """Record the first episode of every Nth evaluation as an MP4 in RUN_DIR/videos/ and as an
+    animation in TensorBoard (eval/video); 0: never. Needs the video extra."""
+    num_cpus: float = Field(default=1.0, gt=0)
+    """Ray only: CPUs the evaluation actor asks for."""
+
+
 class LoggingConfig(Section):
     dir: str = "runs"
     """Parent of the run directories (`<dir>/<env>__<config name>__<seed>__<time>`)."""
@@ -173,6 +197,7 @@ class Config(Section):
     workers: WorkersConfig = WorkersConfig()
     learner: LearnerConfig = LearnerConfig()
     cluster: ClusterConfig = ClusterConfig()
+    eval: EvalConfig = EvalConfig()
     logging: LoggingConfig = LoggingConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
 
@@ -198,6 +223,20 @@ class Config(Section):
     @property
     def num_sequences(self) -> int:
         return self.ppo.rollout_steps // self.sequence_length * self.total_envs
+
+    @property
+    def eval_env(self) -> EnvConfig:
+        """The env evaluation runs: `env` with the keys `eval.env` replaces."""
+        return EnvConfig.model_validate({**self.env.model_dump(), **self.eval.env})
+
+    @model_validator(mode="after")
+    def _eval_env_valid(self) -> Config:
+        try:
+            self.eval_env  # noqa: B018 - validated here, so a bad key fails at load with its name
+        except ValidationError as exc:
+            problems = "; ".join(f"eval.env.{_describe(err)}" for err in exc.errors())
+            raise ValueError(problems) from None
+        return self
 
     @model_validator(mode="after")
     def _sizes_fit(self) -> Config:

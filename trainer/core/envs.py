@@ -196,21 +196,21 @@ class ObservationMismatch(UserError):
     """An observation that no longer fits the observation space the run started with."""
 
 
-def make_vector_env(config: EnvConfig, num_envs: int) -> SyncVectorEnv:
-    """E copies of the env stepped in this process; Box actions are clipped to the space."""
+def make_vector_env(config: EnvConfig, num_envs: int, render_first: bool = False) -> SyncVectorEnv:
+    """E copies of the env stepped in this process (actions are converted and clipped by the
+    acting loop, trainer/core/acting.py); `render_first`: env 0 renders RGB frames."""
 
-    def factory() -> gym.Env:
-        env = make_env(config)
+    def factory(render_mode: str | None = None) -> gym.Env:
+        env = make_env(config, render_mode=render_mode)
         obs_spec = ObsSpec.from_space(env.observation_space, config.id)
         # A flat float vector needs no check per step: the vector env's batching refuses another
         # shape itself, and any float dtype is converted anyway.
         if not obs_spec.single_vector:
             env = CheckObservations(env, obs_spec)
-        if isinstance(env.action_space, spaces.Box):
-            env = gym.wrappers.ClipAction(env)
         return env
 
-    return SyncVectorEnv([factory] * num_envs, autoreset_mode=AutoresetMode.SAME_STEP)
+    factories = [lambda i=i: factory("rgb_array" if render_first and i == 0 else None) for i in range(num_envs)]
+    return SyncVectorEnv(factories, autoreset_mode=AutoresetMode.SAME_STEP)
 
 
 @dataclass(frozen=True)
@@ -238,12 +238,3 @@ def probe_env(config: EnvConfig, policy: PolicyConfig | None = None) -> Probe:
         return Probe(env.observation_space, env.action_space, threshold, obs_spec, registry_spec)
     finally:
         env.close()
-
-
-def to_env_actions(actions: np.ndarray, space: spaces.Space) -> np.ndarray:
-    """Stored actions `[E, A]` -> what the vector env's step takes."""
-    if isinstance(space, spaces.Discrete):
-        return actions[:, 0] + int(space.start)
-    if isinstance(space, spaces.MultiDiscrete):
-        return actions + space.start
-    return actions

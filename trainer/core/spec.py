@@ -105,13 +105,13 @@ class ObsSpec:
     def batch(self, obs: Any) -> dict[str, torch.Tensor]:
         """A vector env's batched observation -> one tensor `[E, *shape]` per leaf (no copy where
         the dtype already fits)."""
-        return {leaf.key: _as_tensor(_pick(obs, leaf.key), leaf) for leaf in self.leaves}
+        return {leaf.key: _as_tensor(pick_leaf(obs, leaf.key), leaf) for leaf in self.leaves}
 
     def stack(self, observations: Iterable[Any]) -> dict[str, torch.Tensor]:
         """Single-env observations (e.g. the final observations of ended episodes) -> a batch."""
         items = list(observations)
         return {
-            leaf.key: _as_tensor(np.stack([np.asarray(_pick(o, leaf.key)) for o in items]), leaf)
+            leaf.key: _as_tensor(np.stack([np.asarray(pick_leaf(o, leaf.key)) for o in items]), leaf)
             for leaf in self.leaves
         }
 
@@ -119,7 +119,7 @@ class ObsSpec:
         """Why a single env's observation does not fit the spec, or None when it fits."""
         for leaf in self.leaves:
             try:
-                value = np.asarray(_pick(obs, leaf.key))
+                value = np.asarray(pick_leaf(obs, leaf.key))
             except (KeyError, IndexError, TypeError):
                 return f"observation has no key {leaf.key!r} any more"
             if value.shape != leaf.shape:
@@ -137,7 +137,8 @@ def module_key(key: str) -> str:
     return key.replace(".", "_")
 
 
-def _pick(obs: Any, key: str) -> Any:
+def pick_leaf(obs: Any, key: str) -> Any:
+    """The part of an observation (a Dict's key, a Tuple's index, 'a/b' nested) a leaf holds."""
     if key == ROOT:
         return obs
     for part in key.split("/"):
