@@ -1,12 +1,22 @@
-"""A distributed PPO trainer: Ray rollout workers, a central learner, TensorBoard monitoring."""
+"""A distributed PPO trainer: Ray rollout workers, a central learner, TensorBoard monitoring.
 
-__all__ = ["train"]
+`train(config, callbacks=[...])` trains; `load_policy(path).predict(obs)` acts with the result;
+`Callback` and `IterationReport` are the session's hooks (trainer/runtime/callbacks.py)."""
+
+__all__ = ["Callback", "IterationReport", "load_policy", "train"]
+
+# Lazy: rollout workers import trainer.core and need none of the runtime's modules.
+_HOMES = {
+    "train": "trainer.runtime.session",
+    "load_policy": "trainer.inference",
+    "Callback": "trainer.runtime.callbacks",
+    "IterationReport": "trainer.runtime.callbacks",
+}
 
 
 def __getattr__(name: str):
-    # Lazy: rollout workers import trainer.core and need none of the runtime's modules.
-    if name == "train":
-        from trainer.runtime.session import train
+    if name in _HOMES:
+        import importlib
 
-        return train
+        return getattr(importlib.import_module(_HOMES[name]), name)
     raise AttributeError(f"module 'trainer' has no attribute {name!r}")

@@ -1,5 +1,6 @@
-"""The rollout worker as a Ray actor: the same class, plus a split return so the driver can
-watch a collection (small info) while the rollout itself goes straight to the learner."""
+"""The rollout and evaluation workers as Ray actors: the same classes, plus (rollouts) a split
+return so the driver can watch a collection (small info) while the rollout itself goes straight
+to the learner."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import ray
 from trainer.core.config import Config
 from trainer.core.errors import UserError
 from trainer.core.messages import EpisodeStats, PolicySnapshot, Rollout
+from workers.evaluation_worker import EvalOutcome, EvaluationWorker
 from workers.rollout_worker import RolloutWorker
 
 LIVENESS_GROUPS = {"liveness": 1}
@@ -53,3 +55,22 @@ class RolloutWorkerActor(RolloutWorker):
         """Env steps taken so far (a vector step counts once): it grows while the worker is alive
         and its envs step, however long a whole rollout takes."""
         return self.vector_steps
+
+
+class EvaluationActor(EvaluationWorker):
+    """The evaluation worker as a Ray actor, at the rollout workers' lower CPU priority; an eval
+    env that cannot be made is kept and raised by the first evaluation, as the env's error."""
+
+    def __init__(self, config: Config, *args) -> None:
+        os.nice(config.workers.nice)
+        self.setup_error: UserError | None = None
+        try:
+            super().__init__(config, *args)
+        except UserError as exc:
+            self.setup_error = exc
+
+    @ray.method(enable_task_events=False)
+    def evaluate(self, learner_state: dict, record: bool = False) -> EvalOutcome:
+        if self.setup_error is not None:
+            raise self.setup_error
+        return super().evaluate(learner_state, record)

@@ -12,6 +12,7 @@ the env and its time limit, so returns are the env's own (whole games, unclipped
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -105,6 +106,8 @@ def ensure_registered(config: EnvConfig, spec: gym.envs.registration.EnvSpec | N
 def make_env(config: EnvConfig, render_mode: str | None = None) -> gym.Env:
     """One env from a registered id or an entry point, with the config's time limit and wrappers."""
     register_plugins(config)
+    if render_mode == "rgb_array":  # frames off screen: pygame-drawn envs need no display (and say so)
+        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     kwargs = {**config.kwargs, "render_mode": render_mode} if render_mode else config.kwargs
     factory = _entry_point(config.id)
     env = _from_entry_point(config.id, factory, kwargs) if factory else _from_registry(config.id, kwargs)

@@ -204,3 +204,18 @@ def restore_rng(state: dict) -> None:
 
 def _as_tuple(value):
     return tuple(_as_tuple(v) for v in value) if isinstance(value, list | tuple) else value
+
+
+def save_best_checkpoint(run_dir: Path, state: dict) -> Path:
+    """Write best.pt on its own (evaluation picks weights that are not a periodic checkpoint)."""
+    directory = run_dir / CHECKPOINT_DIR
+    path = directory / BEST
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        _atomic_save({"format_version": FORMAT_VERSION, **state}, path)
+        _fsync_dir(directory)
+    except OSError as exc:
+        raise CheckpointError(
+            f"could not write {path}: {exc.strerror or exc}; earlier checkpoints are intact"
+        ) from None
+    return path

@@ -36,6 +36,10 @@ class InlineRuntime:
         episodes = EpisodeStats.concat([rollout.episodes for rollout in rollouts])
         return IterationStats(metrics, episodes, [rollout.timings for rollout in rollouts])
 
+    def learner_state(self) -> dict:
+        """The learner's state now: what evaluation acts with (and keeps for best.pt)."""
+        return self.learner.state_dict()
+
     def state_dict(self) -> dict:
         return {
             "learner": self.learner.state_dict(),

@@ -132,6 +132,17 @@ class MetricsWriter:
         with self._reporting():
             self.writer.file_writer.add_summary(Summary(value=values), env_step)
 
+    def write_animation(self, tag: str, gif: bytes, frame_shape: tuple[int, ...], env_step: int) -> None:
+        """An animated GIF in the Images dashboard (how TensorBoard shows a video)."""
+        if self.writer is None:
+            return
+        height, width, *channels = frame_shape
+        image = Summary.Image(
+            height=height, width=width, colorspace=channels[0] if channels else 1, encoded_image_string=gif
+        )
+        with self._reporting():
+            self.writer.file_writer.add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), env_step)
+
     def flush(self) -> None:
         """Put every point written so far on disk: called before each checkpoint, so a crash
         loses no point the resumed run will not write again."""

@@ -33,6 +33,8 @@ def run_demands(config: Config) -> list[Demand]:
     worker = {"CPU": config.workers.num_cpus, **config.workers.resources}
     demands = [Demand("the learner", learner)]
     demands += [Demand(f"rollout worker {i}", worker) for i in range(config.workers.num_workers)]
+    if config.eval.every:
+        demands.append(Demand("the evaluation actor", {"CPU": config.eval.num_cpus}))
     return [Demand(d.name, {k: v for k, v in d.resources.items() if v > 0}) for d in demands]
 
 
@@ -95,7 +97,8 @@ def _pending(missing: list[Demand]) -> str:
 def _too_small(config: Config, missing: list[Demand], nodes: list[dict[str, float]], wait_s: float) -> str:
     workers, learner = config.workers, config.learner
     has = {key: sum(node.get(key, 0.0) for node in nodes) for key in ("CPU", "GPU")}
-    asks_cpu = workers.num_workers * workers.num_cpus + learner.num_cpus
+    evaluation = config.eval.num_cpus if config.eval.every else 0.0
+    asks_cpu = workers.num_workers * workers.num_cpus + learner.num_cpus + evaluation
     if learner.num_gpus > 0 and not any(node.get("GPU", 0.0) >= learner.num_gpus for node in nodes):
         problem = (
             f"the learner asks {learner.num_gpus:g} GPU (learner.num_gpus) but no node has "
@@ -112,14 +115,15 @@ def _too_small(config: Config, missing: list[Demand], nodes: list[dict[str, floa
     elif asks_cpu > has["CPU"]:
         problem = (
             f"it asks {asks_cpu:g} CPUs (workers.num_workers={workers.num_workers} x workers.num_cpus="
-            f"{workers.num_cpus:g} + learner.num_cpus={learner.num_cpus:g}) and the cluster has {has['CPU']:g}; "
-            "lower those keys or add nodes"
+            f"{workers.num_cpus:g} + learner.num_cpus={learner.num_cpus:g}"
+            + (f" + eval.num_cpus={evaluation:g}" if evaluation else "")
+            + f") and the cluster has {has['CPU']:g}; lower those keys or add nodes"
         )
     else:
         largest = max((node.get("CPU", 0.0) for node in nodes), default=0.0)
         problem = (
             f"no node has room for {missing[0].name} ({_bundle(missing[0].resources)}); the largest node has "
-            f"{largest:g} CPUs; lower workers.num_cpus or learner.num_cpus, or add larger nodes"
+            f"{largest:g} CPUs; lower workers.num_cpus, learner.num_cpus or eval.num_cpus, or add larger nodes"
         )
     wait = "" if wait_s > 0 else " (with an autoscaler, set cluster.wait_for_resources_s to wait for nodes)"
     waited = f" after waiting {wait_s:g}s" if wait_s > 0 else ""

@@ -10,6 +10,7 @@ import sys
 import ray
 
 from trainer.core.config import Config
+from trainer.runtime.placement import run_demands
 
 # What the learner and worker actors import (the Ray runtime imports the worker actor).
 ACTOR_MODULES = ("trainer.runtime.ray_runtime", "workers.ray_worker")
@@ -29,7 +30,7 @@ def connect(config: Config, address: str | None) -> bool:
     if address:
         ray.init(address=address, logging_level=logging.WARNING)
         return False
-    needed = config.workers.num_workers * config.workers.num_cpus + config.learner.num_cpus
+    needed = sum(d.resources.get("CPU", 0.0) for d in run_demands(config))
     # Ray 2.60 turns token authentication on for a new local cluster, and says so in a WARNING at
     # every start; for a cluster that lives and dies with this process that is noise.
     logging.getLogger(TOKEN_SETUP_LOGGER).setLevel(logging.ERROR)

@@ -210,6 +210,13 @@ class RayRuntime:
         self.workers[slot] = self._spawn(slot)
         self._wait_started([self.workers[slot]])
 
+    def learner_state(self):
+        """A reference to the learner's state after its newest update, for evaluation: it is in
+        the object store already, so handing it on costs the learner nothing."""
+        if self.learner.state_ref is None:
+            return ray.put(self._with_learner(self.learner.state_dict))
+        return self.learner.state_ref
+
     def state_dict(self) -> dict:
         worker_rng = [worker.rng_state.remote() for worker in self.workers]
         learner = self._with_learner(self.learner.state_dict)

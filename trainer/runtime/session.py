@@ -15,14 +15,17 @@ from pathlib import Path
 from trainer.core.config import Config, load_config
 from trainer.core.envs import Probe, probe_env
 from trainer.core.errors import UserError
+from trainer.runtime.callbacks import IterationReport, as_callbacks, callback_name
 from trainer.runtime.checkpoint import (
     CHECKPOINT_DIR,
     check_spaces,
     describe_spaces,
     load_checkpoint,
     periodic_checkpoints,
+    save_best_checkpoint,
     save_checkpoint,
 )
+from trainer.runtime.evaluation import Evaluation
 from trainer.runtime.inline import InlineRuntime
 from trainer.runtime.memory_fit import ensure_memory_fits
 from trainer.runtime.metrics import MetricsWriter, iteration_scalars
@@ -55,6 +58,7 @@ def train(
     run_name: str | None = None,
     address: str | None = None,
     resume: str | Path | None = None,
+    callbacks: list = (),
 ) -> dict:
     """Train PPO as the config says and return the run summary (also written to summary.json).
 
@@ -62,7 +66,9 @@ def train(
     in the same run directory; `overrides` still apply, and workers, envs per worker and rollout
     length may differ from the checkpoint's. `resume="auto"` continues `run_dir` if it has a
     checkpoint, else starts it. `address` attaches to a running Ray cluster (else RAY_ADDRESS,
-    else an embedded local Ray)."""
+    else an embedded local Ray). `callbacks`: Callback objects or functions of an
+    IterationReport, called after every iteration; one that returns True stops the run (see
+    trainer/runtime/callbacks.py)."""
     checkpoint = None
     resume = resolve_resume(resume, run_dir)
     if resume is not None:
@@ -77,6 +83,8 @@ def train(
     if checkpoint is not None:
         check_spaces(checkpoint, probe, config.env.id, checkpoint_path)
         check_policy_fits(checkpoint, config, probe, checkpoint_path)
+    if config.eval.every and config.eval.env:
+        check_eval_env(config, probe)
     ensure_memory_fits(config, probe)
     path = create_run_dir(config, run_dir, run_name, resuming=checkpoint is not None)
     first_step = checkpoint["env_steps"] if checkpoint is not None else 0
@@ -97,9 +105,10 @@ def train(
         try:
             runtime = make_runtime(config, probe, address, progress.message)
             stop.install()  # ray.init() put in its own SIGTERM handler (exit at once): take SIGTERM back
-            session = TrainingSession(
-                config, path, describe_spaces(probe), probe.reward_threshold, runtime, progress, checkpoint
-            )
+            hooks = as_callbacks(callbacks)
+            if config.eval.every:
+                hooks.insert(0, Evaluation(config, probe, progress.message))
+            session = TrainingSession(config, path, probe, runtime, progress, checkpoint, hooks)
             session.run(stop)
         except KeyboardInterrupt:
             second = stop.requested or "signal"
@@ -108,7 +117,7 @@ def train(
             if periodic_checkpoints(path / CHECKPOINT_DIR):
                 exc.args = (f"{exc}; {resume_hint(path)}",)
             raise
-    summary = session.summary(stopped_by=stop.requested)
+    summary = session.summary(stopped_by=stop.requested or session.stopped_by)
     write_json(path / "summary.json", summary)
     progress.message(
         f"{'stopped' if stop.requested else 'done'}: {summary['env_steps']} steps in {summary['wall_time_s']:.1f}s "
@@ -118,6 +127,17 @@ def train(
     if stop.requested:
         raise TrainingStopped(f"stopped by {stop.requested} at env step {summary['env_steps']}; {resume_hint(path)}")
     return summary
+
+
+def check_eval_env(config: Config, probe: Probe) -> None:
+    """The eval env (env with eval.env's keys) must give the observations and actions the policy has."""
+    eval_probe = probe_env(config.eval_env, config.policy)
+    trained, evaluated = describe_spaces(probe), describe_spaces(eval_probe)
+    if trained != evaluated:
+        raise UserError(
+            f"eval.env changes what the policy sees or does: training env {trained}, eval env {evaluated}; "
+            "eval.env may change only what keeps observations and actions as they are (e.g. reward or life wrappers)"
+        )
 
 
 def planned_steps(config: Config, first_step: int = 0) -> int:
@@ -143,10 +163,13 @@ class TrainingSession:
     """One process's part of a run: iterate, log, checkpoint, until the step budget or a stop
     request. A resumed session starts from the checkpoint's counters and state."""
 
-    def __init__(self, config: Config, path: Path, spaces: dict, threshold, runtime, progress, checkpoint=None):
-        self.config, self.path, self.spaces = config, path, spaces
+    def __init__(self, config: Config, path: Path, probe: Probe, runtime, progress, checkpoint=None, callbacks=()):
+        self.config, self.path, self.spaces = config, path, describe_spaces(probe)
         self.runtime, self.progress = runtime, progress
-        self.tracker = EpisodeTracker(threshold)
+        self.callbacks = list(callbacks)
+        self.evaluation = next((c for c in self.callbacks if isinstance(c, Evaluation)), None)
+        self.stopped_by: str | None = None  # the callback that stopped the run
+        self.tracker = EpisodeTracker(probe.reward_threshold)
         self.iteration, self.env_steps, self.wall_before = 0, 0, 0.0
         self.learner_restarts_before = 0
         if checkpoint is not None:
@@ -157,6 +180,8 @@ class TrainingSession:
             self.tracker.load_state_dict(checkpoint["tracker"])
             self.iteration, self.env_steps = checkpoint["iteration"], checkpoint["env_steps"]
             self.wall_before = checkpoint["wall_time_s"]
+            if self.evaluation is not None and "eval" in checkpoint:
+                self.evaluation.load_state_dict(checkpoint["eval"])
             progress.message(f"resumed at iteration {self.iteration}, env step {self.env_steps}")
         self.first_iteration, self.first_step = self.iteration, self.env_steps
         self.planned_steps = planned_steps(config, self.env_steps)
@@ -174,18 +199,32 @@ class TrainingSession:
 
     def run(self, stop: GracefulStop) -> None:
         every = self.config.checkpoint.every
+        completed = False
         try:
-            while self.env_steps < self.planned_steps and stop.requested is None:
+            for callback in self.callbacks:
+                callback.on_start(self)
+            while self.env_steps < self.planned_steps and stop.requested is None and self.stopped_by is None:
                 self._iterate()
                 if every and self.iteration % every == 0:
                     self._save()
             if self.iteration > self.saved_at:
                 self._save()
+            completed = True
         finally:
-            self.runtime.close()
-            self.progress.close()
-            ran = self.iteration > self.first_iteration
-            self.writer.close(self.tracker.mean_return, self.env_steps, ran=ran)
+            try:
+                for callback in self.callbacks:
+                    callback.on_end(self, completed)
+            finally:
+                self._close()
+
+    def _close(self) -> None:
+        self.runtime.close()
+        self.progress.close()
+        ran = self.iteration > self.first_iteration
+        self.writer.close(self.tracker.mean_return, self.env_steps, ran=ran)
+
+    def write_scalars(self, scalars: dict[str, float], env_step: int) -> None:
+        self.writer.write(scalars, env_step)
 
     def _iterate(self) -> None:
         iteration_start = time.perf_counter()
@@ -200,6 +239,11 @@ class TrainingSession:
         self.writer.write(scalars, self.env_steps)
         self._check_ratio(stats.metrics)
         self.progress.update(self.env_steps, self.tracker.mean_return)
+        report = IterationReport(self.iteration, self.env_steps, scalars, self.path, self.wall_time_s)
+        for callback in self.callbacks:
+            if callback.on_iteration(report) and self.stopped_by is None:
+                self.stopped_by = f"callback {callback_name(callback)}"
+                self.progress.message(f"{callback_name(callback)} stopped the run at env step {self.env_steps}")
 
     def _check_ratio(self, metrics: dict[str, float]) -> None:
         """Warn loudly when the first minibatch's PPO ratio is not 1 on an on-policy iteration:
@@ -213,8 +257,8 @@ class TrainingSession:
                     f"{self.env_steps} ({self.ratio_warnings} iterations so far): rollouts and learner disagree"
                 )
 
-    def _save(self) -> None:
-        is_best = self.tracker.best_mean_return > self.best_saved or self.saved_at == 0
+    def checkpoint_state(self) -> dict:
+        """Everything of a checkpoint but the runtime's state, as of now."""
         state = {
             "config": self.config.model_dump(),
             "iteration": self.iteration,
@@ -224,11 +268,22 @@ class TrainingSession:
             "learner_restarts": self.learner_restarts,
             "tracker": self.tracker.state_dict(),
             "spaces": self.spaces,
-            "runtime": self.runtime.state_dict(),
         }
+        if self.evaluation is not None:
+            state["eval"] = self.evaluation.state_dict()
+        return state
+
+    def _save(self) -> None:
+        # With evaluation on, best.pt follows the eval return (see evaluation.py), else the
+        # training episodes' mean return.
+        improved = self.tracker.best_mean_return > self.best_saved or self.saved_at == 0
+        state = {**self.checkpoint_state(), "runtime": self.runtime.state_dict()}
         self.writer.flush()  # every point up to this checkpoint is on disk before it exists
-        save_checkpoint(self.path, state, self.config.checkpoint.keep_last, is_best)
+        save_checkpoint(self.path, state, self.config.checkpoint.keep_last, improved and self.evaluation is None)
         self.saved_at, self.best_saved = self.iteration, max(self.best_saved, self.tracker.best_mean_return)
+
+    def save_best(self, state: dict) -> None:
+        save_best_checkpoint(self.path, state)
 
     @property
     def wall_time_s(self) -> float:
@@ -253,4 +308,5 @@ class TrainingSession:
             "learner_restarts": self.learner_restarts,
             "interrupted_by": stopped_by,
             "run_dir": str(self.path),
+            **(self.evaluation.summary() if self.evaluation is not None else {}),
         }

@@ -1,0 +1,77 @@
+"""The evaluation worker: whole episodes of the eval env with a learner state's policy, whose
+frozen preprocessing comes with its weights. A plain class, run in-process (inline mode) or as a
+Ray actor beside the rollout workers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from gymnasium import spaces
+
+from trainer.core.config import Config
+from trainer.core.envs import ensure_registered
+from trainer.core.episodes import EpisodeResults, run_episodes
+from trainer.core.policy import build_policy
+from trainer.core.spec import ObsSpec
+from trainer.core.video import gif_bytes, mp4_bytes
+
+
+@dataclass
+class EvalOutcome:
+    """One evaluation, as plain data: scalars by TensorBoard tag, and the recorded episode."""
+
+    scalars: dict[str, float]
+    returns: list[float]
+    video_mp4: bytes | None = None
+    video_gif: bytes | None = None
+    frame_shape: tuple[int, ...] = field(default=())
+
+
+class EvaluationWorker:
+    def __init__(
+        self, config: Config, observation_space: spaces.Space, action_space: spaces.Space, registry_spec=None
+    ) -> None:
+        self.config = config
+        torch.set_num_threads(config.workers.torch_threads)
+        ensure_registered(config.eval_env, registry_spec)
+        self.obs_spec = ObsSpec.from_space(observation_space, config.env.id, config.policy.image_layout)
+        self.policy = build_policy(self.obs_spec, action_space, config)
+        self.policy.requires_grad_(False)
+
+    def evaluate(self, learner_state: dict, record: bool = False) -> EvalOutcome:
+        """Run eval.episodes with the state's weights: the most likely actions (eval/return_*) and,
+        or only with eval.deterministic false, sampled ones (eval/stochastic_return_mean)."""
+        self.policy.load_state_dict(learner_state["policy"])
+        settings = self.config.eval
+        runs: dict[str, EpisodeResults] = {}
+        for deterministic in (True, False) if settings.deterministic else (False,):
+            runs["deterministic" if deterministic else "stochastic"] = run_episodes(
+                self.policy,
+                self.obs_spec,
+                self.config.eval_env,
+                settings.episodes,
+                deterministic=deterministic,
+                seed=settings.seed,
+                num_envs=settings.num_envs,
+                record=record and not runs,
+            )
+        main, *_ = runs.values()
+        scalars = {f"eval/{name}": value for name, value in _scalars(main).items()}
+        if "stochastic" in runs and main is not runs["stochastic"]:
+            scalars["eval/stochastic_return_mean"] = _scalars(runs["stochastic"])["return_mean"]
+        outcome = EvalOutcome(scalars, main.returns)
+        if record:
+            outcome.video_mp4 = mp4_bytes(main.frames, main.fps)
+            outcome.video_gif = gif_bytes(main.frames, main.fps)
+            outcome.frame_shape = tuple(main.frames[0].shape)
+        return outcome
+
+
+def _scalars(results: EpisodeResults) -> dict[str, float]:
+    summary = results.summary()
+    return {
+        "return_mean": summary["mean_return"],
+        "return_std": summary["std_return"],
+        "length_mean": summary["mean_length"],
+    }
