@@ -87,6 +87,9 @@ CASES = {
     "Latin-1 config": (["train", "{latin1_yaml}"], "is not UTF-8 (byte 0xe9 on line 2); save it as UTF-8"),
     "buffer too large": (["train", "configs/cartpole.yaml", "--set", "ppo.rollout_steps=100000000"], "GB for rollouts and the learner's buffer, and this machine has"),
     "resume auto without run dir": (["train", "configs/cartpole.yaml", "--resume", "auto"], "--resume auto needs --run-dir DIR"),
+    "custom core without state_dims": (["train", "configs/cartpole.yaml", "--set", "policy.kind=tests.custom_networks:NoStateDims"], "NoStateDims declares no valid state_dims (got None): set state_dims = () for a core without memory"),
+    "custom core wrong width": (["train", "configs/cartpole.yaml", "--set", "policy.kind=tests.custom_networks:WrongFeatureWidth"], "WrongFeatureWidth.forward returned features (3, 2, 127), expected (3, 2, 128) ([T, B, output_size])"),
+    "eval env with other spaces": (["train", "configs/cartpole.yaml", "--set", "eval.every=1", "--set", "eval.env.id=Acrobot-v1"], "eval.env changes what the policy sees or does: training env"),
     "evaluate no episodes": (["evaluate", "{existing}", "--episodes", "0"], "evaluate needs at least 1 episode, got 0 (--episodes N)"),
     "evaluate missing": (["evaluate", "{tmp}/nope.pt"], "checkpoint or run directory not found"),
 }  # fmt: skip

@@ -46,7 +46,7 @@ def test_storage_is_allocated_once(small_config, inline_runtime, env: str) -> No
 
 
 @pytest.mark.parametrize("env", list(ENVS))
-@pytest.mark.parametrize("kind", ["mlp", "lstm"])
+@pytest.mark.parametrize("kind", ["mlp", "lstm", "tests.custom_networks:GRUCore"])
 def test_stored_rollouts_are_ordinary_tensors_that_backpropagate(small_config, inline_runtime, kind, env) -> None:
     """Invariant 4: rollouts made in inference mode, copied in, give a buffer autograd can use."""
     config = small_config(env=ENVS[env], policy={"kind": kind})
@@ -65,7 +65,8 @@ def test_stored_rollouts_are_ordinary_tensors_that_backpropagate(small_config, i
         assert not tensor.is_inference(), name
     E = config.workers.envs_per_worker
     assert torch.equal(buffer.tensors[leaf][:, E : 2 * E].cpu(), rollouts[1].tensors[leaf])
-    assert torch.equal(buffer.hidden[:, :, :, E : 2 * E].cpu(), rollouts[1].tensors["hidden"])
+    env_axis = buffer.state_axis + 1  # the LSTM's [C, 2, L, N, H], the GRU's [C, 1, N, H]
+    assert torch.equal(buffer.hidden.narrow(env_axis, E, E).cpu(), rollouts[1].tensors["hidden"])
     assert torch.equal(buffer.last_value[E : 2 * E].cpu(), rollouts[1].tensors["last_value"])
     assert torch.equal(buffer.actions[:, :E].cpu(), first_rollout["actions"])
 

@@ -29,17 +29,26 @@ RATIO_ENVS = {
 }
 
 
-RATIO_CASES = [(env, kind, 1) for kind in ("mlp", "lstm") for env in RATIO_ENVS] + [("toy-multidiscrete", "lstm", 2)]
+GRU = "tests.custom_networks:GRUCore"  # the example custom networks of docs/networks.md
+CUSTOM = {"gru": (GRU, "auto"), "gru+encoder": (GRU, "tests.custom_networks:SumEncoder"),
+          "residual": ("tests.custom_networks:ResidualMLPCore", "auto")}  # fmt: skip
+RATIO_CASES = (
+    [(env, kind, 1) for kind in ("mlp", "lstm") for env in RATIO_ENVS]
+    + [("toy-multidiscrete", "lstm", 2)]
+    + [("masked-cartpole", "gru", 1), ("dict", "gru+encoder", 1), ("toy-box", "residual", 1)]
+)
 
 
 @pytest.mark.parametrize("env, kind, layers", RATIO_CASES, ids=[f"{k}{n}-{e}" for e, k, n in RATIO_CASES])
 def test_first_minibatch_ratio_is_one(small_config, inline_runtime, env: str, kind: str, layers: int) -> None:
-    """Invariant 5: worker and learner agree on normalization, log-probs, LSTM states and resets,
-    over several iterations whose sequences hold terminations, truncations and episode starts."""
+    """Invariant 5: worker and learner agree on normalization, log-probs, recurrent states and
+    resets, over several iterations whose sequences hold terminations, truncations and episode
+    starts; custom networks included."""
     env_id, kwargs, time_limit = RATIO_ENVS[env]
+    core, encoder = CUSTOM.get(kind, (kind, "auto"))
     config = small_config(
         env={"id": env_id, "kwargs": kwargs, "max_episode_steps": time_limit},
-        policy={"kind": kind, "lstm_layers": layers},
+        policy={"kind": core, "encoder": encoder, "lstm_layers": layers},
         ppo={"rollout_steps": 32, "sequence_length": 8, "num_minibatches": 4, "normalize_obs": True},
         workers={"num_workers": 2, "envs_per_worker": 3},
     )
@@ -57,7 +66,7 @@ def test_first_minibatch_ratio_is_one(small_config, inline_runtime, env: str, ki
     if runtime.learner.obs_rms:  # vector leaves: normalization was live from iteration 2 on
         assert all(rms.count > 0 for rms in runtime.learner.obs_rms.values())
     assert terminations > 0 and truncations > 0
-    if kind == "lstm":
+    if config.policy.recurrent:
         assert starts_inside > 0
 
 

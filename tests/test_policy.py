@@ -26,19 +26,22 @@ ACTION_SPACES = {
 }
 
 
+GRU = "tests.custom_networks:GRUCore"  # a custom core (docs/networks.md), state [1, B, H]
+
+
 def make_policy(kind: str, space: spaces.Space, layers: int = 1, seed: int = 0) -> ActorCritic:
     torch.manual_seed(seed)
     config = PolicyConfig(kind=kind, hidden_sizes=[16, 12], lstm_hidden_size=10, lstm_layers=layers)
     return vector_policy(OBS_DIM, space, config)
 
 
-@pytest.mark.parametrize("kind", ["mlp", "lstm"])
+@pytest.mark.parametrize("kind", ["mlp", "lstm", GRU])
 def test_initial_hidden_is_a_zero_inference_tensor(kind: str) -> None:
     """Invariant 1."""
     policy = make_policy(kind, spaces.Discrete(2), layers=2)
     hidden = policy.initial_hidden(7)
     assert hidden.is_inference()
-    expected = (2, 2, 7, 10) if kind == "lstm" else (2, 0, 7, 0)
+    expected = {"lstm": (2, 2, 7, 10), "mlp": (2, 0, 7, 0), GRU: (1, 7, 10)}[kind]
     assert tuple(hidden.shape) == expected
     assert not hidden.any()
 
@@ -106,7 +109,7 @@ def test_lstm_reset_makes_the_past_irrelevant() -> None:
     assert (value_a[:3] - value_b[:3]).abs().max() > 1e-3  # before the reset they do differ
 
 
-@pytest.mark.parametrize("kind", ["mlp", "lstm"])
+@pytest.mark.parametrize("kind", ["mlp", "lstm", GRU])
 def test_initial_hidden_fed_straight_into_evaluate_actions(kind: str) -> None:
     """Pinned behaviour: this works, and gives the same gradients as a cloned state.
 
@@ -135,7 +138,7 @@ def test_initial_hidden_fed_straight_into_evaluate_actions(kind: str) -> None:
 
 
 @pytest.mark.parametrize("space_name", list(ACTION_SPACES))
-@pytest.mark.parametrize("kind", ["mlp", "lstm"])
+@pytest.mark.parametrize("kind", ["mlp", "lstm", GRU])
 def test_output_shapes(kind: str, space_name: str) -> None:
     space = ACTION_SPACES[space_name]
     policy = make_policy(kind, space)

@@ -18,7 +18,7 @@ from torch import nn
 
 from trainer.core.config import Config, dump_config, load_config
 from trainer.core.policy import ActorCritic
-from trainer.core.spec import ROOT, ObsLeaf
+from trainer.core.spec import ROOT, example_observation
 from trainer.inference import load_policy
 from trainer.runtime.checkpoint import CheckpointError
 
@@ -52,7 +52,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
     policy = loaded.network
     module = InferencePolicy(policy).eval()
     batch = torch.export.Dim("batch", min=1, max=65536)
-    leaves = {leaf.key: _example(leaf) for leaf in loaded.obs_spec.leaves}
+    leaves = {leaf.key: example_observation(leaf, (2,)) for leaf in loaded.obs_spec.leaves}
     obs, obs_dims = (leaves[ROOT], {0: batch}) if module.single else (leaves, {k: {0: batch} for k in leaves})
     dims = policy.state_dims
     hidden = torch.zeros([2 if d is None else d for d in dims])
@@ -72,13 +72,6 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.export.save(program, out, extra_files={CONFIG_FILE: dump_config(loaded.config), META_FILE: json.dumps(meta)})
     return out
-
-
-def _example(leaf: ObsLeaf) -> torch.Tensor:
-    """A batch of 2 valid observations of a leaf (discrete leaves at their smallest values)."""
-    if leaf.kind in ("discrete", "multidiscrete"):
-        return torch.tensor(leaf.starts, dtype=leaf.dtype).reshape(leaf.shape).expand(2, *leaf.shape).clone()
-    return torch.zeros(2, *leaf.shape, dtype=leaf.dtype)
 
 
 def load_exported(path: str | Path) -> tuple[Config, nn.Module, tuple[int | None, ...]]:

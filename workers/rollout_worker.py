@@ -193,7 +193,8 @@ class RolloutWorker:
         final_obs = self.obs_spec.stack(info["final_obs"][i] for i in index)
         no_reset = torch.zeros(len(index), dtype=torch.bool)
         values = torch.zeros(len(truncated))
-        values[index] = self.policy.value(final_obs, self.acting.hidden[:, :, index], no_reset)
+        state = self.acting.hidden.index_select(self.policy.state_axis, torch.from_numpy(index))
+        values[index] = self.policy.value(final_obs, state, no_reset)
         return values
 
     def _discounted_returns(self, reward: np.ndarray, done: np.ndarray) -> np.ndarray:

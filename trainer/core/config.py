@@ -7,11 +7,12 @@ result, turning every problem into one `ConfigError` that names the key.
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from trainer.core.errors import ConfigError
 
@@ -48,9 +49,17 @@ class EnvConfig(Section):
     `reset` that env, record a zero-reward termination and count it (workers/env_failures)."""
 
 
+ENTRY_POINT = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+
 class PolicyConfig(Section):
-    kind: Literal["mlp", "lstm"] = "mlp"
-    """`mlp`: no memory; `lstm`: an LSTM core after the encoder and torso."""
+    kind: str = "mlp"
+    """`mlp`: no memory; `lstm`: an LSTM core after the encoder and torso; or the entry point
+    `package.module:Class` of your own core (docs/networks.md), which trains on sequences of
+    ppo.sequence_length steps like the LSTM."""
+    encoder: str = "auto"
+    """`auto`: a CNN per image leaf and the flat features of the others, concatenated; or the
+    entry point `package.module:Class` of your own encoder (docs/networks.md)."""
     hidden_sizes: list[int] = [64, 64]
     """Torso layers after the encoder ([] puts the heads, or the LSTM, on the encoder's features)."""
     activation: Literal["tanh", "relu"] = "tanh"
@@ -61,6 +70,19 @@ class PolicyConfig(Section):
     more (Atari's 84x84), else the small 3x3 CNN (MiniGrid 7x7, MinAtar 10x10)."""
     image_layout: Literal["auto", "chw", "hwc"] = "auto"
     """Where image channels are: `auto` takes the smallest dimension, first or last."""
+
+    @property
+    def recurrent(self) -> bool:
+        """Trains on sequences with a recurrent state (the LSTM, and any custom core)."""
+        return self.kind != "mlp"
+
+    @field_validator("kind", "encoder")
+    @classmethod
+    def _built_in_or_entry_point(cls, value: str, info) -> str:
+        built_in = {"kind": ("mlp", "lstm"), "encoder": ("auto",)}[info.field_name]
+        if value not in built_in and not ENTRY_POINT.match(value):
+            raise ValueError(f"{' or '.join(built_in)}, or an entry point package.module:Class")
+        return value
 
     @model_validator(mode="after")
     def _sizes_positive(self) -> PolicyConfig:
@@ -218,7 +240,7 @@ class Config(Section):
     @property
     def sequence_length(self) -> int:
         """K used by the buffer: the LSTM trains on sequences, the MLP on single steps."""
-        return self.ppo.sequence_length if self.policy.kind == "lstm" else 1
+        return self.ppo.sequence_length if self.policy.recurrent else 1
 
     @property
     def num_sequences(self) -> int:
@@ -241,12 +263,12 @@ class Config(Section):
     @model_validator(mode="after")
     def _sizes_fit(self) -> Config:
         ppo = self.ppo
-        if self.policy.kind == "lstm" and ppo.rollout_steps % ppo.sequence_length:
+        if self.policy.recurrent and ppo.rollout_steps % ppo.sequence_length:
             raise ValueError(
                 f"ppo.sequence_length ({ppo.sequence_length}) must divide ppo.rollout_steps ({ppo.rollout_steps})"
             )
         if self.num_sequences % ppo.num_minibatches:
-            unit = "sequences" if self.policy.kind == "lstm" else "samples"
+            unit = "sequences" if self.policy.recurrent else "samples"
             raise ValueError(
                 f"ppo.num_minibatches ({ppo.num_minibatches}) must divide the {self.num_sequences} {unit} "
                 f"of one iteration (rollout_steps x num_workers x envs_per_worker)"

@@ -19,10 +19,11 @@ from gymnasium import spaces
 from torch import nn
 
 from trainer.core.config import Config
+from trainer.core.custom_networks import build_core, build_encoder
 from trainer.core.distributions import ActionDistribution, distribution_for
 from trainer.core.encoders import ObsEncoder, layer_init
 from trainer.core.preprocessing import ObsPreprocessor
-from trainer.core.spec import ROOT, ObsSpec, RolloutSpec
+from trainer.core.spec import ROOT, ObsSpec, RolloutSpec, example_observation
 
 Obs = dict[str, torch.Tensor] | torch.Tensor  # leaves by key; a plain Box observation may be its tensor
 
@@ -80,6 +81,11 @@ class ActorCritic(nn.Module):
     def state_dims(self) -> tuple[int | None, ...]:
         """Dims of the recurrent state with None at the batch axis, e.g. (2, L, None, H)."""
         raise NotImplementedError
+
+    @property
+    def state_axis(self) -> int:
+        """The batch axis of the recurrent state."""
+        return self.state_dims.index(None)
 
     @torch.inference_mode()
     def initial_hidden(self, batch_size: int) -> torch.Tensor:
@@ -146,7 +152,7 @@ class MLPActorCritic(ActorCritic):
     """Separate actor and critic torsos (CleanRL's ppo.py) over the shared encoder, no recurrent state."""
 
     def __init__(self, obs: ObsSpec, dist: ActionDistribution, config: Config) -> None:
-        encoder = ObsEncoder(obs, config.policy.cnn)
+        encoder = make_encoder(obs, config)
         sizes = [encoder.output_size, *config.policy.hidden_sizes]
         super().__init__(obs, encoder, dist, config, sizes[-1])
         self.actor_torso = mlp(sizes, _activation(config))
@@ -169,7 +175,7 @@ class LSTMActorCritic(ActorCritic):
 
     def __init__(self, obs: ObsSpec, dist: ActionDistribution, config: Config) -> None:
         policy = config.policy
-        encoder = ObsEncoder(obs, policy.cnn)
+        encoder = make_encoder(obs, config)
         sizes = [encoder.output_size, *policy.hidden_sizes]
         super().__init__(obs, encoder, dist, config, policy.lstm_hidden_size)
         self.torso = mlp(sizes, _activation(config))
@@ -249,8 +255,38 @@ class LSTMActorCritic(ActorCritic):
         return out[offset, segment].reshape(B, T, -1).transpose(0, 1), state
 
 
+class CoreActorCritic(ActorCritic):
+    """Encoder -> your core (`policy.kind: package.module:Class`, docs/networks.md) -> shared
+    features for both heads. A core without memory declares `state_dims = ()`; it then gets and
+    gives back an empty state `[B, 0]`."""
+
+    def __init__(self, obs: ObsSpec, dist: ActionDistribution, config: Config) -> None:
+        encoder = make_encoder(obs, config)
+        core = build_core(config.policy, encoder.output_size)
+        super().__init__(obs, encoder, dist, config, core.output_size)
+        self.core = core
+
+    @property
+    def state_dims(self) -> tuple[int | None, ...]:
+        return tuple(self.core.state_dims) or (None, 0)
+
+    def features(self, obs, hidden, first, final_state: bool = True):
+        out, state = self.core(self.encode(obs), hidden, first)
+        return (out, out), (state if self.core.state_dims else hidden)
+
+
+def make_encoder(obs: ObsSpec, config: Config) -> nn.Module:
+    """The built-in per-leaf encoders, or `policy.encoder: package.module:Class`."""
+    if config.policy.encoder == "auto":
+        return ObsEncoder(obs, config.policy.cnn)
+    preprocess = ObsPreprocessor(obs, config.ppo.normalize_obs, config.ppo.obs_clip)
+    example = {leaf.key: example_observation(leaf, (1, 2)) for leaf in obs.leaves}
+    return build_encoder(config.policy, obs, preprocess, example)
+
+
 def build_policy(obs: ObsSpec, action_space: spaces.Space, config: Config) -> ActorCritic:
-    cls = LSTMActorCritic if config.policy.kind == "lstm" else MLPActorCritic
+    kind = config.policy.kind
+    cls = MLPActorCritic if kind == "mlp" else LSTMActorCritic if kind == "lstm" else CoreActorCritic
     return cls(obs, distribution_for(action_space), config)
 
 

@@ -132,6 +132,13 @@ class ObsSpec:
 _NUMPY_DTYPES = {torch.uint8: np.dtype(np.uint8), torch.bool: np.dtype(np.bool_)}
 
 
+def example_observation(leaf: ObsLeaf, batch: tuple[int, ...]) -> torch.Tensor:
+    """Valid observations of a leaf, `[*batch, *shape]` (discrete leaves at their smallest values)."""
+    if leaf.kind in ("discrete", "multidiscrete"):
+        return torch.tensor(leaf.starts, dtype=leaf.dtype).reshape(leaf.shape).expand(*batch, *leaf.shape).clone()
+    return torch.zeros(*batch, *leaf.shape, dtype=leaf.dtype)
+
+
 def module_key(key: str) -> str:
     """A leaf key as a torch module name (which may not hold '.'; a Dict key may)."""
     return key.replace(".", "_")

@@ -28,7 +28,7 @@ class Minibatch:
     advantage: torch.Tensor  # [K, B]
     ret: torch.Tensor  # [K, B]
     first: torch.Tensor  # [K, B]
-    hidden: torch.Tensor  # [2, L, B, H]
+    hidden: torch.Tensor  # the state at each sequence's start, the LSTM's [2, L, B, H]
 
 
 class RolloutBuffer:
@@ -119,13 +119,20 @@ class RolloutBuffer:
                 advantage=self._sequences(self.advantage, index),
                 ret=self._sequences(self.ret, index),
                 first=self._sequences(self.first, index),
-                hidden=self._sequence_hidden()[:, :, index],
+                hidden=self._sequence_hidden().index_select(self.state_axis, index),
             )
 
+    @property
+    def state_axis(self) -> int:
+        """The batch axis of one step's recurrent state (2 in the LSTM's [2, L, B, H])."""
+        return next(f for f in self.spec.fields if f.name == "hidden").env_axis - 1
+
     def _sequence_hidden(self) -> torch.Tensor:
-        """[C, 2, L, N, H] -> [2, L, C*N, H], sequences in the order `_sequences` uses."""
-        _, two, layers, _, size = self.hidden.shape
-        return self.hidden.permute(1, 2, 0, 3, 4).reshape(two, layers, self.C * self.N, size)
+        """[C, ..., N, ...] -> [..., C*N, ...] (the LSTM's [C, 2, L, N, H] -> [2, L, C*N, H]),
+        sequences in the order `_sequences` uses."""
+        axis = self.state_axis
+        hidden = self.hidden.movedim(0, axis)  # [..., C, N, ...]
+        return hidden.reshape(*hidden.shape[:axis], self.C * self.N, *hidden.shape[axis + 2 :])
 
     def _sequences(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """[T, N, ...] -> [K, C*N, ...] (sequence s = chunk s // N, env s % N) -> columns `index`."""

@@ -15,6 +15,7 @@ from pathlib import Path
 from trainer.core.config import Config, load_config
 from trainer.core.envs import Probe, probe_env
 from trainer.core.errors import UserError
+from trainer.core.policy import build_policy
 from trainer.runtime.callbacks import IterationReport, as_callbacks, callback_name
 from trainer.runtime.checkpoint import (
     CHECKPOINT_DIR,
@@ -85,6 +86,8 @@ def train(
         check_policy_fits(checkpoint, config, probe, checkpoint_path)
     if config.eval.every and config.eval.env:
         check_eval_env(config, probe)
+    if config.policy.kind not in ("mlp", "lstm") or config.policy.encoder != "auto":
+        build_policy(probe.obs_spec, probe.action_space, config)  # a custom network's interface, checked here
     ensure_memory_fits(config, probe)
     path = create_run_dir(config, run_dir, run_name, resuming=checkpoint is not None)
     first_step = checkpoint["env_steps"] if checkpoint is not None else 0
