@@ -24,7 +24,7 @@ from benchmarks.throughput import Timing, time_iterations
 CONFIG = "configs/atari_breakout.yaml"
 SB3_ENV = "BreakoutNoFrameskip-v4"  # the same game, frameskip 1, no sticky actions
 FRAME_SKIP = 4
-PHASES = ("collect_time_s", "transfer_time_s", "copy_time_s", "update_time_s")
+PHASES = ("perf/collect_s", "perf/transfer_s", "perf/copy_s", "perf/learn_s")  # the TensorBoard tags
 
 
 def peak_rss_mb(_=None) -> float:
@@ -147,7 +147,7 @@ def report(limit: dict, rows: dict, sb3: dict) -> None:
         print(
             f"| {row['label']} | {row['steps_per_s']:,.0f} | {row['steps_per_s'] * FRAME_SKIP:,.0f} "
             f"| {row['steps_per_s'] / limit['steps_per_s']:.1%} | {vs_sb3} "
-            f"| {row['iteration_s']:.2f} | {phases['collect_time_s']:.2f} | {phases['update_time_s']:.2f} | {rss} |"
+            f"| {row['iteration_s']:.2f} | {phases['perf/collect_s']:.2f} | {phases['perf/learn_s']:.2f} | {rss} |"
         )
     if not sb3_rate:
         print(f"| SB3 PPO CnnPolicy: {sb3['skipped']} | | | | | | | | |")

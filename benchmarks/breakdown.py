@@ -23,7 +23,7 @@ def breakdown_from(run: dict) -> dict:
     busiest = statistics.fmean(max(e + f for e, f in zip(it["worker_env_s"], it["worker_forward_s"])) for it in its)
     iteration = mean("iteration_s")
     collect, transfer, copy, update = (
-        mean(k) for k in ("collect_time_s", "transfer_time_s", "copy_time_s", "update_time_s")
+        mean(k) for k in ("perf/collect_s", "perf/transfer_s", "perf/copy_s", "perf/learn_s")
     )
     known = sum(x for x in (collect, transfer, copy, update) if not math.isnan(x))
     phases = [

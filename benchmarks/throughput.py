@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from benchmarks.limit import measure_limit
 from benchmarks.processes import children_reaped, log, result_line, run_subprocess
 from benchmarks.rows import CONFIGS, ENVS_PER_WORKER, OURS, REPO_ROOT, SB3_ROWS, Params, limit_name, limit_spec
+from trainer.core.timing import is_phase
 
 
 def run_limit(name: str, params: Params) -> dict:
@@ -71,9 +72,9 @@ def time_iterations(runtime, timing: Timing, warmup: int, measured: int) -> None
         timing.iterations.append(
             {
                 "iteration_s": wall,
-                **{k: v for k, v in stats.metrics.items() if k.endswith("_time_s")},
-                "worker_env_s": [t.get("env_s", math.nan) for t in stats.worker_timings],
-                "worker_forward_s": [t.get("forward_s", math.nan) for t in stats.worker_timings],
+                **{k: v for k, v in stats.metrics.items() if is_phase(k)},  # perf/collect_s, ...: the TB tags
+                "worker_env_s": [t.get("perf/env_s", math.nan) for t in stats.worker_timings],
+                "worker_forward_s": [t.get("perf/forward_s", math.nan) for t in stats.worker_timings],
             }
         )
     timing.end = time.perf_counter()

@@ -188,7 +188,7 @@ def test_cuda_buffer_through_pinned_staging(small_config, inline_runtime, kind: 
     learner, buffer = runtime.learner, runtime.learner.buffer
     pointers = {name: t.data_ptr() for name, t in all_tensors(buffer).items()}
     for _ in range(3):
-        assert runtime.iterate().metrics["first_minibatch_ratio_dev"] < 1e-5
+        assert runtime.iterate().metrics["losses/first_minibatch_ratio_dev"] < 1e-5
     rollouts = [worker.collect(learner.snapshot()) for worker in runtime.workers]
     for slot, rollout in enumerate(rollouts):
         learner.receive(slot, rollout)

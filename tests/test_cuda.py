@@ -39,7 +39,7 @@ def test_cuda_learner_keeps_ratio_one_and_learns(kind):
     assert not buffer.obs["obs"].is_inference() and not buffer.hidden.is_inference()
     assert {name: getattr(buffer, name).data_ptr() for name in pointers} == pointers
     for s in stats:
-        assert s.metrics["first_minibatch_ratio_dev"] < 1e-5
+        assert s.metrics["losses/first_minibatch_ratio_dev"] < 1e-5
         assert torch.isfinite(torch.tensor(s.metrics["loss"]))
     assert runtime.learner.version == 4
 

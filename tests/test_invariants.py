@@ -57,7 +57,7 @@ def test_first_minibatch_ratio_is_one(small_config, inline_runtime, env: str, ki
     terminations = truncations = starts_inside = 0
     for iteration in range(4):
         metrics = runtime.iterate().metrics
-        deviation = metrics["first_minibatch_ratio_dev"]
+        deviation = metrics["losses/first_minibatch_ratio_dev"]
         assert deviation < 1e-5, f"iteration {iteration}: max |ratio - 1| = {deviation}"
         terminations += int(buffer.terminated.sum())
         truncations += int(buffer.truncated.sum())

@@ -51,7 +51,7 @@ def test_workers_pinned_to_second_node_feed_the_learner(two_nodes):
         runtime.close()
     assert worker_nodes == [second.node_id, second.node_id]
     assert version == 3
-    assert all(s.metrics["first_minibatch_ratio_dev"] < 1e-5 for s in stats)
+    assert all(s.metrics["losses/first_minibatch_ratio_dev"] < 1e-5 for s in stats)
 
 
 def test_training_survives_losing_a_node(two_nodes):
@@ -74,4 +74,4 @@ def test_training_survives_losing_a_node(two_nodes):
         runtime.close()
     assert sum(s.restarts for s in stats) >= 1
     assert any("died" in m for m in messages), messages
-    assert all(s.metrics["first_minibatch_ratio_dev"] < 1e-5 for s in stats)
+    assert all(s.metrics["losses/first_minibatch_ratio_dev"] < 1e-5 for s in stats)

@@ -107,8 +107,8 @@ def test_killed_worker_is_replaced_and_training_stays_on_policy(local_ray):
     assert during.restarts == 1
     assert runtime.restarts == [0, 1]
     assert any("rollout worker 1 died" in m and "restart 1/3" in m for m in messages), messages
-    assert during.metrics["first_minibatch_ratio_dev"] < 1e-5
-    assert after.metrics["first_minibatch_ratio_dev"] < 1e-5
+    assert during.metrics["losses/first_minibatch_ratio_dev"] < 1e-5
+    assert after.metrics["losses/first_minibatch_ratio_dev"] < 1e-5
 
 
 def test_killed_worker_run_finishes_with_all_steps(local_ray, tmp_path):

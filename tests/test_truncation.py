@@ -8,6 +8,7 @@ import io
 import pytest
 
 from tests.test_buffer import make_buffer
+from trainer.core.envs import probe_env
 from trainer.runtime.progress import ProgressReporter
 from trainer.runtime.session import TrainingSession
 
@@ -31,11 +32,12 @@ def test_ratio_away_from_one_is_reported(small_config, inline_runtime, tmp_path)
     config = small_config(execution="inline")
     out = io.StringIO()
     progress = ProgressReporter(1000, 1000.0, stream=out)
-    session = TrainingSession(config, tmp_path, {}, None, inline_runtime(config), progress)
-    session._check_ratio({"first_minibatch_ratio_dev": 3e-7, "perf/policy_lag": 0.0})
-    session._check_ratio({"first_minibatch_ratio_dev": 0.2, "perf/policy_lag": 1.0})  # lag: expected
+    runtime = inline_runtime(config)
+    session = TrainingSession(config, tmp_path, probe_env(config.env), runtime, progress)
+    session._check_ratio({"losses/first_minibatch_ratio_dev": 3e-7, "perf/policy_lag": 0.0})
+    session._check_ratio({"losses/first_minibatch_ratio_dev": 0.2, "perf/policy_lag": 1.0})  # lag: expected
     assert out.getvalue() == ""
-    session._check_ratio({"first_minibatch_ratio_dev": 0.02})
+    session._check_ratio({"losses/first_minibatch_ratio_dev": 0.02})
     assert "WARNING: first-minibatch PPO ratio deviates from 1 by 2.00e-02" in out.getvalue()
     session.writer.close(float("nan"), 0, ran=False)
     assert session.ratio_warnings == 1

@@ -22,6 +22,7 @@ from trainer.core.messages import EpisodeStats, PolicySnapshot, Rollout
 from trainer.core.normalization import RunningMeanStd
 from trainer.core.policy import build_policy, rollout_spec
 from trainer.core.spec import OBS_PREFIX, ObsSpec
+from trainer.core.timing import PhaseTimer
 
 
 class EnvStepError(UserError):
@@ -90,7 +91,7 @@ class RolloutWorker:
         logprob, value, reward, first = data["logprob"], data["value"], data["reward"], data["first"]
         discounted_returns = np.empty((T, E))
         episodes = EpisodeStats()
-        env_time = forward_time = 0.0
+        timer = PhaseTimer()
 
         for t in range(T):
             if t % K == 0:
@@ -102,10 +103,10 @@ class RolloutWorker:
             action, logprob[t], value[t] = acting.act(self.next_obs, generator=self.generator)
             data["actions"][t] = action
             tock = time.perf_counter()
-            forward_time += tock - tick
+            timer.add("forward", tock - tick)
             self.next_obs, rew, term, trunc, info = self._step(action, t)
             self.vector_steps += 1
-            env_time += time.perf_counter() - tock
+            timer.add("env", time.perf_counter() - tock)
 
             reward[t] = torch.from_numpy(rew)
             data["terminated"][t], data["truncated"][t] = torch.from_numpy(term), torch.from_numpy(trunc)
@@ -129,7 +130,7 @@ class RolloutWorker:
             obs_delta={key: delta.stats() for key, delta in self.obs_delta.items()},
             return_delta=self.return_delta.stats(),
             episodes=episodes,
-            timings={"env_s": env_time, "forward_s": forward_time, "env_failures": float(self.env_failures)},
+            timings=timer.take() | {"env_failures": float(self.env_failures)},
         )
         for delta in self.obs_delta.values():
             delta.reset()

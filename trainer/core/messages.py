@@ -52,7 +52,7 @@ class Rollout:
     obs_delta: dict[str, MomentStats]  # per vector leaf: the observations this worker saw since the snapshot
     return_delta: MomentStats  # stats of discounted returns, for reward scaling
     episodes: EpisodeStats
-    timings: dict[str, float]  # seconds spent per phase on the worker
+    timings: dict[str, float]  # seconds per phase on the worker (perf/env_s, perf/forward_s), env_failures
 
 
 def check_rollout(

@@ -4,8 +4,6 @@ takes rollouts in, runs the PPO epochs. A plain class, so a Ray actor can wrap i
 
 from __future__ import annotations
 
-import time
-
 import torch
 from gymnasium import spaces
 
@@ -15,6 +13,7 @@ from trainer.core.messages import PolicySnapshot, Rollout, check_rollout
 from trainer.core.normalization import MomentStats, RunningMeanStd
 from trainer.core.policy import build_policy, rollout_spec
 from trainer.core.spec import ObsSpec
+from trainer.core.timing import PhaseTimer
 from trainer.learning.buffer import RolloutBuffer
 from trainer.learning.ppo import ppo_loss
 
@@ -57,6 +56,7 @@ class Learner:
         self.iteration = 0
         self.env_steps = 0  # learned from, over the whole run (resumes included): what anneal_lr follows
         self._received: dict[int, tuple[dict[str, MomentStats], MomentStats]] = {}
+        self.timer = PhaseTimer()
 
     def snapshot(self) -> PolicySnapshot:
         weights = {k: v.detach().to("cpu", copy=True) for k, v in self.policy.state_dict().items()}
@@ -94,16 +94,15 @@ class Learner:
         self._received[slot] = (rollout.obs_delta, rollout.return_delta)
 
     def learn(self, rollouts: list[Rollout]) -> dict[str, float]:
-        """One iteration's learner side: every worker's rollout in slot order, then the update."""
-        start = time.perf_counter()
-        for slot, rollout in enumerate(rollouts):
-            self.receive(slot, rollout)
-        copy_time = time.perf_counter() - start
+        """One iteration's learner side: every worker's rollout in slot order, then the update.
+        Returns its scalars by TensorBoard tag, phase times included."""
+        with self.timer.phase("copy"):
+            for slot, rollout in enumerate(rollouts):
+                self.receive(slot, rollout)
         lag = self.version - min(rollout.version for rollout in rollouts)
         metrics = self.update()
-        metrics["copy_time_s"] = copy_time
         metrics["perf/policy_lag"] = float(lag)
-        return metrics
+        return metrics | self.timer.take()
 
     def update(self) -> dict[str, float]:
         """Run the PPO epochs on the full buffer, then merge the workers' normalizer deltas
@@ -111,7 +110,11 @@ class Learner:
         missing = set(range(self.config.workers.num_workers)) - set(self._received)
         if missing:
             raise RuntimeError(f"update() before rollouts from workers {sorted(missing)} arrived")
-        start = time.perf_counter()
+        with self.timer.phase("learn"):
+            metrics = self._update()
+        return metrics
+
+    def _update(self) -> dict[str, float]:
         ppo = self.config.ppo
         if ppo.anneal_lr:
             fraction = 1.0 - self.env_steps / self.config.ppo.total_steps
@@ -121,10 +124,9 @@ class Learner:
         self.buffer.compute_advantages(ppo.gamma, ppo.gae_lambda, reward, ppo.bootstrap_truncated)
 
         metrics, stopped_early = self._run_epochs()
-        metrics["explained_variance"] = explained_variance(self.buffer.value, self.buffer.ret)
-        metrics["learning_rate"] = self.optimizer.param_groups[0]["lr"]
-        metrics["stopped_early"] = float(stopped_early)
-        metrics["update_time_s"] = time.perf_counter() - start
+        metrics["losses/explained_variance"] = explained_variance(self.buffer.value, self.buffer.ret)
+        metrics["losses/stopped_early"] = float(stopped_early)
+        metrics["charts/learning_rate"] = self.optimizer.param_groups[0]["lr"]
         self._merge_deltas()
         metrics.update(self._normalizer_summary())
         if self.device.type == "cuda":
@@ -139,6 +141,7 @@ class Learner:
         end, so a CUDA learner synchronizes once per update, not once per minibatch."""
         ppo = self.config.ppo
         names = ("loss", "policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction", "grad_norm")
+        tags = ("total", "policy", "value", "entropy", "approx_kl", "clip_fraction", "grad_norm")
         sums = torch.zeros(len(names), device=self.device)
         first_ratio_dev = None
         count = 0
@@ -160,8 +163,8 @@ class Learner:
             if ppo.target_kl is not None and terms.approx_kl.item() > ppo.target_kl:
                 break
         stopped_early = count < ppo.update_epochs * ppo.num_minibatches
-        metrics = dict(zip(names, (sums / count).tolist()))
-        metrics["first_minibatch_ratio_dev"] = first_ratio_dev.item()
+        metrics = {f"losses/{tag}": value for tag, value in zip(tags, (sums / count).tolist())}
+        metrics["losses/first_minibatch_ratio_dev"] = first_ratio_dev.item()
         return metrics, stopped_early
 
     def _normalizer_summary(self) -> dict[str, float]:

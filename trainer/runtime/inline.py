@@ -9,6 +9,7 @@ import torch
 from trainer.core.config import Config
 from trainer.core.envs import Probe
 from trainer.core.messages import EpisodeStats
+from trainer.core.timing import phase_tag
 from trainer.learning.learner import Learner
 from trainer.runtime.checkpoint import capture_rng, restore_rng, worker_rng_states
 from trainer.runtime.stats import IterationStats
@@ -32,7 +33,7 @@ class InlineRuntime:
         rollouts = [worker.collect(snapshot) for worker in self.workers]
         collect_time = time.perf_counter() - start
         metrics = self.learner.learn(rollouts)
-        metrics["collect_time_s"] = collect_time
+        metrics[phase_tag("collect")] = collect_time
         episodes = EpisodeStats.concat([rollout.episodes for rollout in rollouts])
         return IterationStats(metrics, episodes, [rollout.timings for rollout in rollouts])
 

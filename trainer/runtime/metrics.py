@@ -20,28 +20,19 @@ from torch.utils.tensorboard.summary import hparams
 
 from trainer.core.config import Config, dump_config
 from trainer.core.errors import UserError
+from trainer.core.timing import PHASE_PREFIX, PHASE_SUFFIX, is_phase, phase_tag
 from trainer.runtime.stats import IterationStats
 
-LOSS_TAGS = {
-    "policy_loss": "losses/policy",
-    "value_loss": "losses/value",
-    "entropy": "losses/entropy",
-    "approx_kl": "losses/approx_kl",
-    "clip_fraction": "losses/clip_fraction",
-    "explained_variance": "losses/explained_variance",
-    "grad_norm": "losses/grad_norm",
-    "first_minibatch_ratio_dev": "losses/first_minibatch_ratio_dev",
-    "learning_rate": "charts/learning_rate",
-}
-PHASES = {"collect": "collect_time_s", "transfer": "transfer_time_s", "copy": "copy_time_s", "learn": "update_time_s"}
 FINAL_RETURN_TAG = "hparams/final_mean_return"
 
 
 def iteration_scalars(
     stats: IterationStats, iteration_s: float, steps_per_s: float, restarts: list[int], config: Config
 ) -> dict[str, float]:
-    """Every scalar of one iteration, by tag; NaNs (e.g. no episode ended) are left out."""
-    scalars: dict[str, float] = {}
+    """Every scalar of one iteration, by tag: the learner's and the runtime's as they come (their
+    sources name them by tag), episode returns (when an episode ended), throughput, each phase's
+    share of the iteration, and per-worker figures."""
+    scalars = dict(stats.metrics)
     episodes = stats.episodes
     if episodes.returns:
         for name, values in (("return", episodes.returns), ("length", episodes.lengths)):
@@ -49,28 +40,21 @@ def iteration_scalars(
             scalars[f"charts/episodic_{name}_min"] = float(np.min(values))
             scalars[f"charts/episodic_{name}_max"] = float(np.max(values))
     scalars["charts/episodes"] = float(len(episodes.returns))
-    for key, tag in LOSS_TAGS.items():
-        scalars[tag] = stats.metrics[key]
     scalars["perf/steps_per_s"] = steps_per_s
     scalars["perf/iteration_s"] = iteration_s
-    for phase, key in PHASES.items():
-        seconds = stats.metrics.get(key, 0.0)
-        scalars[f"perf/{phase}_s"] = seconds
-        scalars[f"perf/{phase}_share"] = seconds / iteration_s if iteration_s > 0 else 0.0
+    for tag, seconds in stats.metrics.items():
+        if is_phase(tag):
+            scalars[tag.removesuffix(PHASE_SUFFIX) + "_share"] = seconds / iteration_s if iteration_s > 0 else 0.0
     steps_per_worker = config.ppo.rollout_steps * config.workers.envs_per_worker
     for index, timings in enumerate(stats.worker_timings):
-        busy = timings["env_s"] + timings["forward_s"]
+        busy = timings[phase_tag("env")] + timings[phase_tag("forward")]
         scalars[f"workers/{index}/steps_per_s"] = steps_per_worker / busy if busy > 0 else 0.0
-        scalars[f"workers/{index}/env_s"] = timings["env_s"]
-        scalars[f"workers/{index}/forward_s"] = timings["forward_s"]
-        scalars[f"workers/{index}/env_failures"] = timings.get("env_failures", 0.0)
+        for name, value in timings.items():  # the worker's phases as workers/<i>/env_s, ...
+            scalars[f"workers/{index}/{name.removeprefix(PHASE_PREFIX)}"] = value
     for index, count in enumerate(restarts):
         scalars[f"workers/{index}/restarts"] = float(count)
     scalars["workers/restarts_total"] = float(sum(restarts))
-    for key, value in stats.metrics.items():
-        if key.startswith(("normalizer/", "perf/")):
-            scalars[key] = value
-    return {tag: value for tag, value in scalars.items() if math.isfinite(value)}
+    return scalars
 
 
 class TensorBoardWriteError(UserError):

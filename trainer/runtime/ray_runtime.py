@@ -21,6 +21,7 @@ from trainer.core.config import Config
 from trainer.core.envs import Probe
 from trainer.core.errors import UserError
 from trainer.core.messages import EpisodeStats
+from trainer.core.timing import phase_tag
 from trainer.runtime.checkpoint import capture_rng, restore_rng, worker_rng_states
 from trainer.runtime.placement import ensure_fits
 from trainer.runtime.ray_connect import connect, disconnect
@@ -123,7 +124,7 @@ class RayRuntime:
                 break
             except LearnerLost as exc:
                 self._recover_learner(str(exc))
-        metrics["collect_time_s"] = collect_time
+        metrics[phase_tag("collect")] = collect_time
         episodes = EpisodeStats.concat([info.episodes for info in infos])
         return IterationStats(metrics, episodes, [info.timings for info in infos], sum(self.restarts) - restarts_before)
 

@@ -9,7 +9,6 @@ with the same rollouts: the run loses no step. Only when that state is gone too 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 import ray
@@ -55,12 +54,9 @@ class LearnerActor(Learner):
     @ray.method(num_returns=2, enable_task_events=False)
     def learn_from_refs(self, rollout_refs: list) -> tuple[dict[str, float], dict]:
         """Fetch the rollouts from the object store, update; return the metrics and the new state."""
-        start = time.perf_counter()
-        rollouts = ray.get(rollout_refs)
-        transfer_time = time.perf_counter() - start
-        metrics = self.learn(rollouts)
-        metrics["transfer_time_s"] = transfer_time
-        return metrics, self.state_dict()
+        with self.timer.phase("transfer"):
+            rollouts = ray.get(rollout_refs)
+        return self.learn(rollouts), self.state_dict()
 
 
 class RemoteLearner:

@@ -251,7 +251,7 @@ class TrainingSession:
     def _check_ratio(self, metrics: dict[str, float]) -> None:
         """Warn loudly when the first minibatch's PPO ratio is not 1 on an on-policy iteration:
         workers and learner then disagree on normalization, hidden states or resets."""
-        deviation = metrics["first_minibatch_ratio_dev"]
+        deviation = metrics["losses/first_minibatch_ratio_dev"]
         if deviation > RATIO_TOLERANCE and metrics.get("perf/policy_lag", 0.0) == 0.0:
             self.ratio_warnings += 1
             if self.ratio_warnings in (1, 10, 100) or self.ratio_warnings % 1000 == 0:
