@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import time
-
 import torch
 
 from trainer.core.config import Config
 from trainer.core.envs import Probe
 from trainer.core.messages import EpisodeStats
-from trainer.core.timing import phase_tag
+from trainer.core.timing import PhaseTimer
 from trainer.learning.learner import Learner
 from trainer.runtime.checkpoint import capture_rng, restore_rng, worker_rng_states
 from trainer.runtime.stats import IterationStats
@@ -29,11 +27,10 @@ class InlineRuntime:
 
     def iterate(self) -> IterationStats:
         snapshot = self.learner.snapshot()
-        start = time.perf_counter()
-        rollouts = [worker.collect(snapshot) for worker in self.workers]
-        collect_time = time.perf_counter() - start
-        metrics = self.learner.learn(rollouts)
-        metrics[phase_tag("collect")] = collect_time
+        timer = PhaseTimer()
+        with timer.phase("collect"):
+            rollouts = [worker.collect(snapshot) for worker in self.workers]
+        metrics = self.learner.learn(rollouts) | timer.take()
         episodes = EpisodeStats.concat([rollout.episodes for rollout in rollouts])
         return IterationStats(metrics, episodes, [rollout.timings for rollout in rollouts])
 

@@ -21,7 +21,7 @@ from trainer.core.config import Config
 from trainer.core.envs import Probe
 from trainer.core.errors import UserError
 from trainer.core.messages import EpisodeStats
-from trainer.core.timing import phase_tag
+from trainer.core.timing import PhaseTimer
 from trainer.runtime.checkpoint import capture_rng, restore_rng, worker_rng_states
 from trainer.runtime.placement import ensure_fits
 from trainer.runtime.ray_connect import connect, disconnect
@@ -108,23 +108,23 @@ class RayRuntime:
         snapshot these rollouts used) while the learner updates: one version of policy lag.
         A learner that dies is rebuilt and its part of the iteration retried."""
         restarts_before = sum(self.restarts)
-        start = time.perf_counter()
-        while True:
-            try:
-                if self._in_flight is None:
-                    self._in_flight = self._start_collection(self.learner.snapshot())
-                infos, rollout_refs = self._finish_collection(*self._in_flight)
-                break
-            except LearnerLost as exc:
-                self._recover_learner(str(exc))
-        collect_time = time.perf_counter() - start
+        timer = PhaseTimer()
+        with timer.phase("collect"):
+            while True:
+                try:
+                    if self._in_flight is None:
+                        self._in_flight = self._start_collection(self.learner.snapshot())
+                    infos, rollout_refs = self._finish_collection(*self._in_flight)
+                    break
+                except LearnerLost as exc:
+                    self._recover_learner(str(exc))
         while True:
             try:
                 metrics = self._learn(rollout_refs)
                 break
             except LearnerLost as exc:
                 self._recover_learner(str(exc))
-        metrics[phase_tag("collect")] = collect_time
+        metrics |= timer.take()
         episodes = EpisodeStats.concat([info.episodes for info in infos])
         return IterationStats(metrics, episodes, [info.timings for info in infos], sum(self.restarts) - restarts_before)
 
