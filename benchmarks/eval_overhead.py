@@ -2,7 +2,9 @@
 
 The evaluation actor runs beside training: the loop only checks (without waiting) whether a
 result is back. What evaluation still costs is the CPU its episodes take from workers and
-learner when they share cores. Each variant trains the same config for the same iterations;
+learner when they share cores; the last variant's eval env waits 5 ms a step without using the
+CPU, which shows the wait alone, and `eval.num_envs` batches the episodes' forward passes.
+Each variant trains the same config for the same iterations;
 iteration times are the `perf/iteration_s` scalars of the callback reports (the TensorBoard
 values), the first iterations left out as warm-up. Variants run in turn, `--repeats` times.
 
@@ -13,18 +15,36 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
+import time
+
+import gymnasium as gym
 
 from benchmarks.processes import children_reaped, log
 from benchmarks.rows import REPO_ROOT
 
 WARMUP = 3
+SLEEPY = "eval.env={id: 'benchmarks.eval_overhead:SleepyCartPole', max_episode_steps: 500}"
 VARIANTS = {
     "eval off": [],
-    "eval.every=5, 10 episodes": ["eval.every=5"],
-    "eval.every=1, 10 episodes": ["eval.every=1"],
+    "eval.every=5": ["eval.every=5"],
+    "eval.every=1": ["eval.every=1"],
+    "eval.every=1, eval.num_envs=10": ["eval.every=1", "eval.num_envs=10"],
+    "eval.every=1, eval env waits 5 ms a step": ["eval.every=1", SLEEPY],
 }
+
+
+class SleepyCartPole(gym.Wrapper):
+    """CartPole whose step waits 5 ms (a remote simulator, say): wall time, no CPU."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(gym.make("CartPole-v1", **kwargs).unwrapped)
+
+    def step(self, action):
+        time.sleep(0.005)
+        return super().step(action)
 
 
 def run(overrides: list[str], iterations: int) -> dict:
@@ -56,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--json", help="write the rows here too")
     args = parser.parse_args(argv)
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
     results: dict[str, list[dict]] = {name: [] for name in VARIANTS}
     for repeat in range(args.repeats):
         for name, overrides in VARIANTS.items():

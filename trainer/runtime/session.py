@@ -194,6 +194,7 @@ class TrainingSession:
         purge = self.env_steps + 1 if self.env_steps else (0 if any(path.glob("events.out.tfevents.*")) else None)
         self.writer = MetricsWriter(path, config, enabled=config.logging.tensorboard, purge_step=purge)
         self.start = time.perf_counter()
+        self.ended: float | None = None  # when the loop ended: waiting for a last evaluation is not training
         self.ratio_warnings = 0
 
     @property
@@ -206,12 +207,14 @@ class TrainingSession:
         try:
             for callback in self.callbacks:
                 callback.on_start(self)
+            self.start = time.perf_counter()  # the evaluation actor's start-up is not training time
             while self.env_steps < self.planned_steps and stop.requested is None and self.stopped_by is None:
                 self._iterate()
                 if every and self.iteration % every == 0:
                     self._save()
             if self.iteration > self.saved_at:
                 self._save()
+            self.ended = time.perf_counter()
             completed = True
         finally:
             try:
@@ -291,7 +294,7 @@ class TrainingSession:
     @property
     def wall_time_s(self) -> float:
         """Training wall time over all sessions of the run."""
-        return self.wall_before + time.perf_counter() - self.start
+        return self.wall_before + (self.ended or time.perf_counter()) - self.start
 
     def summary(self, stopped_by: str | None = None) -> dict:
         config, tracker, wall = self.config, self.tracker, self.wall_time_s
