@@ -47,10 +47,21 @@ def test_cartpole_mlp_solves(tmp_path: Path) -> None:
     assert summary["mean_return_last20"] >= 475
 
 
+def solved(threshold: float):
+    """A callback that stops the run once the last 20 episodes' mean return reaches `threshold`."""
+
+    def stop_when_solved(report) -> bool:
+        return report.scalars.get("charts/mean_return_last20", float("-inf")) >= threshold
+
+    return stop_when_solved
+
+
 def test_masked_cartpole_lstm_solves(tmp_path: Path) -> None:
-    summary = run(tmp_path, "cartpole_masked_lstm.yaml", "ppo.total_steps=150000")  # solves at ~55-70k
-    assert summary["solved_at_step"] is not None
-    assert summary["best_mean_return"] >= 475
+    overrides = ["execution=inline", "ppo.total_steps=150000"]
+    config = load_config(REPO_ROOT / "configs/cartpole_masked_lstm.yaml", overrides)
+    summary = train(config, run_dir=tmp_path / "run", callbacks=[solved(475)])  # solves at ~55-70k
+    assert summary["solved_at_step"] is not None and summary["interrupted_by"] == "callback stop_when_solved"
+    assert summary["best_mean_return"] >= 475 and summary["env_steps"] < 150_000
 
 
 def test_masked_cartpole_mlp_cannot_remember(tmp_path: Path) -> None:
@@ -59,7 +70,7 @@ def test_masked_cartpole_mlp_cannot_remember(tmp_path: Path) -> None:
     assert summary["best_mean_return"] < 150
 
 
-def learn_small(tmp_path: Path, env: dict, total_steps: int, **extra) -> dict:
+def learn_small(tmp_path: Path, env: dict, total_steps: int, callbacks=(), **extra) -> dict:
     """A small in-process run on a test env, two workers of four envs, 64-step rollouts."""
     config = make_small_config(
         env=env,
@@ -69,7 +80,7 @@ def learn_small(tmp_path: Path, env: dict, total_steps: int, **extra) -> dict:
         logging={"tensorboard": False},
         checkpoint={"every": 0},
     )
-    return train(config, run_dir=tmp_path / "run")
+    return train(config, run_dir=tmp_path / "run", callbacks=callbacks)
 
 
 PIXELS = {"id": "tests.envs_for_tests:PixelSideEnv", "max_episode_steps": 10, "reward_threshold": 9.0}
@@ -86,7 +97,7 @@ def test_cnn_solves_an_image_task(tmp_path: Path) -> None:
 
 def test_dict_observation_needs_both_keys_and_solves(tmp_path: Path) -> None:
     """The Dict variant: the right one of 4 actions is 2 * side + cue, so image and cue are both needed."""
-    summary = learn_small(tmp_path, {**PIXELS, "kwargs": {"cue": True}}, CUE_BUDGET)
+    summary = learn_small(tmp_path, {**PIXELS, "kwargs": {"cue": True}}, CUE_BUDGET, callbacks=[solved(9.0)])
     assert summary["solved_at_step"] is not None and summary["mean_return_last20"] >= 9.0
 
 

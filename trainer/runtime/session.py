@@ -242,6 +242,8 @@ class TrainingSession:
         steps_per_s = (self.env_steps - self.first_step) / (now - self.start)
         scalars = iteration_scalars(stats, now - iteration_start, steps_per_s, self.runtime.restarts, self.config)
         scalars["learner/restarts"] = float(self.learner_restarts)
+        if len(self.tracker.recent) >= WINDOW:  # what solved_at_step and the summary judge by
+            scalars["charts/mean_return_last20"] = self.tracker.mean_return
         self.writer.write(scalars, self.env_steps)
         self._check_ratio(stats.metrics)
         self.progress.update(self.env_steps, self.tracker.mean_return)
