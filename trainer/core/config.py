@@ -158,7 +158,18 @@ class LearnerConfig(Section):
     max_restarts: int = Field(default=3, ge=0)
     """Ray only: times a learner that dies (process killed, node lost) is rebuilt from its newest
     state and its iteration retried, in one session (a resume starts the count again); past it,
-    the run stops naming the newest checkpoint."""
+    the run stops naming the newest checkpoint. With several learners, the group is rebuilt."""
+    num_learners: int = Field(default=1, gt=0)
+    """Ray only: data-parallel learners, each an actor with learner.num_cpus / num_gpus, each
+    holding the buffer of workers.num_workers / num_learners workers; together they compute
+    what one learner computes (gradients all-reduced, advantages normalized over the whole
+    minibatch). NCCL on CUDA, gloo on CPU."""
+    placement: Literal["pack", "spread"] = "pack"
+    """How a placement group puts several learners on nodes: `pack` (as few nodes as possible)
+    or `spread` (one per node where they can)."""
+    collective_timeout_s: float = Field(default=120.0, gt=0)
+    """Several learners: how long a collective waits for a rank before failing, so a rank that
+    dies never hangs the others (the group is then rebuilt)."""
 
 
 class ClusterConfig(Section):
@@ -258,6 +269,18 @@ class Config(Section):
         except ValidationError as exc:
             problems = "; ".join(f"eval.env.{_describe(err)}" for err in exc.errors())
             raise ValueError(problems) from None
+        return self
+
+    @model_validator(mode="after")
+    def _learners_fit(self) -> Config:
+        learners, workers = self.learner.num_learners, self.workers.num_workers
+        if learners > 1 and self.execution != "ray":
+            raise ValueError(f"learner.num_learners={learners} needs execution: ray (inline runs one learner)")
+        if workers % learners:
+            raise ValueError(
+                f"workers.num_workers ({workers}) must be a multiple of learner.num_learners ({learners}): "
+                "each learner holds the rollouts of the same number of workers"
+            )
         return self
 
     @model_validator(mode="after")

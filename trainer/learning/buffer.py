@@ -29,6 +29,7 @@ class Minibatch:
     ret: torch.Tensor  # [K, B]
     first: torch.Tensor  # [K, B]
     hidden: torch.Tensor  # the state at each sequence's start, the LSTM's [2, L, B, H]
+    count: int  # samples in the whole minibatch: K x B, or more when this is one shard's part of it
 
 
 class RolloutBuffer:
@@ -106,11 +107,22 @@ class RolloutBuffer:
             next_value = self.value[t]
         torch.add(self.advantage, self.value, out=self.ret)
 
-    def minibatches(self, num_minibatches: int, generator: torch.Generator | None = None) -> Iterator[Minibatch]:
-        """Shuffled minibatches of whole sequences: (chunk, env) pairs of K steps each."""
-        num_sequences = self.C * self.N
-        order = torch.randperm(num_sequences, generator=generator).to(self.device)
+    def minibatches(
+        self, num_minibatches: int, generator: torch.Generator | None = None, shard: tuple[int, int] | None = None
+    ) -> Iterator[Minibatch]:
+        """Shuffled minibatches of whole sequences: (chunk, env) pairs of K steps each.
+
+        `shard` (first env, all envs): this buffer holds envs [first, first + N) of all of them
+        (one of several learners). The permutation is then of every env's sequences, the same on
+        every shard, and each minibatch is this shard's part of the one a single learner draws."""
+        envs = self.N if shard is None else shard[1]
+        order = torch.randperm(self.C * envs, generator=generator).to(self.device)
         for index in order.chunk(num_minibatches):
+            count = len(index) * self.K
+            if shard is not None:
+                chunk, env = index // envs, index % envs
+                mine = (env >= shard[0]) & (env < shard[0] + self.N)
+                index = chunk[mine] * self.N + (env[mine] - shard[0])
             yield Minibatch(
                 obs={key: self._sequences(x, index) for key, x in self.obs.items()},
                 actions=self._sequences(self.actions, index),
@@ -120,6 +132,7 @@ class RolloutBuffer:
                 ret=self._sequences(self.ret, index),
                 first=self._sequences(self.first, index),
                 hidden=self._sequence_hidden().index_select(self.state_axis, index),
+                count=count,
             )
 
     @property

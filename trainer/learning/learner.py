@@ -15,7 +15,8 @@ from trainer.core.policy import build_policy, rollout_spec
 from trainer.core.spec import ObsSpec
 from trainer.core.timing import PhaseTimer
 from trainer.learning.buffer import RolloutBuffer
-from trainer.learning.ppo import ppo_loss
+from trainer.learning.distributed import LearnerGroup
+from trainer.learning.ppo import LossTerms, ppo_loss
 
 
 def resolve_device(name: str) -> torch.device:
@@ -28,8 +29,23 @@ def resolve_device(name: str) -> torch.device:
 
 
 class Learner:
-    def __init__(self, config: Config, observation_space: spaces.Space, action_space: spaces.Space) -> None:
+    """One learner, or rank `rank` of `world` data-parallel ones (see `join`): a rank holds the
+    buffer of workers [rank * W / world, (rank + 1) * W / world) and computes, with the others,
+    what one learner computes on the whole buffer."""
+
+    def __init__(
+        self,
+        config: Config,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        rank: int = 0,
+        world: int = 1,
+    ) -> None:
         self.config = config
+        self.rank, self.world = rank, world
+        self.num_workers = config.workers.num_workers // world  # this rank's workers
+        self.first_env = rank * config.total_envs // world
+        self.group: LearnerGroup | None = None
         torch.manual_seed(config.seed)
         torch.set_num_threads(config.learner.torch_threads)
         self.device = resolve_device(config.learner.device)
@@ -44,7 +60,7 @@ class Learner:
         self.return_rms = RunningMeanStd(())
         self.buffer = RolloutBuffer(
             rollout_spec(self.obs_spec, self.policy, config),
-            num_envs=config.total_envs,
+            num_envs=config.total_envs // world,
             envs_per_worker=config.workers.envs_per_worker,
             sequence_length=config.sequence_length,
             device=self.device,
@@ -57,6 +73,11 @@ class Learner:
         self.env_steps = 0  # learned from, over the whole run (resumes included): what anneal_lr follows
         self._received: dict[int, tuple[dict[str, MomentStats], MomentStats]] = {}
         self.timer = PhaseTimer()
+
+    def join(self, address: str, port: int) -> None:
+        """Enter the learners' process group (every rank calls this at once; rank 0 listens)."""
+        timeout_s = self.config.learner.collective_timeout_s
+        self.group = LearnerGroup(self.rank, self.world, address, port, self.device, timeout_s)
 
     def snapshot(self) -> PolicySnapshot:
         weights = {k: v.detach().to("cpu", copy=True) for k, v in self.policy.state_dict().items()}
@@ -107,7 +128,7 @@ class Learner:
     def update(self) -> dict[str, float]:
         """Run the PPO epochs on the full buffer, then merge the workers' normalizer deltas
         and move to the next policy version."""
-        missing = set(range(self.config.workers.num_workers)) - set(self._received)
+        missing = set(range(self.num_workers)) - set(self._received)
         if missing:
             raise RuntimeError(f"update() before rollouts from workers {sorted(missing)} arrived")
         with self.timer.phase("learn"):
@@ -124,7 +145,7 @@ class Learner:
         self.buffer.compute_advantages(ppo.gamma, ppo.gae_lambda, reward, ppo.bootstrap_truncated)
 
         metrics, stopped_early = self._run_epochs()
-        metrics["losses/explained_variance"] = explained_variance(self.buffer.value, self.buffer.ret)
+        metrics["losses/explained_variance"] = explained_variance(self.buffer.value, self.buffer.ret, self.group)
         metrics["losses/stopped_early"] = float(stopped_early)
         metrics["charts/learning_rate"] = self.optimizer.param_groups[0]["lr"]
         self._merge_deltas()
@@ -145,27 +166,52 @@ class Learner:
         sums = torch.zeros(len(names), device=self.device)
         first_ratio_dev = None
         count = 0
+        shard = None if self.group is None else (self.first_env, self.config.total_envs)
         for _ in range(ppo.update_epochs):
-            for batch in self.buffer.minibatches(ppo.num_minibatches, self._shuffle):
-                logprob, entropy, value = self.policy.evaluate_actions(
-                    batch.obs, batch.actions, batch.hidden, batch.first
-                )
-                terms = ppo_loss(batch, logprob, entropy, value, ppo)
+            for batch in self.buffer.minibatches(ppo.num_minibatches, self._shuffle, shard):
+                terms = self._loss(batch)
                 if first_ratio_dev is None:
-                    first_ratio_dev = terms.ratio_max_dev
+                    first_ratio_dev = terms.ratio_max_dev.reshape(1)
+                    if self.group is not None:
+                        first_ratio_dev = self.group.max(first_ratio_dev.clone())
                 self.optimizer.zero_grad(set_to_none=True)
                 terms.loss.backward()
+                values = torch.stack([getattr(terms, name).detach().to(sums.dtype) for name in names[:-1]])
+                if self.group is not None:
+                    values = self._sum_gradients_and(values)  # one collective: gradients and terms
                 grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), ppo.max_grad_norm)
                 self.optimizer.step()
-                values = [getattr(terms, name) for name in names[:-1]] + [grad_norm]
-                sums += torch.stack([v.detach().to(sums.dtype) for v in values])
+                sums += torch.cat([values, grad_norm.detach().to(sums.dtype).reshape(1)])
                 count += 1
-            if ppo.target_kl is not None and terms.approx_kl.item() > ppo.target_kl:
+            if ppo.target_kl is not None and values[names.index("approx_kl")].item() > ppo.target_kl:
                 break
         stopped_early = count < ppo.update_epochs * ppo.num_minibatches
         metrics = {f"losses/{tag}": value for tag, value in zip(tags, (sums / count).tolist())}
         metrics["losses/first_minibatch_ratio_dev"] = first_ratio_dev.item()
         return metrics, stopped_early
+
+    def _loss(self, batch) -> LossTerms:
+        """The minibatch's loss terms (this rank's part of them, with several learners; a part
+        may hold no sequence, and then gives zero terms and zero gradients)."""
+        if batch.first.shape[1] == 0:
+            zero = sum((p * 0).sum() for p in self.policy.parameters())
+            return LossTerms(zero, *(zero.detach() for _ in range(6)))
+        logprob, entropy, value = self.policy.evaluate_actions(batch.obs, batch.actions, batch.hidden, batch.first)
+        return ppo_loss(batch, logprob, entropy, value, self.config.ppo, self.group)
+
+    def _sum_gradients_and(self, values: torch.Tensor) -> torch.Tensor:
+        """Sum every rank's gradients (their losses are parts of one mean, so the sum is the whole
+        minibatch's gradient) and `values` in one all-reduce; the summed values are returned."""
+        params = list(self.policy.parameters())
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        flat = self.group.sum(torch.cat([p.grad.reshape(-1) for p in params] + [values]))
+        offset = 0
+        for p in params:
+            p.grad.copy_(flat[offset : offset + p.numel()].view(p.shape))
+            offset += p.numel()
+        return flat[offset:]
 
     def _normalizer_summary(self) -> dict[str, float]:
         summary = {"normalizer/return_std": self.return_rms.var.sqrt().item()}
@@ -182,9 +228,13 @@ class Learner:
         return summary
 
     def _merge_deltas(self) -> None:
-        # Merge in slot order so the global stats do not depend on arrival order.
-        for slot in sorted(self._received):
-            obs_delta, return_delta = self._received[slot]
+        # Every worker's delta (all ranks' workers, gathered), merged in slot order: the stats do
+        # not depend on arrival order, and every rank ends with the same ones.
+        first_slot = self.rank * self.num_workers
+        received = [(first_slot + slot, *self._received[slot]) for slot in sorted(self._received)]
+        if self.group is not None:
+            received = sorted(item for part in self.group.gather(received) for item in part)
+        for _, obs_delta, return_delta in received:
             for key, rms in self.obs_rms.items():
                 rms.merge(obs_delta[key])
             self.return_rms.merge(return_delta)
@@ -192,10 +242,18 @@ class Learner:
         self.policy.preprocess.freeze(self.obs_rms)
 
 
-def explained_variance(predicted: torch.Tensor, target: torch.Tensor) -> float:
-    """1 - Var(target - predicted) / Var(target): 1 is perfect, 0 is no better than the mean."""
-    var = target.var().item()
-    return float("nan") if var == 0 else 1.0 - (target - predicted).var().item() / var
+def explained_variance(predicted: torch.Tensor, target: torch.Tensor, group: LearnerGroup | None = None) -> float:
+    """1 - Var(target - predicted) / Var(target): 1 is perfect, 0 is no better than the mean;
+    with a group, over every rank's buffer."""
+    if group is None:
+        var = target.var().item()
+        return float("nan") if var == 0 else 1.0 - (target - predicted).var().item() / var
+    residual, target = (target - predicted).double(), target.double()
+    moments = torch.stack([torch.tensor(float(target.numel()), dtype=torch.float64, device=target.device),
+                           target.sum(), (target**2).sum(), residual.sum(), (residual**2).sum()])  # fmt: skip
+    n, t1, t2, r1, r2 = group.sum(moments).tolist()
+    var = (t2 - t1 * t1 / n) / (n - 1)
+    return float("nan") if var <= 0 else 1.0 - ((r2 - r1 * r1 / n) / (n - 1)) / var
 
 
 def _to_cpu(value):

@@ -11,6 +11,7 @@ import torch
 
 from trainer.core.config import PPOConfig
 from trainer.learning.buffer import Minibatch
+from trainer.learning.distributed import LearnerGroup
 
 
 @dataclass
@@ -27,27 +28,52 @@ class LossTerms:
 
 
 def ppo_loss(
-    batch: Minibatch, logprob: torch.Tensor, entropy: torch.Tensor, value: torch.Tensor, config: PPOConfig
+    batch: Minibatch,
+    logprob: torch.Tensor,
+    entropy: torch.Tensor,
+    value: torch.Tensor,
+    config: PPOConfig,
+    group: LearnerGroup | None = None,
 ) -> LossTerms:
+    """With a `group`, `batch` is this rank's part of the minibatch: every mean is this part's
+    sum over the whole minibatch's count, and advantages are normalized with the whole
+    minibatch's mean and std, so the ranks' terms (and gradients) add up to one learner's."""
+    if group is None:
+        mean, normalize = torch.mean, _standardize
+    else:
+
+        def mean(x: torch.Tensor) -> torch.Tensor:
+            return x.sum() / batch.count
+
+        def normalize(advantage: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad():
+                center = group.sum(advantage.sum().reshape(1)) / batch.count
+                var = group.sum(((advantage - center) ** 2).sum().reshape(1)) / (batch.count - 1)
+            return (advantage - center) / (var.sqrt() + 1e-8)
+
     log_ratio = logprob - batch.logprob
     ratio = log_ratio.exp()
     advantage = batch.advantage
-    if config.normalize_advantages and advantage.numel() > 1:
-        advantage = (advantage - advantage.mean()) / (advantage.std() + 1e-8)
+    if config.normalize_advantages and batch.count > 1:
+        advantage = normalize(advantage)
 
     surrogate = torch.max(-advantage * ratio, -advantage * ratio.clamp(1 - config.clip_coef, 1 + config.clip_coef))
-    policy_loss = surrogate.mean()
+    policy_loss = mean(surrogate)
 
     value_error = (value - batch.ret) ** 2
     if config.value_clip is not None:
         clipped = batch.value + (value - batch.value).clamp(-config.value_clip, config.value_clip)
         value_error = torch.max(value_error, (clipped - batch.ret) ** 2)
-    value_loss = 0.5 * value_error.mean()
+    value_loss = 0.5 * mean(value_error)
 
-    entropy_mean = entropy.mean()
+    entropy_mean = mean(entropy)
     loss = policy_loss - config.ent_coef * entropy_mean + config.vf_coef * value_loss
     with torch.no_grad():
-        approx_kl = ((ratio - 1) - log_ratio).mean()  # the low-variance k3 estimator
-        clip_fraction = ((ratio - 1).abs() > config.clip_coef).float().mean()
-        ratio_max_dev = (ratio - 1).abs().max()
+        approx_kl = mean((ratio - 1) - log_ratio)  # the low-variance k3 estimator
+        clip_fraction = mean(((ratio - 1).abs() > config.clip_coef).float())
+        ratio_max_dev = (ratio - 1).abs().max() if ratio.numel() else ratio.new_zeros(())
     return LossTerms(loss, policy_loss, value_loss, entropy_mean, approx_kl, clip_fraction, ratio_max_dev)
+
+
+def _standardize(advantage: torch.Tensor) -> torch.Tensor:
+    return (advantage - advantage.mean()) / (advantage.std() + 1e-8)

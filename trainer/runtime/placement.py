@@ -31,7 +31,8 @@ def run_demands(config: Config) -> list[Demand]:
     """One bundle per actor, as the Ray runtime will ask for it."""
     learner = {"CPU": config.learner.num_cpus, "GPU": config.learner.num_gpus}
     worker = {"CPU": config.workers.num_cpus, **config.workers.resources}
-    demands = [Demand("the learner", learner)]
+    count = config.learner.num_learners
+    demands = [Demand("the learner" if count == 1 else f"learner rank {r}", learner) for r in range(count)]
     demands += [Demand(f"rollout worker {i}", worker) for i in range(config.workers.num_workers)]
     if config.eval.every:
         demands.append(Demand("the evaluation actor", {"CPU": config.eval.num_cpus}))
@@ -98,8 +99,14 @@ def _too_small(config: Config, missing: list[Demand], nodes: list[dict[str, floa
     workers, learner = config.workers, config.learner
     has = {key: sum(node.get(key, 0.0) for node in nodes) for key in ("CPU", "GPU")}
     evaluation = config.eval.num_cpus if config.eval.every else 0.0
-    asks_cpu = workers.num_workers * workers.num_cpus + learner.num_cpus + evaluation
-    if learner.num_gpus > 0 and not any(node.get("GPU", 0.0) >= learner.num_gpus for node in nodes):
+    learners = learner.num_learners
+    asks_cpu = workers.num_workers * workers.num_cpus + learners * learner.num_cpus + evaluation
+    if learners > 1 and learners * learner.num_gpus > has["GPU"]:
+        problem = (
+            f"learner.num_learners={learners} learners ask {learner.num_gpus:g} GPU each (learner.num_gpus) "
+            f"and the cluster has {has['GPU']:g}; lower learner.num_learners or add GPU nodes"
+        )
+    elif learner.num_gpus > 0 and not any(node.get("GPU", 0.0) >= learner.num_gpus for node in nodes):
         problem = (
             f"the learner asks {learner.num_gpus:g} GPU (learner.num_gpus) but no node has "
             f"{'one' if learner.num_gpus <= 1 else 'that many'} (the cluster has {has['GPU']:g}); "
@@ -115,7 +122,9 @@ def _too_small(config: Config, missing: list[Demand], nodes: list[dict[str, floa
     elif asks_cpu > has["CPU"]:
         problem = (
             f"it asks {asks_cpu:g} CPUs (workers.num_workers={workers.num_workers} x workers.num_cpus="
-            f"{workers.num_cpus:g} + learner.num_cpus={learner.num_cpus:g}"
+            f"{workers.num_cpus:g} + "
+            + (f"learner.num_learners={learners} x " if learners > 1 else "")
+            + f"learner.num_cpus={learner.num_cpus:g}"
             + (f" + eval.num_cpus={evaluation:g}" if evaluation else "")
             + f") and the cluster has {has['CPU']:g}; lower those keys or add nodes"
         )

@@ -242,8 +242,9 @@ class RayRuntime:
                 self._recover_learner(str(exc))
 
     def close(self) -> None:
-        learner = [self.learner.actor] if self.learner is not None else []
-        for actor in [*self.workers, *learner]:
+        if self.learner is not None:
+            self.learner.kill()
+        for actor in self.workers:
             try:
                 ray.kill(actor, no_restart=True)
             except Exception:

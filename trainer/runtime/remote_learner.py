@@ -9,10 +9,13 @@ with the same rollouts: the run loses no step. Only when that state is gone too 
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 
 import ray
 from ray import exceptions as ray_errors
+from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from trainer.core.config import Config
 from trainer.core.envs import Probe
@@ -52,39 +55,68 @@ class LearnerActor(Learner):
         return super().snapshot()
 
     @ray.method(num_returns=2, enable_task_events=False)
-    def learn_from_refs(self, rollout_refs: list) -> tuple[dict[str, float], dict]:
-        """Fetch the rollouts from the object store, update; return the metrics and the new state."""
+    def learn_from_refs(self, rollout_refs: list) -> tuple[dict[str, float], dict | None]:
+        """Fetch this rank's rollouts from the object store, update; return the metrics and the
+        new state (rank 0 only: every rank holds the same one)."""
         with self.timer.phase("transfer"):
             rollouts = ray.get(rollout_refs)
-        return self.learn(rollouts), self.state_dict()
+        return self.learn(rollouts), (self.state_dict() if self.rank == 0 else None)
+
+    def address(self) -> tuple[str, int]:
+        """Where rank 0 listens for the others: this node's address and a free port."""
+        with socket.socket() as probe:
+            probe.bind(("", 0))
+            return ray.util.get_node_ip_address(), probe.getsockname()[1]
 
 
 class RemoteLearner:
-    """The driver's handle on the learner actor: calls that turn its death into LearnerLost, and
-    `rebuild()`, which starts a new one from the newest state."""
+    """The driver's handle on the learner: one actor, or `learner.num_learners` data-parallel
+    ranks placed through a placement group and joined in one torch.distributed group, behind the
+    same calls. A rank's death (or a collective that fails because of it) becomes LearnerLost,
+    and `rebuild()` starts a new learner (group) from the newest state."""
 
     def __init__(self, config: Config, probe: Probe, log: Callable[[str], None]) -> None:
         self.config, self.probe, self.log = config, probe, log
         self.restarts = 0
         self.state_ref = None  # the state after the newest update, in the object store
         self.loaded_state: dict | None = None  # a resumed run's state, until the first update
-        self.actor = self._spawn()
+        self.placement = None
+        self.actors = self._spawn()
 
-    def _spawn(self):
+    @property
+    def actor(self):
+        """Rank 0: the one that publishes snapshots and state."""
+        return self.actors[0]
+
+    @property
+    def world(self) -> int:
+        return self.config.learner.num_learners
+
+    def _spawn(self) -> list:
         learner = self.config.learner
-        return (
+        options = {"num_cpus": learner.num_cpus, "num_gpus": learner.num_gpus, "max_restarts": 0}
+        args = (self.config, self.probe.observation_space, self.probe.action_space)
+        if self.world == 1:
+            return [ray.remote(LearnerActor).options(**options).remote(*args)]
+        bundle = {"CPU": learner.num_cpus, **({"GPU": learner.num_gpus} if learner.num_gpus else {})}
+        self.placement = placement_group([bundle] * self.world, strategy=learner.placement.upper())
+        return [
             ray.remote(LearnerActor)
-            .options(num_cpus=learner.num_cpus, num_gpus=learner.num_gpus, max_restarts=0)
-            .remote(self.config, self.probe.observation_space, self.probe.action_space)
-        )
+            .options(**options, scheduling_strategy=PlacementGroupSchedulingStrategy(self.placement, rank))
+            .remote(*args, rank, self.world)
+            for rank in range(self.world)
+        ]
 
     def wait_ready(self) -> None:
-        """Wait for the learner to be built (the cluster was checked to have room for it, so
-        this is its process starting, or other jobs' actors making way); its failure is
-        reported as the learner's, in one line."""
+        """Wait for the learner (every rank) to be built and, with several, to join one process
+        group (the cluster was checked to have room, so this is processes starting, or other jobs'
+        actors making way); a failure is reported as the learner's, in one line."""
         timeout_s = max(self.config.workers.sample_timeout_s, START_TIMEOUT_S)
         try:
-            ray.get(self.actor.ready.remote(), timeout=timeout_s)
+            ray.get([actor.ready.remote() for actor in self.actors], timeout=timeout_s)
+            if self.world > 1:
+                address, port = ray.get(self.actor.address.remote(), timeout=timeout_s)
+                ray.get([actor.join.remote(address, port) for actor in self.actors], timeout=timeout_s)
         except ray_errors.RayTaskError as exc:
             if isinstance(exc.cause, UserError):
                 raise exc.cause from None
@@ -99,25 +131,36 @@ class RemoteLearner:
             raise LearnerLost(_first_line(exc)) from None  # its process died while starting: rebuild it
 
     def owns(self, exc: BaseException) -> bool:
-        """Whether a failed call's error is this learner's death (also when it reached a
+        """Whether a failed call's error is a learner rank's death (also when it reached a
         worker through the snapshot it was given)."""
-        return isinstance(exc, ray_errors.RayActorError) and exc.actor_id == self.actor._actor_id.hex()
+        ids = {actor._actor_id.hex() for actor in self.actors}
+        return isinstance(exc, ray_errors.RayActorError) and exc.actor_id in ids
 
     def get(self, ref):
         try:
             return ray.get(ref)
         except ACTOR_LOST as exc:
             raise LearnerLost(_first_line(exc)) from None
+        except ray_errors.RayTaskError as exc:
+            if self.world == 1 or isinstance(exc.cause, UserError):
+                raise
+            # A rank's collective failed (timed out, or a peer is gone): the group is broken.
+            raise LearnerLost(f"a learner rank failed: {_last_line(exc)}") from None
 
     def snapshot(self):
         return self.actor.snapshot.remote()
 
-    def submit_update(self, rollout_refs: list) -> tuple:
-        return self.actor.learn_from_refs.remote(rollout_refs)
+    def submit_update(self, rollout_refs: list) -> list:
+        """Each rank gets the rollouts of its own workers, straight from the object store."""
+        share = len(rollout_refs) // self.world
+        return [
+            actor.learn_from_refs.remote(rollout_refs[rank * share : (rank + 1) * share])
+            for rank, actor in enumerate(self.actors)
+        ]
 
-    def finish_update(self, refs: tuple) -> dict[str, float]:
-        metrics_ref, state_ref = refs
-        metrics = self.get(metrics_ref)
+    def finish_update(self, refs: list) -> dict[str, float]:
+        metrics, *_ = [self.get(metrics_ref) for metrics_ref, _ in refs]  # every rank must finish
+        state_ref = refs[0][1]
         self.state_ref, self.loaded_state = state_ref, None
         ray.wait([state_ref], timeout=0, fetch_local=True)  # a second copy, on the driver's node
         return metrics
@@ -131,10 +174,13 @@ class RemoteLearner:
 
     def load_state_dict(self, state: dict) -> None:
         self.state_ref, self.loaded_state = None, state  # first: a learner that dies loading it is rebuilt with it
-        self.get(self.actor.load_state_dict.remote(state))
+        state_ref = ray.put(state)
+        for ref in [actor.load_state_dict.remote(state_ref) for actor in self.actors]:
+            self.get(ref)
 
     def rebuild(self, reason: str) -> None:
-        """Replace a dead learner by a new one holding the newest state; stop past the limit."""
+        """Replace a dead learner (every rank of it) by a new one holding the newest state; stop
+        past the limit."""
         self.restarts += 1
         limit = self.config.learner.max_restarts
         if self.restarts > limit:
@@ -143,8 +189,8 @@ class RemoteLearner:
             )
         state, source = self._newest_state()
         self.log(f"the learner died ({reason}); rebuilding it from {source} (restart {self.restarts}/{limit})")
-        ray.kill(self.actor, no_restart=True)
-        self.actor = self._spawn()
+        self.kill()
+        self.actors = self._spawn()
         self.wait_ready()
         if state is not None:
             self.load_state_dict(state)
@@ -161,7 +207,18 @@ class RemoteLearner:
         return None, "scratch (no update had finished)"
 
     def kill(self) -> None:
-        ray.kill(self.actor, no_restart=True)
+        """Stop every rank (and free their placement group)."""
+        for actor in self.actors:
+            try:
+                ray.kill(actor, no_restart=True)
+            except Exception:
+                pass
+        if self.placement is not None:
+            try:
+                remove_placement_group(self.placement)
+            except Exception:
+                pass
+            self.placement = None
 
 
 def _first_line(exc: BaseException) -> str:
