@@ -45,8 +45,9 @@ def learner_processes() -> list[psutil.Process]:
     return found
 
 
-def kill_learner_when(ready, delay_s: float = 0.0) -> threading.Thread:
-    """SIGKILL the learner's process once, `delay_s` after `ready()` first holds."""
+def kill_learner_when(ready, delay_s: float = 0.0, one: bool = False) -> threading.Thread:
+    """SIGKILL the learner's process once, `delay_s` after `ready()` first holds (`one`: only
+    one of several learner ranks)."""
 
     def run() -> None:
         deadline = time.monotonic() + 120
@@ -57,7 +58,7 @@ def kill_learner_when(ready, delay_s: float = 0.0) -> threading.Thread:
         while not procs and time.monotonic() < deadline:
             procs = learner_processes()
             time.sleep(0.05)
-        for proc in procs:
+        for proc in procs[-1:] if one else procs:
             proc.send_signal(signal.SIGKILL)
 
     thread = threading.Thread(target=run, daemon=True)

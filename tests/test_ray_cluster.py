@@ -75,3 +75,17 @@ def test_training_survives_losing_a_node(two_nodes):
     assert sum(s.restarts for s in stats) >= 1
     assert any("died" in m for m in messages), messages
     assert all(s.metrics["losses/first_minibatch_ratio_dev"] < 1e-5 for s in stats)
+
+
+def test_two_learners_on_two_nodes(two_nodes):
+    """learner.placement: spread puts the ranks of a placement group on different nodes; the
+    group's collectives then cross nodes, and rollouts stay on policy."""
+    config = make_small_config(execution="ray", learner={"num_learners": 2, "placement": "spread"})
+    runtime = make_runtime(config, [])
+    try:
+        nodes = ray.get([actor.__ray_call__.remote(node_of) for actor in runtime.learner.actors])
+        stats = [runtime.iterate() for _ in range(3)]
+    finally:
+        runtime.close()
+    assert len(set(nodes)) == 2
+    assert all(s.metrics["losses/first_minibatch_ratio_dev"] < 1e-5 for s in stats)

@@ -178,7 +178,8 @@ class Learner:
                 terms.loss.backward()
                 values = torch.stack([getattr(terms, name).detach().to(sums.dtype) for name in names[:-1]])
                 if self.group is not None:
-                    values = self._sum_gradients_and(values)  # one collective: gradients and terms
+                    with self.timer.phase("allreduce"):  # perf/allreduce_s: the collective's share of learn_s
+                        values = self._sum_gradients_and(values)  # one collective: gradients and terms
                 grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), ppo.max_grad_norm)
                 self.optimizer.step()
                 sums += torch.cat([values, grad_norm.detach().to(sums.dtype).reshape(1)])

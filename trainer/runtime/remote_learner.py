@@ -9,8 +9,10 @@ with the same rollouts: the run loses no step. Only when that state is gone too 
 
 from __future__ import annotations
 
+import re
 import socket
 from collections.abc import Callable
+from contextlib import suppress
 
 import ray
 from ray import exceptions as ray_errors
@@ -136,16 +138,17 @@ class RemoteLearner:
         ids = {actor._actor_id.hex() for actor in self.actors}
         return isinstance(exc, ray_errors.RayActorError) and exc.actor_id in ids
 
-    def get(self, ref):
+    def get(self, ref, rank: int = 0):
         try:
             return ray.get(ref)
         except ACTOR_LOST as exc:
-            raise LearnerLost(_first_line(exc)) from None
+            where = f"rank {rank}: " if self.world > 1 else ""
+            raise LearnerLost(where + _first_line(exc)) from None
         except ray_errors.RayTaskError as exc:
             if self.world == 1 or isinstance(exc.cause, UserError):
                 raise
             # A rank's collective failed (timed out, or a peer is gone): the group is broken.
-            raise LearnerLost(f"a learner rank failed: {_last_line(exc)}") from None
+            raise LearnerLost(f"rank {rank}'s collective failed: {_collective_error(exc)}") from None
 
     def snapshot(self):
         return self.actor.snapshot.remote()
@@ -159,7 +162,17 @@ class RemoteLearner:
         ]
 
     def finish_update(self, refs: list) -> dict[str, float]:
-        metrics, *_ = [self.get(metrics_ref) for metrics_ref, _ in refs]  # every rank must finish
+        results, lost = [], None
+        for rank, (metrics_ref, state_ref) in enumerate(refs):  # every rank must finish; each failure is read
+            try:
+                results.append(self.get(metrics_ref, rank))
+            except LearnerLost as exc:
+                lost = lost or exc
+                with suppress(Exception):
+                    ray.get(state_ref)
+        if lost is not None:
+            raise lost
+        metrics = results[0]
         state_ref = refs[0][1]
         self.state_ref, self.loaded_state = state_ref, None
         ray.wait([state_ref], timeout=0, fetch_local=True)  # a second copy, on the driver's node
@@ -229,3 +242,10 @@ def _last_line(exc: BaseException) -> str:
     """The raised exception's own line, from the end of Ray's traceback text."""
     lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
     return (lines[-1] if lines else type(exc).__name__)[:300]
+
+
+def _collective_error(exc: BaseException) -> str:
+    """gloo's or NCCL's own words, without their source path and advice: `Connection closed by
+    peer [10.0.0.2]:29500`."""
+    line = re.sub(r"^\w+: \[[^\]]*\] ", "", _last_line(exc))
+    return line.split(". ")[0][:200]
