@@ -25,6 +25,9 @@ FAST = [
 ]  # fmt: skip
 
 
+ATTEMPTS = 9  # runs, each SIGKILLed at a random moment unless it finished first
+
+
 def start(run_dir: Path, resume: bool) -> subprocess.Popen:
     args = ["--resume", str(run_dir)] if resume else ["configs/cartpole.yaml", "--run-dir", str(run_dir), *FAST]
     return subprocess.Popen(
@@ -45,7 +48,7 @@ def test_sigkill_at_random_moments_never_leaves_a_broken_checkpoint(tmp_path):
     rng = random.Random(0)
     run_dir = tmp_path / "run"
     kills, loadable, last_step = 0, 0, -1
-    for attempt in range(12):
+    for attempt in range(ATTEMPTS):
         proc = start(run_dir, resume=attempt > 0)
         if attempt == 0:
             wait_for_checkpoint(run_dir)
@@ -59,9 +62,9 @@ def test_sigkill_at_random_moments_never_leaves_a_broken_checkpoint(tmp_path):
         assert state["env_steps"] >= last_step, "the newest checkpoint went back in time"
         last_step = state["env_steps"]
         assert path.name.startswith("iter_")
-    print(f"SIGKILL loop: {kills} kills, {loadable}/12 newest checkpoints loadable")
-    assert kills >= 8
-    assert loadable == 12
+    print(f"SIGKILL loop: {kills} kills, {loadable}/{ATTEMPTS} newest checkpoints loadable")
+    assert kills >= ATTEMPTS - 3
+    assert loadable == ATTEMPTS
     final = start(run_dir, resume=True)
     _out, err = final.communicate(timeout=300)
     assert final.returncode == 0, err
