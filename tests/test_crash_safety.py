@@ -28,8 +28,9 @@ FAST = [
 ATTEMPTS = 9  # runs, each SIGKILLed at a random moment unless it finished first
 
 
-def start(run_dir: Path, resume: bool) -> subprocess.Popen:
+def start(run_dir: Path, resume: bool, *extra: str) -> subprocess.Popen:
     args = ["--resume", str(run_dir)] if resume else ["configs/cartpole.yaml", "--run-dir", str(run_dir), *FAST]
+    args += extra
     return subprocess.Popen(
         [sys.executable, "-m", "trainer", "train", *args],
         cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
@@ -91,7 +92,7 @@ def test_sigterm_writes_a_final_checkpoint_and_resume_completes(tmp_path):
     stopped_at = int(err.split("env step ")[1].split(";")[0])
     assert state["env_steps"] == stopped_at and stopped_at < 40960
     assert "stopped:" in out
-    resumed = start(run_dir, resume=True)
+    resumed = start(run_dir, True, "--set", "checkpoint.every=100")  # the rest of the run, quickly
     out, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err
     assert f"resumed at iteration {state['iteration']}, env step {stopped_at}" in out
