@@ -112,20 +112,23 @@ def test_plain_functions_are_callbacks_too(tmp_path):
 
 @pytest.mark.ray
 def test_under_ray_evaluation_runs_beside_training(local_ray, tmp_path):
-    """An evaluation that takes longer than an iteration (its env sleeps 20 ms a step) arrives
-    some iterations later, logged at the step of its weights; training never waited for it."""
+    """An evaluation that takes longer than an iteration arrives some iterations later, logged at
+    the step of its weights; training never waited for it. Its env sleeps 50 ms a step for at
+    most 10 steps an episode (0.4-1 s an evaluation), the training env 2 ms (~0.1 s an
+    iteration, 40 of them)."""
     stopper = StopAt(10**6)
-    slow = {"id": "tests.ray_envs:SlowCartPole", "kwargs": {"step_sleep_s": 0.02}, "max_episode_steps": 500}
+    slow = {"id": "tests.ray_envs:SlowCartPole", "kwargs": {"step_sleep_s": 0.05}, "max_episode_steps": 10}
     config = make_small_config(
         execution="ray",
+        env={"id": "tests.ray_envs:SlowCartPole", "kwargs": {"step_sleep_s": 0.002}},
         eval={"every": 1, "episodes": 2, "deterministic": False, "env": slow},
-        ppo={"total_steps": 20 * STEPS_PER_ITERATION},
+        ppo={"total_steps": 40 * STEPS_PER_ITERATION},
     )
     summary = trainer.train(config, run_dir=tmp_path / "run", callbacks=[stopper])
-    assert summary["iterations"] == 20
+    assert summary["iterations"] == 40
     arrived = [(r.env_steps, int(r.scalars["eval/env_step"])) for r in stopper.reports if "eval/env_step" in r.scalars]
     assert arrived and any(step < now for now, step in arrived), arrived
     returns = _scalars(tmp_path / "run", "eval/return_mean")
     assert all(step % STEPS_PER_ITERATION == 0 for step in returns)
     skipped = stopper.reports[-1].scalars["eval/skipped"]
-    assert skipped > 0 and skipped + len(returns) == 20  # one was due at every iteration
+    assert skipped > 0 and skipped + len(returns) == 40  # one was due at every iteration
