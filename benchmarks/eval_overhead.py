@@ -14,15 +14,16 @@ values), the first iterations left out as warm-up. Variants run in turn, `--repe
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import gymnasium as gym
 
 from benchmarks.processes import children_reaped, log
+from benchmarks.report import write_json
 from benchmarks.rows import REPO_ROOT
 
 WARMUP = 3
@@ -95,8 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         steps = statistics.fmean(r["steps_per_s"] for r in runs)
         print(f"| {name} | {median:.3f} | {mean:.3f} +- {stdev:.3f} | {median / base:.2f}x | {skipped} | {steps:.0f} |")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=1)
+        write_json(Path(args.json), rows)
     return 0
 
 

@@ -12,12 +12,13 @@ spec: with N learners each holds 1/N of it, so the largest batch grows N-fold pe
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
+from pathlib import Path
 
 from benchmarks.processes import children_reaped, log
+from benchmarks.report import write_json
 from benchmarks.rows import REPO_ROOT
 
 WARMUP = 2
@@ -91,8 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Atari {memory['envs']} envs x {memory['steps']} steps: {memory['bytes_per_learner'] / 2**20:,.0f} MiB "
               f"of buffer per learner with {learners} learner(s)")  # fmt: skip
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=1)
+        write_json(Path(args.json), rows)
     return 0
 
 
