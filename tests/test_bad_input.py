@@ -90,6 +90,8 @@ CASES = {
     "custom core without state_dims": (["train", "configs/cartpole.yaml", "--set", "policy.kind=tests.custom_networks:NoStateDims"], "NoStateDims declares no valid state_dims (got None): set state_dims = () for a core without memory"),
     "custom core wrong width": (["train", "configs/cartpole.yaml", "--set", "policy.kind=tests.custom_networks:WrongFeatureWidth"], "WrongFeatureWidth.forward returned features (3, 2, 127), expected (3, 2, 128) ([T, B, output_size])"),
     "eval env with other spaces": (["train", "configs/cartpole.yaml", "--set", "eval.every=1", "--set", "eval.env.id=Acrobot-v1"], "eval.env changes what the policy sees or does: training env"),
+    "async envs with env resets": (["train", "configs/cartpole.yaml", "--set", "workers.vector_env=async", "--set", "env.on_error=reset"], "env.on_error: reset needs workers.vector_env: sync (an async vector env cannot reset one failed env on its own); use one of them"),
+    "unknown vector env": (["train", "configs/cartpole.yaml", "--set", "workers.vector_env=threads"], "workers.vector_env: Input should be 'sync' or 'async'"),
     "evaluate no episodes": (["evaluate", "{existing}", "--episodes", "0"], "evaluate needs at least 1 episode, got 0 (--episodes N)"),
     "evaluate missing": (["evaluate", "{tmp}/nope.pt"], "checkpoint or run directory not found"),
 }  # fmt: skip

@@ -16,7 +16,7 @@ import pytest
 
 import trainer
 from tests.conftest import REPO_ROOT, make_small_config
-from trainer.core import envs
+from trainer.core import env_making
 from trainer.core.config import EnvConfig, load_config
 from trainer.core.errors import UserError
 from trainer.evaluate import evaluate
@@ -165,22 +165,23 @@ def test_dict_observation_checkpoint_exports_and_evaluates_the_same(tmp_path) ->
 
 
 def test_a_plugin_that_is_not_installed_names_its_extra(monkeypatch) -> None:
-    monkeypatch.setitem(envs.PLUGINS, "Fake/", envs.Plugin("no_such_plugin_pkg", "fake", lambda module: None))
+    plugin = env_making.Plugin("no_such_plugin_pkg", "fake", lambda module: None)
+    monkeypatch.setitem(env_making.PLUGINS, "Fake/", plugin)
     with pytest.raises(UserError, match=r"^env.id 'Fake/Game-v0' needs no_such_plugin_pkg, which is not installed "
                        r"\(.*\): pip install 'ray-ppo-trainer\[fake\]'$"):  # fmt: skip
-        envs.make_env(EnvConfig(id="Fake/Game-v0"))
+        env_making.make_env(EnvConfig(id="Fake/Game-v0"))
 
 
 def test_plugins_register_once_per_process_even_after_the_drivers_spec(tmp_path) -> None:
     """A fresh worker process gets the driver's registration first and then builds its envs: no
     id is registered twice (gymnasium warns about each one it overrides; `-W error` fails on it)."""
     config = EnvConfig(id="MinAtar/Breakout-v1")
-    envs.register_plugins(config)
+    env_making.register_plugins(config)
     (tmp_path / "spec.pkl").write_bytes(pickle.dumps(gym.registry[config.id]))
     code = (
         "import pickle, sys\n"
         "from trainer.core.config import EnvConfig\n"
-        "from trainer.core.envs import ensure_registered, make_env\n"
+        "from trainer.core.env_making import ensure_registered, make_env\n"
         "config = EnvConfig(id='MinAtar/Breakout-v1')\n"
         "ensure_registered(config, pickle.loads(open(sys.argv[1], 'rb').read()))\n"
         "for _ in range(2):\n"

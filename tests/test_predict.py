@@ -13,7 +13,7 @@ import torch
 import trainer
 from tests.conftest import make_small_config
 from trainer.core.config import EnvConfig
-from trainer.core.envs import make_env
+from trainer.core.env_making import make_env
 from trainer.core.errors import UserError
 from trainer.evaluate import evaluate
 from trainer.export import export_checkpoint

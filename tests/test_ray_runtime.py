@@ -75,7 +75,7 @@ def learn_with_one_old_rollout(runtime: RayRuntime, old_snapshot) -> None:
     """Worker 0 collects with `old_snapshot`, worker 1 with the current one; the learner gets both."""
     _, old = runtime.workers[0].collect_split.remote(old_snapshot)
     _, fresh = runtime.workers[1].collect_split.remote(runtime.learner.actor.snapshot.remote())
-    ray.get(runtime.learner.actor.learn_from_refs.remote([old, fresh])[0])
+    ray.get(runtime.learner.submit_update([old, fresh])[0][0])
 
 
 def test_rollout_from_an_old_version_is_refused(local_ray):

@@ -10,7 +10,7 @@ import torch
 from gymnasium import spaces
 
 from trainer.core.config import Config
-from trainer.core.envs import ensure_registered
+from trainer.core.env_making import ensure_registered
 from trainer.core.episodes import EpisodeResults, run_episodes
 from trainer.core.policy import build_policy
 from trainer.core.spec import ObsSpec

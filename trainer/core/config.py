@@ -139,13 +139,20 @@ class WorkersConfig(Section):
     """Ray only: collect the next rollout while the learner updates. Faster when the learner
     has its own cores or GPU, at one policy version of lag (logged as perf/policy_lag);
     off keeps PPO exactly on-policy."""
+    vector_env: Literal["sync", "async"] = "sync"
+    """How a worker steps its envs_per_worker envs: `sync`, one after another in the worker
+    (best for fast envs, whose step is shorter than a message between processes); `async`, each
+    in a subprocess of its own, all at once (gymnasium's AsyncVectorEnv): for slow or waiting
+    envs (a remote simulator, a heavy physics step), one worker then drives many envs in the
+    time of one step. Async subprocesses load the env but not torch (~0.1 s and a few tens of
+    MiB each, against ~2 s and ~170 MiB for a worker)."""
     resources: dict[str, float] = {}
     """Custom Ray resources each worker asks for, e.g. to pin workers to some nodes."""
-    nice: int = Field(default=5, ge=0, le=19)
+    nice: int = Field(default=19, ge=0, le=19)
     """Ray only: how much lower the workers' CPU priority is than the learner's (a Unix nice
-    increment on top of Ray's own worker niceness; 19 is the lowest). Where they share cores,
-    the learner's update, the longer path with `overlap`, goes first (+10% steps/s for the LSTM
-    benchmark); on a node of their own it changes nothing."""
+    increment on top of the niceness Ray starts workers at: 0 in the embedded Ray, 15 on a
+    `ray start` node; 19 is the lowest). Where they share cores, the learner's update, which
+    every iteration waits for, goes first; on a node of their own it changes nothing."""
 
 
 class LearnerConfig(Section):
@@ -269,6 +276,15 @@ class Config(Section):
         except ValidationError as exc:
             problems = "; ".join(f"eval.env.{_describe(err)}" for err in exc.errors())
             raise ValueError(problems) from None
+        return self
+
+    @model_validator(mode="after")
+    def _async_envs_stop_on_error(self) -> Config:
+        if self.workers.vector_env == "async" and self.env.on_error == "reset":
+            raise ValueError(
+                "env.on_error: reset needs workers.vector_env: sync (an async vector env cannot reset one "
+                "failed env on its own); use one of them"
+            )
         return self
 
     @model_validator(mode="after")

@@ -45,6 +45,12 @@ def iteration_scalars(
     for tag, seconds in stats.metrics.items():
         if is_phase(tag):
             scalars[tag.removesuffix(PHASE_SUFFIX) + "_share"] = seconds / iteration_s if iteration_s > 0 else 0.0
+    rollouts = [timings[phase_tag("rollout")] for timings in stats.worker_timings]
+    if rollouts:
+        # What the iteration spent beyond the slowest rollout: dispatch, waiting, the update where
+        # it does not overlap the rollouts. It is what grows with the worker count, if anything.
+        scalars["perf/slowest_rollout_s"] = max(rollouts)
+        scalars["perf/coordination_s"] = iteration_s - max(rollouts)
     steps_per_worker = config.ppo.rollout_steps * config.workers.envs_per_worker
     for index, timings in enumerate(stats.worker_timings):
         busy = timings[phase_tag("env")] + timings[phase_tag("forward")]

@@ -41,8 +41,8 @@ class Pending:
     slot: int
     rollout_ref: object
     progress: int = -1
-    submitted_at: float = field(default_factory=time.monotonic)
     progress_at: float = field(default_factory=time.monotonic)
+    probed_at: float = field(default_factory=time.monotonic)
     probe: object = None  # the outstanding progress() call, if any
 
 
@@ -74,9 +74,17 @@ class RayRuntime:
             raise
 
     @property
-    def probe_after_s(self) -> float:
-        """How often a collection is checked for progress (and how old it is at the first check)."""
+    def poll_s(self) -> float:
+        """How long the driver sleeps between looks at the collections: a dead worker's result
+        is an error that is ready at once, and is seen within this."""
         return min(1.0, self.config.workers.sample_timeout_s / 4)
+
+    @property
+    def probe_every_s(self) -> float:
+        """How often a collection is asked for its progress: a quarter of the liveness limit, so
+        a stuck worker is replaced within 1.25 x workers.sample_timeout_s, and 64 workers cost
+        the driver a few calls a minute, not 64 a second."""
+        return self.config.workers.sample_timeout_s / 4
 
     @property
     def learner_restarts(self) -> int:
@@ -154,13 +162,14 @@ class RayRuntime:
         count = len(self.workers)
         infos: list = [None] * count
         rollout_refs: list = [None] * count
-        poll_s = self.probe_after_s
         while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1, timeout=poll_s)
-            for ref in ready:
+            # One wait for all of them (it returns when all are done, or after poll_s with those
+            # that are): the driver wakes once per iteration, not once per worker.
+            ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=self.poll_s)
+            for ref, outcome in zip(ready, _get_each(ready)):
                 job = pending.pop(ref)
                 try:
-                    infos[job.slot] = _unwrap(lambda ref=ref: ray.get(ref))
+                    infos[job.slot] = _unwrap(outcome)
                 except ACTOR_LOST as exc:
                     if self.learner.owns(exc):  # the snapshot it was given never came
                         raise LearnerLost(f"{type(exc).__name__}") from None
@@ -177,8 +186,10 @@ class RayRuntime:
         workers.sample_timeout_s: a slow env is fine, a stuck one is not."""
         now = time.monotonic()
         timeout_s = self.config.workers.sample_timeout_s
+        probes = [job.probe for job in pending.values() if job.probe is not None]
+        answered = set(ray.wait(probes, num_returns=len(probes), timeout=0)[0]) if probes else set()
         for ref, job in list(pending.items()):
-            if job.probe is not None and ray.wait([job.probe], timeout=0)[0]:
+            if job.probe in answered:
                 try:
                     progress = ray.get(job.probe)
                 except ACTOR_LOST:
@@ -190,8 +201,9 @@ class RayRuntime:
                 del pending[ref]
                 self._replace(job.slot, f"took no env step for workers.sample_timeout_s={timeout_s:g}s")
                 self._submit(job.slot, snapshot, pending)
-            elif job.probe is None and now - job.submitted_at >= self.probe_after_s:
+            elif job.probe is None and now - job.probed_at >= self.probe_every_s:
                 job.probe = self.workers[job.slot].progress.remote()  # only collections that take a while
+                job.probed_at = now
 
     def _submit(self, slot: int, snapshot, pending: dict) -> None:
         info_ref, rollout_ref = self.workers[slot].collect_split.remote(snapshot)
@@ -251,6 +263,16 @@ class RayRuntime:
                 pass
         if self.started_ray:
             disconnect()
+
+
+def _get_each(refs: list) -> list[Callable]:
+    """The ready objects' values, fetched in one call; where one of them is an error, each is
+    fetched on its own, so the caller sees which failed and how. Each comes as a call."""
+    try:
+        values = ray.get(refs)
+    except Exception:
+        return [lambda ref=ref: ray.get(ref) for ref in refs]
+    return [lambda value=value: value for value in values]
 
 
 def _unwrap(call: Callable):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import socket
+import time
 from collections.abc import Callable
 from contextlib import suppress
 
@@ -22,7 +23,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from trainer.core.config import Config
 from trainer.core.envs import Probe
 from trainer.core.errors import UserError
-from trainer.core.messages import PolicySnapshot
+from trainer.core.messages import PolicySnapshot, Rollout
 from trainer.learning.learner import Learner
 
 START_TIMEOUT_S = 300.0
@@ -57,12 +58,15 @@ class LearnerActor(Learner):
         return super().snapshot()
 
     @ray.method(num_returns=2, enable_task_events=False)
-    def learn_from_refs(self, rollout_refs: list) -> tuple[dict[str, float], dict | None]:
-        """Fetch this rank's rollouts from the object store, update; return the metrics and the
-        new state (rank 0 only: every rank holds the same one)."""
-        with self.timer.phase("transfer"):
-            rollouts = ray.get(rollout_refs)
-        return self.learn(rollouts), (self.state_dict() if self.rank == 0 else None)
+    def learn_from(self, submitted_at: float, *rollouts: Rollout) -> tuple[dict[str, float], dict | None]:
+        """Update from this rank's rollouts; return the metrics and the new state (rank 0 only:
+        every rank holds the same one). The rollouts come as the call's own arguments, which Ray
+        resolves before it runs: small ones travel inside the call, large ones are pulled into
+        this node's object store at once, with no round trip per rollout. `submitted_at`: the
+        driver's clock at the call, so the transfer is timed (across nodes, as well as their
+        clocks agree)."""
+        self.timer.add("transfer", max(0.0, time.time() - submitted_at))
+        return self.learn(list(rollouts)), (self.state_dict() if self.rank == 0 else None)
 
     def address(self) -> tuple[str, int]:
         """Where rank 0 listens for the others: this node's address and a free port."""
@@ -154,10 +158,11 @@ class RemoteLearner:
         return self.actor.snapshot.remote()
 
     def submit_update(self, rollout_refs: list) -> list:
-        """Each rank gets the rollouts of its own workers, straight from the object store."""
+        """Each rank gets the rollouts of its own workers, as the arguments of its call."""
         share = len(rollout_refs) // self.world
+        now = time.time()
         return [
-            actor.learn_from_refs.remote(rollout_refs[rank * share : (rank + 1) * share])
+            actor.learn_from.remote(now, *rollout_refs[rank * share : (rank + 1) * share])
             for rank, actor in enumerate(self.actors)
         ]
 

@@ -70,6 +70,7 @@ def train(
     else an embedded local Ray). `callbacks`: Callback objects or functions of an
     IterationReport, called after every iteration; one that returns True stops the run (see
     trainer/runtime/callbacks.py)."""
+    launched = time.perf_counter()
     checkpoint = None
     resume = resolve_resume(resume, run_dir)
     if resume is not None:
@@ -111,7 +112,7 @@ def train(
             hooks = as_callbacks(callbacks)
             if config.eval.every:
                 hooks.insert(0, Evaluation(config, probe, progress.message))
-            session = TrainingSession(config, path, probe, runtime, progress, checkpoint, hooks)
+            session = TrainingSession(config, path, probe, runtime, progress, checkpoint, hooks, launched)
             session.run(stop)
         except KeyboardInterrupt:
             second = stop.requested or "signal"
@@ -166,7 +167,10 @@ class TrainingSession:
     """One process's part of a run: iterate, log, checkpoint, until the step budget or a stop
     request. A resumed session starts from the checkpoint's counters and state."""
 
-    def __init__(self, config: Config, path: Path, probe: Probe, runtime, progress, checkpoint=None, callbacks=()):
+    def __init__(
+        self, config: Config, path: Path, probe: Probe, runtime, progress, checkpoint=None, callbacks=(), launched=None
+    ):
+        """`launched`: when train() was called, for the start-up time (to the first iteration)."""
         self.config, self.path, self.spaces = config, path, describe_spaces(probe)
         self.runtime, self.progress = runtime, progress
         self.callbacks = list(callbacks)
@@ -193,7 +197,8 @@ class TrainingSession:
         # directory whose earlier start wrote no checkpoint drops all of it.
         purge = self.env_steps + 1 if self.env_steps else (0 if any(path.glob("events.out.tfevents.*")) else None)
         self.writer = MetricsWriter(path, config, enabled=config.logging.tensorboard, purge_step=purge)
-        self.start = time.perf_counter()
+        self.start = self.launched = launched or time.perf_counter()
+        self.driver_cpu = time.process_time()
         self.ended: float | None = None  # when the loop ended: waiting for a last evaluation is not training
         self.ratio_warnings = 0
 
@@ -208,6 +213,7 @@ class TrainingSession:
             for callback in self.callbacks:
                 callback.on_start(self)
             self.start = time.perf_counter()  # the evaluation actor's start-up is not training time
+            self.driver_cpu = time.process_time()
             while self.env_steps < self.planned_steps and stop.requested is None and self.stopped_by is None:
                 self._iterate()
                 if every and self.iteration % every == 0:
@@ -242,6 +248,8 @@ class TrainingSession:
         steps_per_s = (self.env_steps - self.first_step) / (now - self.start)
         scalars = iteration_scalars(stats, now - iteration_start, steps_per_s, self.runtime.restarts, self.config)
         scalars["learner/restarts"] = float(self.learner_restarts)
+        cpu = time.process_time()  # this process, Ray's threads in it included; the previous write too
+        scalars["perf/driver_cpu_s"], self.driver_cpu = cpu - self.driver_cpu, cpu
         if len(self.tracker.recent) >= WINDOW:  # what solved_at_step and the summary judge by
             scalars["charts/mean_return_last20"] = self.tracker.mean_return
         self.writer.write(scalars, self.env_steps)
@@ -306,6 +314,7 @@ class TrainingSession:
             "iterations": self.iteration,
             "episodes": tracker.episodes,
             "wall_time_s": round(wall, 3),
+            "startup_s": round(self.start - self.launched, 3),
             "steps_per_s": round(self.env_steps / wall, 1) if wall > 0 else 0.0,
             "mean_return_last20": tracker.mean_return,
             "best_mean_return": tracker.best_mean_return if tracker.episodes >= WINDOW else None,

@@ -1,0 +1,183 @@
+"""Making one env: gymnasium ids (plugins registered on the way), `module:EnvId`, or
+`package.module:Class` entry points, with the config's time limit and wrappers.
+
+Every process that builds an env (each Ray worker, an async vector env's subprocess, evaluation,
+export) goes through `make_env`, so plugin registration and wrappers happen there too, not only
+in the driver. Episode statistics are recorded right above the env and its time limit, so
+returns are the env's own (whole games, unclipped rewards). This module imports no torch: the
+subprocesses of `workers.vector_env: async` load only it, gymnasium and the env.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from trainer.core import wrappers as own_wrappers
+from trainer.core.config import EnvConfig, WrapperConfig
+from trainer.core.errors import UserError
+
+
+@dataclass(frozen=True)
+class Plugin:
+    """A package whose env ids gymnasium finds only after it has registered them."""
+
+    module: str
+    extra: str
+    register: Callable[[object], None]
+
+
+PLUGINS = {
+    "ALE/": Plugin("ale_py", "atari", lambda module: gym.register_envs(module)),
+    "MiniGrid-": Plugin("minigrid", "minigrid", lambda module: None),  # registers on import
+    "BabyAI-": Plugin("minigrid", "minigrid", lambda module: None),
+    "MinAtar/": Plugin("minatar", "minatar", lambda module: importlib.import_module("minatar.gym").register_envs()),
+}
+PACKAGE_NAMES = {"ale_py": "ale-py", "minigrid": "minigrid", "minatar": "MinAtar"}
+
+
+class EnvBuildError(UserError):
+    """The env could not be made, reset or stepped as configured."""
+
+
+class MaskedVelocityCartPole(gym.ObservationWrapper):
+    """CartPole that shows only cart position and pole angle: velocities must be inferred
+    from history, so a memoryless policy cannot balance the pole for long."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(gym.make("CartPole-v1", **kwargs).unwrapped)
+        self.observation_space = spaces.Box(
+            low=self.env.observation_space.low[[0, 2]], high=self.env.observation_space.high[[0, 2]], dtype=np.float32
+        )
+
+    def observation(self, observation: np.ndarray) -> np.ndarray:
+        return observation[[0, 2]]
+
+
+gym.register(
+    "MaskedVelocityCartPole-v1",
+    entry_point=MaskedVelocityCartPole,
+    max_episode_steps=500,
+    reward_threshold=475.0,
+)
+
+
+_registered: set[str] = set()  # plugin modules that registered their ids in this process
+
+
+def register_plugins(config: EnvConfig) -> None:
+    """Import `env.imports` and the plugin package an id's prefix names, so gymnasium knows the id
+    (once per process: registering twice makes gymnasium warn about every id)."""
+    for name in config.imports:
+        _import(name, f"env.imports {name!r}")
+    for prefix, plugin in PLUGINS.items():
+        if config.id.startswith(prefix) and plugin.module not in _registered:
+            plugin.register(_import(plugin.module, f"env.id {config.id!r}", plugin.extra))
+            _registered.add(plugin.module)
+
+
+def _import(name: str, what: str, extra: str | None = None):
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        package = PACKAGE_NAMES.get(name.split(".")[0], name)
+        remedy = f"pip install 'ray-ppo-trainer[{extra}]'" if extra else f"install {package}"
+        raise EnvBuildError(f"{what} needs {package}, which is not installed ({exc}): {remedy}") from None
+
+
+def ensure_registered(config: EnvConfig, spec: gym.envs.registration.EnvSpec | None) -> None:
+    """Make `env.id` known in this process: its plugin registers it, else the registration the
+    driver had (e.g. made from a script) is copied in."""
+    register_plugins(config)
+    if spec is not None and spec.id not in gym.registry:
+        gym.registry[spec.id] = spec
+
+
+def make_registered_env(config: EnvConfig, registry_spec: gym.envs.registration.EnvSpec | None) -> gym.Env:
+    """`make_env` in a process of its own (an async vector env's subprocess), which knows the
+    driver's registration of `env.id` only from `registry_spec`."""
+    ensure_registered(config, registry_spec)
+    return make_env(config)
+
+
+def make_env(config: EnvConfig, render_mode: str | None = None) -> gym.Env:
+    """One env from a registered id or an entry point, with the config's time limit and wrappers."""
+    register_plugins(config)
+    if render_mode == "rgb_array":  # frames off screen: pygame-drawn envs need no display (and say so)
+        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+    kwargs = {**config.kwargs, "render_mode": render_mode} if render_mode else config.kwargs
+    factory = entry_point(config.id)
+    env = _from_entry_point(config.id, factory, kwargs) if factory else _from_registry(config.id, kwargs)
+    if config.max_episode_steps is not None:
+        env = gym.wrappers.TimeLimit(env, config.max_episode_steps)
+    env = gym.wrappers.RecordEpisodeStatistics(env)
+    for index, wrapper in enumerate(config.wrappers):
+        env = _wrap(env, wrapper, f"env.wrappers[{index}] ({wrapper.name})")
+    return env
+
+
+def entry_point(env_id: str) -> Callable[..., gym.Env] | None:
+    """The factory of `package.module:Class`; None for registry ids, also gymnasium's `module:EnvId`."""
+    module_name, sep, attr = env_id.partition(":")
+    if not sep or "/" in module_name:
+        return None
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise EnvBuildError(f"env.id {env_id!r}: cannot import module {module_name!r} ({exc})") from None
+    factory = getattr(module, attr, None) if attr.isidentifier() else None
+    if factory is None and attr not in gym.registry:
+        raise EnvBuildError(
+            f"env.id {env_id!r}: module {module_name!r} has no attribute {attr!r} and registers no env id {attr!r}"
+        )
+    return factory
+
+
+def _from_registry(env_id: str, kwargs: dict) -> gym.Env:
+    try:
+        # The passive checker re-wraps every step; the worker checks observations itself.
+        return gym.make(env_id, disable_env_checker=True, **kwargs)
+    except gym.error.NameNotFound as exc:
+        hint = f"; plugin ids start with {', '.join(PLUGINS)}, others need env.imports: [package]"
+        raise EnvBuildError(f"env.id {env_id!r}: {exc}{hint}") from None
+    except gym.error.Error as exc:
+        raise EnvBuildError(f"env.id {env_id!r}: {exc}") from None
+    except TypeError as exc:
+        raise EnvBuildError(f"env.kwargs for {env_id!r} do not fit: {exc}") from None
+    except Exception as exc:  # the env's own constructor failed: name it
+        raise EnvBuildError(f"env {env_id!r} raised {type(exc).__name__} while being made: {exc}") from None
+
+
+def _from_entry_point(entry_point: str, factory: Callable[..., gym.Env], kwargs: dict) -> gym.Env:
+    try:
+        env = factory(**kwargs)
+    except TypeError as exc:
+        raise EnvBuildError(f"env.kwargs for {entry_point!r} do not fit: {exc}") from None
+    except Exception as exc:
+        raise EnvBuildError(f"env {entry_point!r} raised {type(exc).__name__} while being made: {exc}") from None
+    if not isinstance(env, gym.Env):
+        raise EnvBuildError(f"env.id {entry_point!r} returned {type(env).__name__}, not a gymnasium.Env")
+    return env
+
+
+def _wrap(env: gym.Env, wrapper: WrapperConfig, where: str) -> gym.Env:
+    if ":" in wrapper.name:
+        module_name, _, attr = wrapper.name.partition(":")
+        cls = getattr(_import(module_name, where), attr, None)
+    else:
+        cls = getattr(gym.wrappers, wrapper.name, None) or getattr(own_wrappers, wrapper.name, None)
+    if not isinstance(cls, type):
+        raise EnvBuildError(
+            f"{where}: no such wrapper; give a class of gymnasium.wrappers (e.g. AtariPreprocessing), "
+            "EpisodicLife, FireReset, or an entry point 'package.module:Class'"
+        )
+    try:
+        return cls(env, **wrapper.kwargs)
+    except Exception as exc:
+        raise EnvBuildError(f"{where}: {type(exc).__name__}: {exc}") from None
