@@ -1,8 +1,9 @@
 """The Ray runtime: rollout-worker actors and a learner actor, with worker fault handling.
 
 Per iteration the learner returns ONE snapshot object that every worker reads from the object
-store. Each worker returns two objects: a small RolloutInfo the driver waits on, and the rollout
-itself, whose reference the driver hands to the learner, which fetches it from the object store.
+store. Each worker returns two objects: a small RolloutInfo the driver waits on (one wait for all
+workers), and the rollout itself, whose reference the driver hands on as an argument of the
+learner's one update call, so Ray delivers every rollout with that call.
 A worker that dies, or takes no env step for `workers.sample_timeout_s`, is replaced and its share
 collected again with the same snapshot, so an iteration never mixes versions or half rollouts. A
 learner that dies is rebuilt from its newest state (see remote_learner.py).
