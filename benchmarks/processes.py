@@ -20,6 +20,22 @@ def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
+def process_tree(root) -> list:
+    """`root` (a psutil.Process) and every process under it: a driver and its embedded Ray."""
+    import psutil
+
+    try:
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def cpu_s(proc) -> float:
+    """CPU seconds (user + system) a psutil.Process has used."""
+    times = proc.cpu_times()
+    return times.user + times.system
+
+
 def child_pids() -> set[int]:
     import psutil
 

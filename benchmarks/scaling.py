@@ -9,8 +9,9 @@ Ray: one node, or a `ray.cluster_utils.Cluster` of `--nodes` simulated nodes), m
 iterations after warm-up:
 
 - iteration time, steps/s and the ideal (all envs' steps in the floor), efficiency;
-- coordination: iteration time minus the slowest worker's rollout (its env + forward time);
-- driver CPU per iteration (the driver process's CPU time, Ray's threads in it included);
+- coordination: iteration time minus the slowest worker's rollout, and the driver's CPU per
+  iteration (Ray's threads in it included): the runtime's `perf/coordination_s` and
+  `perf/driver_cpu_s`;
 - the bytes put into the object store per iteration (rollouts, and the snapshot once);
 - learner ingestion: fetching the rollouts from the object store and copying them into the buffer;
 - start-up: from `train()` to the first iteration;
@@ -32,10 +33,9 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from benchmarks.processes import children_reaped, failed, log, result_line, run_subprocess
+from benchmarks.processes import children_reaped, cpu_s, failed, log, process_tree, result_line, run_subprocess
 from benchmarks.report import fmt, table, write_json
 from benchmarks.rows import REPO_ROOT
 
@@ -84,12 +84,12 @@ def process_kind(proc, name: str) -> str:
 
 
 def processes() -> dict[int, tuple[str, object]]:
-    """Every process under this one (Ray's included), with its kind: Ray names its workers
-    `ray::<Actor>`, the others go by their programs."""
+    """Every process of this run (this one and Ray's, all its descendants), with its kind: Ray
+    names its workers `ray::<Actor>`, the others go by their programs."""
     import psutil
 
     found = {}
-    for proc in [*psutil.Process().children(recursive=True), psutil.Process()]:
+    for proc in process_tree(psutil.Process()):
         try:
             cmdline = proc.cmdline()
             found[proc.pid] = (process_kind(proc, cmdline[0] if cmdline else proc.name()), proc)
@@ -104,8 +104,7 @@ def cpu_seconds(found: dict) -> dict[int, float]:
     seconds = {}
     for pid, (_, proc) in found.items():
         try:
-            times = proc.cpu_times()
-            seconds[pid] = times.user + times.system
+            seconds[pid] = cpu_s(proc)
         except psutil.NoSuchProcess:
             continue
     return seconds
@@ -157,18 +156,11 @@ def run_row(row: dict) -> dict:
     import trainer
     from trainer.core.config import load_config
 
-    reports, driver_cpu, memory, marks = [], [], {}, {}
+    reports, memory, marks = [], {}, {}
 
     class Measure(trainer.Callback):
-        def on_start(self, session) -> None:
-            marks["started"] = time.perf_counter()
-            marks["cpu"] = time.process_time()
-
         def on_iteration(self, report) -> None:
             reports.append(report.scalars)
-            cpu = time.process_time()
-            driver_cpu.append(cpu - marks["cpu"])
-            marks["cpu"] = cpu
             if len(reports) == WARMUP:
                 marks["processes"] = processes()
                 marks["process_cpu"] = cpu_seconds(marks["processes"])
@@ -189,7 +181,6 @@ def run_row(row: dict) -> dict:
             cluster.add_node(num_cpus=per_node)
         cluster.wait_for_nodes()
         address = cluster.address
-    launched = time.perf_counter()
     try:
         summary = trainer.train(config, address=address, callbacks=[Measure()])
     finally:
@@ -202,11 +193,7 @@ def run_row(row: dict) -> dict:
     def median(values) -> float:
         return statistics.median(list(values))
 
-    def rollout_s(scalars: dict, index: int) -> float:
-        return scalars[f"workers/{index}/env_s"] + scalars[f"workers/{index}/forward_s"]
-
     iteration = median(s["perf/iteration_s"] for s in measured)
-    slowest = median(max(rollout_s(s, i) for i in range(count)) for s in measured)
     rollout_bytes, snapshot_bytes = payload_bytes(load_config(config))
     floor = floor_s(row)
     result = {
@@ -216,18 +203,18 @@ def run_row(row: dict) -> dict:
         "efficiency": floor / iteration,
         "steps_per_s": count * T * E / iteration,
         "ideal_steps_per_s": count * T * E / floor,
-        "slowest_rollout_s": slowest,
-        "coordination_s": median(s["perf/iteration_s"] - max(rollout_s(s, i) for i in range(count)) for s in measured),
-        "driver_cpu_s": median(driver_cpu[WARMUP:]),
+        "slowest_rollout_s": median(s["perf/slowest_rollout_s"] for s in measured),
+        "coordination_s": median(s["perf/coordination_s"] for s in measured),
+        "driver_cpu_s": median(s["perf/driver_cpu_s"] for s in measured),
         "object_store_mib": (count * rollout_bytes + snapshot_bytes) / 1024**2,
         "ingest_s": median(s.get("perf/transfer_s", 0.0) + s.get("perf/copy_s", 0.0) for s in measured),
         "learn_s": median(s.get("perf/learn_s", 0.0) for s in measured),
-        "startup_s": marks["started"] - launched,
+        "startup_s": summary["startup_s"],
         "memory": memory,
         "summary_steps_per_s": summary["steps_per_s"],
     }
     if row["straggler"]:
-        others = [median(sorted(rollout_s(s, i) for i in range(count))[:-1]) for s in measured]
+        others = [median(sorted(s[f"workers/{i}/rollout_s"] for i in range(count))[:-1]) for s in measured]
         result["others_rollout_s"] = median(others)
         result["others_idle_s"] = iteration - result["others_rollout_s"]
     return result

@@ -29,21 +29,15 @@ from pathlib import Path
 
 import psutil
 
+from benchmarks.processes import process_tree
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULT_PREFIX = "RESULT "
 
 
-def trainer_processes(driver: psutil.Process) -> list[psutil.Process]:
-    """The driver and every process of its embedded Ray (all are its descendants)."""
-    try:
-        return [driver, *driver.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return []
-
-
 def actor_processes(driver: psutil.Process, name: str) -> list[psutil.Process]:
     found = []
-    for proc in trainer_processes(driver):
+    for proc in process_tree(driver):
         try:
             if f"ray::{name}" in " ".join(proc.cmdline()):
                 found.append(proc)
@@ -65,7 +59,7 @@ def process_kind(proc: psutil.Process, driver: psutil.Process) -> str:
 def rss_by_kind_mib(driver: psutil.Process) -> dict[str, float]:
     """Resident memory (MiB) of the driver, the workers, the learner, raylet, GCS and the rest."""
     memory: dict[str, float] = {}
-    for proc in trainer_processes(driver):
+    for proc in process_tree(driver):
         try:
             kind = process_kind(proc, driver)
             memory[kind] = memory.get(kind, 0.0) + proc.memory_info().rss / 2**20

@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks.processes import cpu_s
 from benchmarks.report import fmt, table, write_json
 from benchmarks.rows import REPO_ROOT
 
@@ -31,11 +32,7 @@ def worker_cpu_s(worker) -> float:
     """CPU seconds of this process and of its env subprocesses (an async vector env's)."""
     import psutil
 
-    total = time.process_time()
-    for process in getattr(worker.envs, "processes", []):
-        times = psutil.Process(process.pid).cpu_times()
-        total += times.user + times.system
-    return total
+    return time.process_time() + sum(cpu_s(psutil.Process(p.pid)) for p in getattr(worker.envs, "processes", []))
 
 
 def measure(source, vector_env: str, envs: int, rollouts: int) -> dict:
