@@ -13,6 +13,7 @@ import threading
 from pathlib import Path
 
 from trainer.core.errors import UserError
+from trainer.sweep.run import SCHEDULERS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,6 +32,52 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--run-dir", help="write the run here (default: a new directory under logging.dir)")
     train.add_argument("--run-name", help="name of the run directory under logging.dir")
     train.add_argument("--address", help="Ray cluster to attach to (default: RAY_ADDRESS, else an embedded local Ray)")
+    tune = commands.add_parser("tune", help="sweep hyperparameters (or seeds) on Ray Tune, one training run per trial")
+    tune.add_argument("config", help="the base config, e.g. configs/cartpole.yaml")
+    tune.add_argument(
+        "--space",
+        required=True,
+        help="YAML mapping config keys to samplers, e.g. ppo.lr: {loguniform: [1.0e-4, 3.0e-3]}",
+    )
+    tune.add_argument(
+        "--trials", type=int, default=8, help="trials sampled from the space; each runs once per grid value (default 8)"
+    )
+    tune.add_argument(
+        "--out", required=True, help="sweep directory: runs/ (one run per trial), results.csv, best_config.yaml"
+    )
+    tune.add_argument(
+        "--scheduler",
+        choices=SCHEDULERS,
+        default="asha",
+        help="fifo: every trial to its budget; asha: stop weak trials early (default); pbt: population based training",
+    )
+    tune.add_argument(
+        "--metric", default="charts/episodic_return_mean", help="the TensorBoard scalar trials are judged by"
+    )
+    tune.add_argument("--mode", choices=("max", "min"), default="max")
+    tune.add_argument(
+        "--max-concurrent", type=int, help="trials at once (default: one; each asks its learner's and workers' CPUs)"
+    )
+    tune.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a key of the base config (repeatable)",
+    )
+    tune.add_argument(
+        "--grace-steps",
+        type=int,
+        help="asha: env steps before a trial can be stopped (default: a ninth of ppo.total_steps)",
+    )
+    tune.add_argument(
+        "--perturbation-steps", type=int, help="pbt: env steps between exploits (default: an eighth of ppo.total_steps)"
+    )
+    tune.add_argument("--address", help="Ray cluster to attach to (default: RAY_ADDRESS, else an embedded local Ray)")
+    tune.add_argument(
+        "--resume", action="store_true", help="continue the sweep in --out: unfinished trials from their checkpoints"
+    )
     evaluate = commands.add_parser("evaluate", help="run a checkpoint's (or exported .pt2) policy for some episodes")
     evaluate.add_argument("checkpoint", help="checkpoint file, run directory (its newest checkpoint) or exported .pt2")
     evaluate.add_argument("--episodes", type=int, help="episodes to run (default: the config's eval.episodes)")
@@ -95,6 +142,14 @@ def run_train(args: argparse.Namespace) -> None:
             disconnect()  # also when train() failed (or Ctrl-C came) before its runtime took Ray over
 
 
+def run_tune(args: argparse.Namespace) -> None:
+    from trainer.sweep.run import SweepArgs, sweep
+
+    fields = ("config", "space", "trials", "out", "scheduler", "metric", "mode", "max_concurrent", "address",
+              "resume", "grace_steps", "perturbation_steps")  # fmt: skip
+    sweep(SweepArgs(**{name: getattr(args, name) for name in fields}, overrides=tuple(args.overrides)))
+
+
 def _join(thread: threading.Thread) -> None:
     """Wait for the import thread, also through a Ctrl-C during start-up: exiting while it is
     inside an extension's import can crash the interpreter on its way out."""
@@ -110,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "train":
             run_train(args)
+        elif args.command == "tune":
+            run_tune(args)
         elif args.command == "evaluate":
             from trainer.evaluate import evaluate
 

@@ -377,12 +377,17 @@ def _apply_override(raw: dict, item: str) -> None:
         value = yaml.safe_load(text)
     except yaml.YAMLError:
         raise ConfigError(f"override {item!r}: value {text!r} is not valid YAML") from None
+    set_key(raw, key, value, what=f"override {item!r}")
+
+
+def set_key(raw: dict, key: str, value: Any, what: str = "") -> None:
+    """Set `section.key` in a raw config mapping, making the sections it needs."""
     node = raw
     parts = key.split(".")
     for part in parts[:-1]:
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
-            raise ConfigError(f"override {item!r}: {part} is not a section")
+            raise ConfigError(f"{what or key}: {part} is not a section")
         node = child
     node[parts[-1]] = value
 

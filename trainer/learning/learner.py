@@ -99,6 +99,8 @@ class Learner:
     def load_state_dict(self, state: dict) -> None:
         self.policy.load_state_dict(state["policy"])
         self.optimizer.load_state_dict(state["optimizer"])
+        for group in self.optimizer.param_groups:  # the config's, not the checkpoint's: a resume may change them
+            group["lr"], group["eps"] = self.config.ppo.lr, self.config.ppo.adam_eps
         for key, rms in self.obs_rms.items():
             rms.load_state_dict(state["obs_rms"][key])
         self.policy.preprocess.freeze(self.obs_rms)

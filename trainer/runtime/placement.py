@@ -10,11 +10,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import ray
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from trainer.core.config import Config
 from trainer.core.errors import UserError
 
 POLL_S = 5.0
+
+
+def scheduling_strategy(outside: str | None = None):
+    """Where an actor of the run goes: inside the placement group this process runs in (a
+    sweep's trial, which holds the resources of its learner and workers, so concurrent trials
+    cannot take each other's), else `outside` (e.g. SPREAD; None: Ray's default)."""
+    group = ray.util.get_current_placement_group()
+    return PlacementGroupSchedulingStrategy(group) if group is not None else outside
 
 
 class ClusterTooSmall(UserError):
@@ -37,6 +46,14 @@ def run_demands(config: Config) -> list[Demand]:
     if config.eval.every:
         demands.append(Demand("the evaluation actor", {"CPU": config.eval.num_cpus}))
     return [Demand(d.name, {k: v for k, v in d.resources.items() if v > 0}) for d in demands]
+
+
+def trial_bundles(config: Config) -> list[dict[str, float]]:
+    """The placement group of a run that a sweep places as one trial: under Ray, an empty bundle
+    for the trial's own process (the session's driver) and one per learner, worker and
+    evaluation actor; inline, one bundle for the process that does it all."""
+    demands = [d.resources for d in run_demands(config)]
+    return [{}, *demands] if config.execution == "ray" else demands[:1]
 
 
 def unplaced(demands: list[Demand], nodes: list[dict[str, float]]) -> list[Demand]:

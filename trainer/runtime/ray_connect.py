@@ -18,9 +18,10 @@ TOKEN_SETUP_LOGGER = "ray._private.authentication.authentication_token_setup"
 _started_here = False  # this process started the running Ray, and so stops it
 
 
-def connect(config: Config, address: str | None) -> bool:
-    """Attach to a cluster (`address`, or RAY_ADDRESS) or start an embedded local Ray.
-    Returns True when this process started Ray (now or in an earlier call) and so must stop it."""
+def connect(config: Config, address: str | None, cpus: float | None = None) -> bool:
+    """Attach to a cluster (`address`, or RAY_ADDRESS) or start an embedded local Ray with room
+    for `cpus` (default: the run's actors). Returns True when this process started Ray (now or
+    in an earlier call) and so must stop it."""
     global _started_here
     if ray.is_initialized():
         return _started_here
@@ -30,7 +31,7 @@ def connect(config: Config, address: str | None) -> bool:
     if address:
         ray.init(address=address, logging_level=logging.WARNING)
         return False
-    needed = sum(d.resources.get("CPU", 0.0) for d in run_demands(config))
+    needed = cpus if cpus is not None else sum(d.resources.get("CPU", 0.0) for d in run_demands(config))
     # Ray 2.60 turns token authentication on for a new local cluster, and says so in a WARNING at
     # every start; for a cluster that lives and dies with this process that is noise.
     logging.getLogger(TOKEN_SETUP_LOGGER).setLevel(logging.ERROR)

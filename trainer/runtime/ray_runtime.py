@@ -24,7 +24,7 @@ from trainer.core.errors import UserError
 from trainer.core.messages import EpisodeStats
 from trainer.core.timing import PhaseTimer
 from trainer.runtime.checkpoint import capture_rng, restore_rng, worker_rng_states
-from trainer.runtime.placement import ensure_fits
+from trainer.runtime.placement import ensure_fits, scheduling_strategy
 from trainer.runtime.ray_connect import connect, disconnect
 from trainer.runtime.remote_learner import ACTOR_LOST, LearnerLost, RemoteLearner
 from trainer.runtime.stats import IterationStats
@@ -98,7 +98,7 @@ class RayRuntime:
             .options(
                 num_cpus=workers.num_cpus,
                 resources=dict(workers.resources) or None,
-                scheduling_strategy="SPREAD",
+                scheduling_strategy=scheduling_strategy("SPREAD"),
                 max_restarts=0,
             )
             .remote(self.config, index, self.registry_spec)

@@ -25,6 +25,7 @@ from trainer.core.envs import Probe
 from trainer.core.errors import UserError
 from trainer.core.messages import PolicySnapshot, Rollout
 from trainer.learning.learner import Learner
+from trainer.runtime.placement import scheduling_strategy
 
 START_TIMEOUT_S = 300.0
 ACTOR_LOST = (ray_errors.RayActorError, ray_errors.WorkerCrashedError, ray_errors.ObjectLostError)
@@ -102,8 +103,14 @@ class RemoteLearner:
         learner = self.config.learner
         options = {"num_cpus": learner.num_cpus, "num_gpus": learner.num_gpus, "max_restarts": 0}
         args = (self.config, self.probe.observation_space, self.probe.action_space)
+        trial = scheduling_strategy()  # a sweep's trial holds the learner's bundles in its placement group
         if self.world == 1:
-            return [ray.remote(LearnerActor).options(**options).remote(*args)]
+            return [ray.remote(LearnerActor).options(**options, scheduling_strategy=trial).remote(*args)]
+        if trial is not None:
+            return [
+                ray.remote(LearnerActor).options(**options, scheduling_strategy=trial).remote(*args, rank, self.world)
+                for rank in range(self.world)
+            ]
         bundle = {"CPU": learner.num_cpus, **({"GPU": learner.num_gpus} if learner.num_gpus else {})}
         self.placement = placement_group([bundle] * self.world, strategy=learner.placement.upper())
         return [

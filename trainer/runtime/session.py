@@ -71,29 +71,63 @@ def train(
     IterationReport, called after every iteration; one that returns True stops the run (see
     trainer/runtime/callbacks.py)."""
     launched = time.perf_counter()
-    checkpoint = None
+    config, checkpoint, run_dir = run_config(config, overrides, resume, run_dir)
+    probe, path, progress = prepare_run(config, checkpoint, run_dir, run_name)
+    with GracefulStop(progress.message) as stop:
+        try:
+            session = start_session(config, path, probe, address, progress, checkpoint, callbacks, launched)
+            stop.install()  # ray.init() put in its own SIGTERM handler (exit at once): take SIGTERM back
+            session.run(stop)
+        except KeyboardInterrupt:
+            second = stop.requested or "signal"
+            raise TrainingStopped(f"stopped at once by a second {second}; {resume_hint(path)}") from None
+        except UserError as exc:
+            if periodic_checkpoints(path / CHECKPOINT_DIR):
+                exc.args = (f"{exc}; {resume_hint(path)}",)
+            raise
+    summary = session.finish_summary(stop.requested)
+    if stop.requested:
+        raise TrainingStopped(f"stopped by {stop.requested} at env step {summary['env_steps']}; {resume_hint(path)}")
+    return summary
+
+
+def run_config(config, overrides, resume, run_dir) -> tuple[Config, dict | None, str | Path | None]:
+    """The config to train with and, when resuming, the checkpoint to start from (its run
+    directory becomes the run's)."""
     resume = resolve_resume(resume, run_dir)
     if resume is not None:
         checkpoint_path, checkpoint = load_checkpoint(resume)
         config = load_config(checkpoint["config"] if config is None else config, overrides)
-        run_dir = checkpoint_path.parent.parent
-    elif config is None:
+        return config, {**checkpoint, "path": checkpoint_path}, checkpoint_path.parent.parent
+    if config is None:
         raise UserError("train needs a config file, or --resume RUN_DIR to continue a run")
-    else:
-        config = load_config(config, overrides)
+    return load_config(config, overrides), None, run_dir
+
+
+def prepare_run(
+    config: Config,
+    checkpoint: dict | None,
+    run_dir: str | Path | None,
+    run_name: str | None = None,
+    stream=None,
+    owns_dir: bool = False,
+) -> tuple[Probe, Path, ProgressReporter]:
+    """Everything checked before any actor starts (env, spaces, network, memory), then the run
+    directory and the progress reporter (on `stream`, else stdout). `owns_dir`: the directory
+    is this run's whatever it holds (a sweep's trial), so a start there never refuses it."""
     probe = probe_env(config.env, config.policy)
     if checkpoint is not None:
-        check_spaces(checkpoint, probe, config.env.id, checkpoint_path)
-        check_policy_fits(checkpoint, config, probe, checkpoint_path)
+        check_spaces(checkpoint, probe, config.env.id, checkpoint["path"])
+        check_policy_fits(checkpoint, config, probe, checkpoint["path"])
     if config.eval.every and config.eval.env:
         check_eval_env(config, probe)
     if config.policy.kind not in ("mlp", "lstm") or config.policy.encoder != "auto":
         build_policy(probe.obs_spec, probe.action_space, config)  # a custom network's interface, checked here
     ensure_memory_fits(config, probe)
-    path = create_run_dir(config, run_dir, run_name, resuming=checkpoint is not None)
+    path = create_run_dir(config, run_dir, run_name, resuming=checkpoint is not None or owns_dir)
     first_step = checkpoint["env_steps"] if checkpoint is not None else 0
     planned = planned_steps(config, first_step)
-    progress = ProgressReporter(planned, config.logging.progress_interval_s)
+    progress = ProgressReporter(planned, config.logging.progress_interval_s, stream)
     progress.message(f"run directory: {path}")
     if checkpoint is not None and (changes := config_changes(checkpoint["config"], config)):
         progress.message(f"resuming with {', '.join(changes)}")
@@ -105,32 +139,20 @@ def train(
         )
     for key in probe.obs_spec.dropped:
         progress.message(f"observation {key!r} of {config.env.id!r} holds no numbers; it is left out")
-    with GracefulStop(progress.message) as stop:
-        try:
-            runtime = make_runtime(config, probe, address, progress.message)
-            stop.install()  # ray.init() put in its own SIGTERM handler (exit at once): take SIGTERM back
-            hooks = as_callbacks(callbacks)
-            if config.eval.every:
-                hooks.insert(0, Evaluation(config, probe, progress.message))
-            session = TrainingSession(config, path, probe, runtime, progress, checkpoint, hooks, launched)
-            session.run(stop)
-        except KeyboardInterrupt:
-            second = stop.requested or "signal"
-            raise TrainingStopped(f"stopped at once by a second {second}; {resume_hint(path)}") from None
-        except UserError as exc:
-            if periodic_checkpoints(path / CHECKPOINT_DIR):
-                exc.args = (f"{exc}; {resume_hint(path)}",)
-            raise
-    summary = session.summary(stopped_by=stop.requested or session.stopped_by)
-    write_json(path / "summary.json", summary)
-    progress.message(
-        f"{'stopped' if stop.requested else 'done'}: {summary['env_steps']} steps in {summary['wall_time_s']:.1f}s "
-        f"({summary['steps_per_s']:.0f} steps/s), mean return (last 20) {_number(summary['mean_return_last20'])}, "
-        f"solved at step {summary['solved_at_step']}"
-    )
-    if stop.requested:
-        raise TrainingStopped(f"stopped by {stop.requested} at env step {summary['env_steps']}; {resume_hint(path)}")
-    return summary
+    return probe, path, progress
+
+
+def start_session(config, path, probe, address, progress, checkpoint, callbacks, launched) -> TrainingSession:
+    """Start the runtime (actors, or the in-process one) and the session around it."""
+    runtime = make_runtime(config, probe, address, progress.message)
+    try:
+        hooks = as_callbacks(callbacks)
+        if config.eval.every:
+            hooks.insert(0, Evaluation(config, probe, progress.message))
+        return TrainingSession(config, path, probe, runtime, progress, checkpoint, hooks, launched)
+    except BaseException:
+        runtime.close()
+        raise
 
 
 def check_eval_env(config: Config, probe: Probe) -> None:
@@ -207,27 +229,61 @@ class TrainingSession:
         return self.learner_restarts_before + self.runtime.learner_restarts
 
     def run(self, stop: GracefulStop) -> None:
-        every = self.config.checkpoint.every
+        """Iterate to the step budget, a stop request or a callback's stop, then end the session."""
         completed = False
         try:
-            for callback in self.callbacks:
-                callback.on_start(self)
-            self.start = time.perf_counter()  # the evaluation actor's start-up is not training time
-            self.driver_cpu = time.process_time()
-            while self.env_steps < self.planned_steps and stop.requested is None and self.stopped_by is None:
-                self._iterate()
-                if every and self.iteration % every == 0:
-                    self._save()
-            if self.iteration > self.saved_at:
-                self._save()
-            self.ended = time.perf_counter()
+            self.begin()
+            while not self.done and stop.requested is None:
+                self.step()
+            self.end()
             completed = True
         finally:
-            try:
-                for callback in self.callbacks:
-                    callback.on_end(self, completed)
-            finally:
-                self._close()
+            self.finish(completed)
+
+    @property
+    def done(self) -> bool:
+        return self.env_steps >= self.planned_steps or self.stopped_by is not None
+
+    def begin(self) -> None:
+        for callback in self.callbacks:
+            callback.on_start(self)
+        self.start = time.perf_counter()  # the evaluation actor's start-up is not training time
+        self.driver_cpu = time.process_time()
+
+    def step(self) -> IterationReport:
+        """One iteration, and its periodic checkpoint when one is due."""
+        report = self._iterate()
+        every = self.config.checkpoint.every
+        if every and self.iteration % every == 0:
+            self._save()
+        return report
+
+    def end(self) -> None:
+        """The final checkpoint (unless the newest one is of this iteration)."""
+        if self.iteration > self.saved_at:
+            self._save()
+        self.ended = time.perf_counter()
+
+    def finish(self, completed: bool) -> None:
+        """Tell the callbacks, then stop the runtime and close the writer."""
+        try:
+            for callback in self.callbacks:
+                callback.on_end(self, completed)
+        finally:
+            self._close()
+
+    def finish_summary(self, request: str | None = None) -> dict:
+        """Write summary.json and say the run's result in one line. `request`: who asked the run
+        to stop from outside (a signal, a sweep's scheduler), if anyone did."""
+        summary = self.summary(stopped_by=request or self.stopped_by)
+        write_json(self.path / "summary.json", summary)
+        self.progress.message(
+            f"{'stopped' if request else 'done'}: "
+            f"{summary['env_steps']} steps in {summary['wall_time_s']:.1f}s "
+            f"({summary['steps_per_s']:.0f} steps/s), mean return (last 20) {_number(summary['mean_return_last20'])}, "
+            f"solved at step {summary['solved_at_step']}"
+        )
+        return summary
 
     def _close(self) -> None:
         self.runtime.close()
@@ -238,7 +294,7 @@ class TrainingSession:
     def write_scalars(self, scalars: dict[str, float], env_step: int) -> None:
         self.writer.write(scalars, env_step)
 
-    def _iterate(self) -> None:
+    def _iterate(self) -> IterationReport:
         iteration_start = time.perf_counter()
         stats = self.runtime.iterate()
         self.iteration += 1
@@ -260,6 +316,7 @@ class TrainingSession:
             if callback.on_iteration(report) and self.stopped_by is None:
                 self.stopped_by = f"callback {callback_name(callback)}"
                 self.progress.message(f"{callback_name(callback)} stopped the run at env step {self.env_steps}")
+        return report
 
     def _check_ratio(self, metrics: dict[str, float]) -> None:
         """Warn loudly when the first minibatch's PPO ratio is not 1 on an on-policy iteration:
@@ -289,11 +346,15 @@ class TrainingSession:
             state["eval"] = self.evaluation.state_dict()
         return state
 
+    def full_state(self) -> dict:
+        """A checkpoint's contents: the session's state and the runtime's (the learner's included)."""
+        return {**self.checkpoint_state(), "runtime": self.runtime.state_dict()}
+
     def _save(self) -> None:
         # With evaluation on, best.pt follows the eval return (see evaluation.py), else the
         # training episodes' mean return.
         improved = self.tracker.best_mean_return > self.best_saved or self.saved_at == 0
-        state = {**self.checkpoint_state(), "runtime": self.runtime.state_dict()}
+        state = self.full_state()
         self.writer.flush()  # every point up to this checkpoint is on disk before it exists
         save_checkpoint(self.path, state, self.config.checkpoint.keep_last, improved and self.evaluation is None)
         self.saved_at, self.best_saved = self.iteration, max(self.best_saved, self.tracker.best_mean_return)
