@@ -42,13 +42,16 @@ def _short(value) -> str:
 def _error_line(text: str) -> str:
     """The exception's own line from a Tune error file (its traceback's last line)."""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[-1] if lines else "failed"
+    if not lines:
+        return "failed"
+    kind, sep, message = lines[-1].partition(": ")
+    return f"{kind.rsplit('.', 1)[-1]}: {message}" if sep and " " not in kind else lines[-1]
 
 
 def trial_outcome(trial, scheduler: str) -> tuple[str, str]:
     """(status, reason) of a Tune trial: completed, stopped (by the scheduler), error or unfinished."""
     if trial.status == "ERROR":
-        error_file = Path(trial.local_path or "") / "error.txt"
+        error_file = Path(trial.path) / "error.txt"  # the trial's directory in the sweep's storage
         return "error", _error_line(error_file.read_text()) if error_file.is_file() else "failed"
     if trial.status == "TERMINATED":
         return ended(trial, scheduler)

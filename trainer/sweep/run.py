@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,12 @@ from trainer.sweep.space import Axis, load_space, trial_config
 TUNE_DIR = "tune"  # Tune's own state (what --resume reads), beside runs/, results.csv and best_config.yaml
 RUNS_DIR = "runs"  # one run directory per trial: the sweep's TensorBoard logdir
 SCHEDULERS = ("fifo", "asha", "pbt")
+
+
+class SweepStopped(UserError):
+    """Ctrl-C stopped the sweep: finished trials are in results.csv, the rest wait for --resume."""
+
+    exit_code = 130
 
 
 @dataclass(frozen=True)
@@ -59,7 +66,8 @@ def sweep(args: SweepArgs) -> dict:
     os.environ["RAY_CHDIR_TO_TRIAL_DIR"] = "0"  # trials see the paths the command was given
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"  # the trials write their own TensorBoard files
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no tables, only the lines per trial
-    logging.getLogger("ray.tune").setLevel(logging.ERROR)
+    logging.getLogger("ray.tune").setLevel(logging.CRITICAL)  # a failed trial is its line and results.csv row
+    warnings.filterwarnings("ignore", message=".*reuse_actors.*")  # each trial is a fresh process on purpose
     config = load_config(base)
     scheduler = _scheduler(args, config.ppo.total_steps, config.steps_per_iteration, axes)
     concurrent = args.max_concurrent or 1
@@ -92,7 +100,8 @@ def sweep(args: SweepArgs) -> dict:
                     callbacks=[TrialLines(args.metric, args.scheduler), JsonLoggerCallback(), CSVLoggerCallback()],
                     failure_config=tune.FailureConfig(max_failures=0),
                     checkpoint_config=tune.CheckpointConfig(
-                        num_to_keep=2, checkpoint_frequency=config.checkpoint.every or 10
+                        num_to_keep=4 if args.scheduler == "pbt" else 2,  # PBT exploits others' checkpoints
+                        checkpoint_frequency=config.checkpoint.every or 10,
                     ),
                 ),
             )
@@ -110,12 +119,16 @@ def sweep(args: SweepArgs) -> dict:
     unfinished = len(rows) - sum(counts.values())
     print(
         f"{len(rows)} trials: {counts['completed']} completed, {counts['stopped']} stopped early, "
-        f"{counts['error']} failed" + (f", {unfinished} unfinished (continue with --resume)" if unfinished else "")
+        f"{counts['error']} failed" + (f", {unfinished} unfinished" if unfinished else "")
     )
     print(f"results: {out / 'results.csv'}; TensorBoard: python -m trainer tensorboard {out / RUNS_DIR}")
     if best is not None:
         print(f"best: {best.trial} ({describe(best.values)}), {args.metric} "
               f"{best.score:.4g}; train it: python -m trainer train {out / 'best_config.yaml'}")  # fmt: skip
+    if unfinished:
+        raise SweepStopped(
+            f"the sweep stopped with {unfinished} trials unfinished; continue it: the same command with --resume"
+        )
     return {"out": str(out), "rows": rows, "best": best}
 
 
