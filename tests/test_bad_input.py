@@ -94,7 +94,18 @@ CASES = {
     "unknown vector env": (["train", "configs/cartpole.yaml", "--set", "workers.vector_env=threads"], "workers.vector_env: Input should be 'sync' or 'async'"),
     "evaluate no episodes": (["evaluate", "{existing}", "--episodes", "0"], "evaluate needs at least 1 episode, got 0 (--episodes N)"),
     "evaluate missing": (["evaluate", "{tmp}/nope.pt"], "checkpoint or run directory not found"),
+    "sweep space key": (["tune", "configs/cartpole.yaml", "--space", "{space_bad_key}", "--out", "{tmp}/sweep"], "'ppo.lrr' is not a config key; use a dotted key of the config (e.g. ppo.lr, ppo.clip_coef, seed)"),
+    "sweep sampler": (["tune", "configs/cartpole.yaml", "--space", "{space_bad_sampler}", "--out", "{tmp}/sweep"], "ppo.lr: {'normal': [0.001, 0.0001]} is not a sampler; give one of choice, uniform, loguniform, randint, grid"),
+    "sweep value": (["tune", "configs/cartpole.yaml", "--space", "{space_bad_value}", "--out", "{tmp}/sweep"], "ppo.num_minibatches=7 gives an invalid config: ppo.num_minibatches (7) must divide the 1024 samples"),
+    "sweep missing space": (["tune", "configs/cartpole.yaml", "--space", "{tmp}/nope.yaml", "--out", "{tmp}/sweep"], "search space file not found"),
 }  # fmt: skip
+
+
+SPACES = {
+    "space_bad_key": "ppo.lrr: {choice: [1.0e-3]}\n",
+    "space_bad_sampler": "ppo.lr: {normal: [1.0e-3, 1.0e-4]}\n",
+    "space_bad_value": "ppo.num_minibatches: {choice: [4, 7]}\n",
+}
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -105,6 +116,9 @@ def test_bad_input_gives_one_clear_error_and_changes_nothing(case, existing_run,
     latin1_yaml = tmp_path / "latin1.yaml"
     latin1_yaml.write_bytes("# run config\nname: caf\u00e9\n".encode("latin-1"))
     values = {"tmp": tmp_path, "existing": existing_run, "bad_yaml": bad_yaml, "latin1_yaml": latin1_yaml}
+    for name, text in SPACES.items():
+        values[name] = tmp_path / f"{name}.yaml"
+        values[name].write_text(text)
     values |= bad_checkpoints
     args = [arg.format(**values) for arg in args]
     if args[0] == "train" and "--resume" not in args:
