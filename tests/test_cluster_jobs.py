@@ -43,7 +43,7 @@ PROGRESS_LINE = re.compile(r"^step (\d+)/(\d+) \(\d+%\)  \d+ steps/s  return [-\
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 # Small enough for this 2-core machine; 1024 env steps per iteration (2 workers x 4 envs x 128).
 CARTPOLE_STEPS = 20480
-LONG_STEPS = 61440
+LONG_STEPS = 30720
 
 
 def free_port() -> int:

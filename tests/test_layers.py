@@ -35,6 +35,7 @@ def modules_under(package: str) -> list[Path]:
         ("trainer.learning", ("trainer.core", "trainer.learning")),
         ("workers", ("trainer.core", "workers")),
         ("trainer.runtime", ("trainer.core", "trainer.learning", "trainer.runtime", "workers")),
+        ("trainer.sweep", ("trainer.core", "trainer.runtime", "trainer.sweep")),
     ],
 )
 def test_a_layer_imports_only_the_layers_below_it(package: str, allowed: tuple[str, ...]) -> None:

@@ -65,7 +65,8 @@ def test_masked_cartpole_lstm_solves(tmp_path: Path) -> None:
 
 
 def test_masked_cartpole_mlp_cannot_remember(tmp_path: Path) -> None:
-    summary = run(tmp_path, "cartpole_masked_lstm.yaml", "policy.kind=mlp", "ppo.total_steps=100000")  # ~65
+    # 60k steps: about where the LSTM of the same config solves it (~55-70k)
+    summary = run(tmp_path, "cartpole_masked_lstm.yaml", "policy.kind=mlp", "ppo.total_steps=60000")  # ~65
     assert summary["solved_at_step"] is None
     assert summary["best_mean_return"] < 150
 

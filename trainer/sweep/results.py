@@ -24,6 +24,7 @@ class TrialRow:
     status: str  # completed, stopped, error, unfinished
     reason: str
     score: float
+    run_mean: float  # the metric's mean over all its reports: the tie-break, for the trials that learned sooner
     env_steps: int
     iterations: int
     wall_s: float
@@ -90,7 +91,8 @@ def collect(analysis, metric: str, mode: str, scheduler: str, runs_dir: Path) ->
     rows = []
     for trial in analysis.trials:
         frame = analysis.trial_dataframes.get(trial.trial_id)
-        scores = frame[metric].dropna().tail(LAST) if frame is not None and metric in frame else []
+        reported = frame[metric].dropna() if frame is not None and metric in frame else None
+        scores = reported.tail(LAST) if reported is not None else []
         result = trial.last_result or {}
         status, reason = trial_outcome(trial, scheduler)
         rows.append(
@@ -99,6 +101,7 @@ def collect(analysis, metric: str, mode: str, scheduler: str, runs_dir: Path) ->
                 status=status,
                 reason=reason,
                 score=float(sum(scores) / len(scores)) if len(scores) else math.nan,
+                run_mean=float(reported.mean()) if reported is not None and len(reported) else math.nan,
                 env_steps=int(result.get("env_steps", 0)),
                 iterations=int(result.get("iteration", 0)),
                 wall_s=round(float(result.get("time_total_s", 0.0)), 1),
@@ -107,21 +110,29 @@ def collect(analysis, metric: str, mode: str, scheduler: str, runs_dir: Path) ->
             )
         )
     sign = -1.0 if mode == "max" else 1.0
-    return sorted(rows, key=lambda row: (math.isnan(row.score), 0.0 if math.isnan(row.score) else sign * row.score))
+
+    def rank(row: TrialRow) -> tuple:
+        return (math.isnan(row.score), sign * _number(row.score), sign * _number(row.run_mean))
+
+    return sorted(rows, key=rank)
+
+
+def _number(value: float) -> float:
+    return 0.0 if math.isnan(value) else value
 
 
 def write_results(path: Path, rows: list[TrialRow], keys: list[str], metric: str) -> None:
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(
-            ["trial", *keys, f"{metric} (mean of last {LAST})", "status", "reason", "env_steps", "iterations",
-             "wall_s", "run_dir"]
+            ["trial", *keys, f"{metric} (mean of last {LAST})", f"{metric} (mean of all)", "status", "reason",
+             "env_steps", "iterations", "wall_s", "run_dir"]
         )  # fmt: skip
         for row in rows:
-            score = "" if math.isnan(row.score) else f"{row.score:.6g}"
+            score, run_mean = ("" if math.isnan(v) else f"{v:.6g}" for v in (row.score, row.run_mean))
             writer.writerow(
-                [row.trial, *(row.values.get(k) for k in keys), score, row.status, row.reason, row.env_steps,
-                 row.iterations, row.wall_s, row.run_dir]
+                [row.trial, *(row.values.get(k) for k in keys), score, run_mean, row.status, row.reason,
+                 row.env_steps, row.iterations, row.wall_s, row.run_dir]
             )  # fmt: skip
 
 
