@@ -97,6 +97,7 @@ CASES = {
     "sweep space key": (["tune", "configs/cartpole.yaml", "--space", "{space_bad_key}", "--out", "{tmp}/sweep"], "'ppo.lrr' is not a config key; use a dotted key of the config (e.g. ppo.lr, ppo.clip_coef, seed)"),
     "sweep sampler": (["tune", "configs/cartpole.yaml", "--space", "{space_bad_sampler}", "--out", "{tmp}/sweep"], "ppo.lr: {'normal': [0.001, 0.0001]} is not a sampler; give one of choice, uniform, loguniform, randint, grid"),
     "sweep value": (["tune", "configs/cartpole.yaml", "--space", "{space_bad_value}", "--out", "{tmp}/sweep"], "ppo.num_minibatches=7 gives an invalid config: ppo.num_minibatches (7) must divide the 1024 samples"),
+    "sweep pbt on the network": (["tune", "configs/cartpole.yaml", "--space", "{space_network}", "--scheduler", "pbt", "--out", "{tmp}/sweep"], "--scheduler pbt cannot perturb policy.hidden_sizes: a trial restored from another's checkpoint keeps its network and env; make it a grid axis"),
     "sweep missing space": (["tune", "configs/cartpole.yaml", "--space", "{tmp}/nope.yaml", "--out", "{tmp}/sweep"], "search space file not found"),
 }  # fmt: skip
 
@@ -105,6 +106,7 @@ SPACES = {
     "space_bad_key": "ppo.lrr: {choice: [1.0e-3]}\n",
     "space_bad_sampler": "ppo.lr: {normal: [1.0e-3, 1.0e-4]}\n",
     "space_bad_value": "ppo.num_minibatches: {choice: [4, 7]}\n",
+    "space_network": "policy.hidden_sizes: {choice: [[64, 64], [32, 32]]}\n",
 }
 
 

@@ -16,6 +16,7 @@ from trainer.sweep.space import Axis, load_space, trial_config
 TUNE_DIR = "tune"  # Tune's own state (what --resume reads), beside runs/, results.csv and best_config.yaml
 RUNS_DIR = "runs"  # one run directory per trial: the sweep's TensorBoard logdir
 SCHEDULERS = ("fifo", "asha", "pbt")
+FIXED_UNDER_PBT = ("policy.", "env.", "ppo.normalize_obs", "execution", "learner.num_learners")
 
 
 class SweepStopped(UserError):
@@ -157,6 +158,12 @@ def _scheduler(args: SweepArgs, budget: int, iteration_steps: int, axes: list[Ax
         return ASHAScheduler(time_attr="env_steps", max_t=budget, grace_period=grace, reduction_factor=3)
     interval = args.perturbation_steps or max(iteration_steps, budget // 8)
     mutations = {axis.key: axis.to_tune() for axis in axes if axis.mutable}
+    fixed = [key for key in mutations if key.startswith(FIXED_UNDER_PBT)]
+    if fixed:
+        raise UserError(
+            f"--scheduler pbt cannot perturb {fixed[0]}: a trial restored from another's checkpoint keeps its "
+            "network and env; make it a grid axis (fixed per trial) or leave it out of the space"
+        )
     if not mutations:
         raise UserError("--scheduler pbt needs at least one key with a sampler other than grid to perturb")
     return PopulationBasedTraining(
