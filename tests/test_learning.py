@@ -40,13 +40,6 @@ def run(tmp_path: Path, config: str, *overrides: str) -> dict:
     return summary
 
 
-def test_cartpole_mlp_solves(tmp_path: Path) -> None:
-    summary = run(tmp_path, "cartpole.yaml")  # solves at ~20-25k of its 100k steps
-    assert summary["env_steps"] == 100_352  # its 100k steps, rounded up to whole iterations of 1024
-    assert summary["solved_at_step"] is not None
-    assert summary["mean_return_last20"] >= 475
-
-
 def solved(threshold: float):
     """A callback that stops the run once the last 20 episodes' mean return reaches `threshold`."""
 
@@ -54,6 +47,13 @@ def solved(threshold: float):
         return report.scalars.get("charts/mean_return_last20", float("-inf")) >= threshold
 
     return stop_when_solved
+
+
+def test_cartpole_mlp_solves(tmp_path: Path) -> None:
+    config = load_config(REPO_ROOT / "configs/cartpole.yaml", ["execution=inline", "seed=1"])
+    summary = train(config, run_dir=tmp_path / "run", callbacks=[solved(475)])  # solves at ~20-25k of 100k
+    assert summary["solved_at_step"] is not None and summary["interrupted_by"] == "callback stop_when_solved"
+    assert summary["mean_return_last20"] >= 475
 
 
 def test_masked_cartpole_lstm_solves(tmp_path: Path) -> None:

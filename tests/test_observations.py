@@ -87,7 +87,8 @@ def test_env_only_the_driver_registered_reaches_the_workers(local_ray, tmp_path)
     env_id = "DriverOnlyPixels-v0"
     gym.register(env_id, entry_point="tests.envs_for_tests:PixelSideEnv", max_episode_steps=5)
     try:
-        summary = trainer.train(make_small_config(execution="ray", env={"id": env_id}), run_dir=tmp_path / "run")
+        config = make_small_config(execution="ray", env={"id": env_id}, ppo={"total_steps": 256})  # 4 iterations
+        summary = trainer.train(config, run_dir=tmp_path / "run")
     finally:
         del gym.registry[env_id]
     assert summary["worker_restarts"] == 0 and summary["env_steps"] > 0
