@@ -143,11 +143,12 @@ def run_train(args: argparse.Namespace) -> None:
 
 
 def run_tune(args: argparse.Namespace) -> None:
+    from dataclasses import fields
+
     from trainer.sweep.run import SweepArgs, sweep
 
-    fields = ("config", "space", "trials", "out", "scheduler", "metric", "mode", "max_concurrent", "address",
-              "resume", "grace_steps", "perturbation_steps")  # fmt: skip
-    sweep(SweepArgs(**{name: getattr(args, name) for name in fields}, overrides=tuple(args.overrides)))
+    values = {field.name: getattr(args, field.name) for field in fields(SweepArgs)}
+    sweep(SweepArgs(**{**values, "overrides": tuple(args.overrides)}))
 
 
 def _join(thread: threading.Thread) -> None:

@@ -106,16 +106,12 @@ class RemoteLearner:
         trial = scheduling_strategy()  # a sweep's trial holds the learner's bundles in its placement group
         if self.world == 1:
             return [ray.remote(LearnerActor).options(**options, scheduling_strategy=trial).remote(*args)]
-        if trial is not None:
-            return [
-                ray.remote(LearnerActor).options(**options, scheduling_strategy=trial).remote(*args, rank, self.world)
-                for rank in range(self.world)
-            ]
-        bundle = {"CPU": learner.num_cpus, **({"GPU": learner.num_gpus} if learner.num_gpus else {})}
-        self.placement = placement_group([bundle] * self.world, strategy=learner.placement.upper())
+        if trial is None:  # the ranks get a placement group of their own
+            bundle = {"CPU": learner.num_cpus, **({"GPU": learner.num_gpus} if learner.num_gpus else {})}
+            self.placement = placement_group([bundle] * self.world, strategy=learner.placement.upper())
         return [
             ray.remote(LearnerActor)
-            .options(**options, scheduling_strategy=PlacementGroupSchedulingStrategy(self.placement, rank))
+            .options(**options, scheduling_strategy=trial or PlacementGroupSchedulingStrategy(self.placement, rank))
             .remote(*args, rank, self.world)
             for rank in range(self.world)
         ]

@@ -230,11 +230,19 @@ class TrainingSession:
 
     def run(self, stop: GracefulStop) -> None:
         """Iterate to the step budget, a stop request or a callback's stop, then end the session."""
-        completed = False
         try:
             self.begin()
             while not self.done and stop.requested is None:
                 self.step()
+        except BaseException:
+            self.finish(completed=False)
+            raise
+        self.conclude()
+
+    def conclude(self) -> None:
+        """End the session (final checkpoint), then finish it whether or not that worked."""
+        completed = False
+        try:
             self.end()
             completed = True
         finally:

@@ -44,7 +44,8 @@ class SweepArgs:
 
 def sweep(args: SweepArgs) -> dict:
     """Run (or, with `resume`, continue) the sweep; returns where its results went."""
-    base = load_config(args.config, args.overrides).model_dump()
+    config = load_config(args.config, args.overrides)
+    base = config.model_dump()
     axes = load_space(args.space, base)
     out = Path(args.out).resolve()
     if args.trials < 1:
@@ -69,7 +70,6 @@ def sweep(args: SweepArgs) -> dict:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no tables, only the lines per trial
     logging.getLogger("ray.tune").setLevel(logging.CRITICAL)  # a failed trial is its line and results.csv row
     warnings.filterwarnings("ignore", message=".*reuse_actors.*")  # each trial is a fresh process on purpose
-    config = load_config(base)
     scheduler = _scheduler(args, config.ppo.total_steps, config.steps_per_iteration, axes)
     concurrent = args.max_concurrent or 1
     (out / RUNS_DIR).mkdir(parents=True, exist_ok=True)

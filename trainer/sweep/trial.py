@@ -90,10 +90,5 @@ class PPOTrial(tune.Trainable):
 
     def _close(self, request: str | None) -> None:
         session, self.session = self.session, None
-        completed = False
-        try:
-            session.end()
-            completed = True
-        finally:
-            session.finish(completed)
+        session.conclude()
         session.finish_summary(request)
