@@ -125,3 +125,90 @@ class RaisingConstructorEnv(gym.Env):
 
     def __init__(self) -> None:
         raise FileNotFoundError("assets/level1.bin")
+
+
+class NoRenderModeEnv(gym.Env):
+    """A short episode (5 steps) from a constructor that takes no render_mode: it cannot be asked
+    for frames."""
+
+    observation_space = spaces.Box(-1, 1, (2,), np.float32)
+    action_space = spaces.Discrete(2)
+
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.steps = 0
+        return np.zeros(2, np.float32), {}
+
+    def step(self, action):
+        self.steps += 1
+        return np.zeros(2, np.float32), 1.0, self.steps >= 5, False, {}
+
+
+class NoFramesEnv(NoRenderModeEnv):
+    """Takes render_mode and lists rgb_array, but its render() returns None."""
+
+    def __init__(self, render_mode: str | None = None) -> None:
+        super().__init__()
+        self.metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
+        self.render_mode = render_mode
+
+    def render(self):
+        return None
+
+
+class HugeRewardCartPole(gym.Wrapper):
+    """CartPole whose reward on step `at` of every episode is 1e300: finite as the float64 the
+    vector env keeps, inf as the float32 a rollout stores."""
+
+    def __init__(self, at: int = 5) -> None:
+        super().__init__(gym.make("CartPole-v1"))
+        self.at, self.steps = at, 0
+
+    def reset(self, **kwargs):
+        self.steps = 0
+        return self.env.reset(**kwargs)
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self.steps += 1
+        return obs, 1e300 if self.steps == self.at else reward, terminated, truncated, info
+
+
+class HugeObservationEnv(gym.Env):
+    """Float64 observations, one of which is -1e300 on step `at` of every episode: finite in float64,
+    past float32's range."""
+
+    observation_space = spaces.Box(-np.inf, np.inf, (3,), np.float64)
+    action_space = spaces.Discrete(2)
+
+    def __init__(self, at: int = 5) -> None:
+        self.at, self.steps = at, 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.steps = 0
+        return np.zeros(3), {}
+
+    def step(self, action):
+        self.steps += 1
+        obs = np.array([0.5, -1e300 if self.steps == self.at else 0.0, 1.0])
+        return obs, 1.0, self.steps >= 20, False, {}
+
+
+class WideObservationEnv(gym.Env):
+    """A `side` x `side` float observation: the default MLP on it has side² x 64 weights per head."""
+
+    action_space = spaces.Discrete(2)
+
+    def __init__(self, side: int = 4096) -> None:
+        self.observation_space = spaces.Box(0.0, 1.0, (side, side), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(self.observation_space.shape, np.float32), {}
+
+    def step(self, action):
+        return np.zeros(self.observation_space.shape, np.float32), 0.0, False, False, {}

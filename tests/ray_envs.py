@@ -79,3 +79,23 @@ class BrokenCartPole(gym.Wrapper):
         if self.steps >= self.fail_at_step:
             raise RuntimeError("simulator exploded")
         return self.env.step(action)
+
+
+class MemoryHogCartPole(gym.Wrapper):
+    """On step `at_step`, unless `flag_file` exists (it creates it first), takes `hog_gb` GB of
+    memory and keeps it: the first worker to get there grows until Ray's out-of-memory killer
+    takes it, its replacement does not."""
+
+    def __init__(self, flag_file: str, hog_gb: float, at_step: int = 20) -> None:
+        super().__init__(gym.make("CartPole-v1"))
+        self.flag, self.hog_gb, self.at_step = Path(flag_file), hog_gb, at_step
+        self.steps, self.hog = 0, []
+
+    def step(self, action):
+        self.steps += 1
+        if self.steps == self.at_step and claim(self.flag):
+            for _ in range(int(self.hog_gb * 8)):  # 128 MiB at a time, each page touched
+                self.hog.append(bytearray(b"x") * (128 << 20))
+                time.sleep(0.05)
+            time.sleep(30)  # held until the killer comes
+        return self.env.step(action)

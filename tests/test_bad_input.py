@@ -78,27 +78,50 @@ CASES = {
     "wrapper kwargs": (["train", "configs/cartpole.yaml", "--set", "env.wrappers=[{{name: TimeLimit, kwargs: {{steps: 3}}}}]"], "env.wrappers[0] (TimeLimit): TypeError"),
     "missing checkpoint": (["train", "--resume", "{tmp}/nope.pt"], "checkpoint or run directory not found"),
     "truncated checkpoint": (["train", "--resume", "{truncated}"], "is truncated or corrupted"),
-    "corrupted checkpoint": (["train", "--resume", "{corrupted}"], "is truncated or corrupted"),
+    "corrupted checkpoint": (["train", "--resume", "{corrupted}"], "is corrupted or not a checkpoint (it does not start like a torch.save archive)"),
     "other format version": (["train", "--resume", "{other_version}"], "has format version 99; this trainer reads versions 1 and 2"),
     "other spaces": (["train", "--resume", "{existing}", "--set", "env.id=MaskedVelocityCartPole-v1"], "was written for observations {obs: vector float32 (4,)} and actions Discrete(2), but env 'MaskedVelocityCartPole-v1' has {obs: vector float32 (2,)}"),
     "not a run directory": (["train", "--resume", "{not_a_run}"], "is not a run directory with checkpoints"),
     "run directory in use": (["train", "configs/cartpole.yaml"], "already holds a run; continue it with --resume"),
     "network changed on resume": (["train", "--resume", "{existing}", "--set", "policy.hidden_sizes=[32,32]"], "holds a different network than this config asks (policy.hidden_sizes [64, 64] -> [32, 32]); resume without changing the network, or start a new run"),
     "Latin-1 config": (["train", "{latin1_yaml}"], "is not UTF-8 (byte 0xe9 on line 2); save it as UTF-8"),
-    "buffer too large": (["train", "configs/cartpole.yaml", "--set", "ppo.rollout_steps=100000000"], "GB for rollouts and the learner's buffer, and this machine has"),
+    "buffer too large": (["train", "configs/cartpole.yaml", "--set", "ppo.rollout_steps=100000000"], "GB for rollouts and the learner's buffer (and the network 0.0 GB), and this machine has"),
+    "nothing at the address": (["train", "configs/cartpole.yaml", "--set", "execution=ray", "--address", "127.0.0.1:1"], "no Ray cluster answers at 127.0.0.1:1 (Connection refused); start one there with `ray start --head --port=1`, or fix --address / RAY_ADDRESS"),
+    "network too large": (["train", "configs/cartpole.yaml", "--set", "env.id=tests.bad_envs:WideObservationEnv", "--set", "ppo.rollout_steps=8", "--set", "ppo.num_minibatches=1"], "has 2,147M parameters (its observations hold 16,777,216 numbers): with its copies in the learner (gradients, Adam), the workers and the object store it needs about"),
     "resume auto without run dir": (["train", "configs/cartpole.yaml", "--resume", "auto"], "--resume auto needs --run-dir DIR"),
     "custom core without state_dims": (["train", "configs/cartpole.yaml", "--set", "policy.kind=tests.custom_networks:NoStateDims"], "NoStateDims declares no valid state_dims (got None): set state_dims = () for a core without memory"),
     "custom core wrong width": (["train", "configs/cartpole.yaml", "--set", "policy.kind=tests.custom_networks:WrongFeatureWidth"], "WrongFeatureWidth.forward returned features (3, 2, 127), expected (3, 2, 128) ([T, B, output_size])"),
     "eval env with other spaces": (["train", "configs/cartpole.yaml", "--set", "eval.every=1", "--set", "eval.env.id=Acrobot-v1"], "eval.env changes what the policy sees or does: training env"),
     "async envs with env resets": (["train", "configs/cartpole.yaml", "--set", "workers.vector_env=async", "--set", "env.on_error=reset"], "env.on_error: reset needs workers.vector_env: sync (an async vector env cannot reset one failed env on its own); use one of them"),
     "unknown vector env": (["train", "configs/cartpole.yaml", "--set", "workers.vector_env=threads"], "workers.vector_env: Input should be 'sync' or 'async'"),
+    "YAML error with its reason": (["train", "{bad_yaml}"], "is not valid YAML at line 2: expected ',' or ']', but got '<stream end>'"),
+    "config is a directory": (["train", "configs"], "config file configs is a directory, not a file; give one of its YAML files, e.g. configs/"),
+    "infinite float": (["train", "configs/cartpole.yaml", "--set", "workers.num_cpus=.inf"], "workers.num_cpus: Input should be a finite number (got inf)"),
+    "infinite timeout": (["train", "configs/cartpole.yaml", "--set", "workers.sample_timeout_s=.inf"], "workers.sample_timeout_s: Input should be a finite number (got inf)"),
+    "NaN float": (["train", "configs/cartpole.yaml", "--set", "ppo.lr=.nan"], "ppo.lr: Input should be a finite number (got nan)"),
+    "empty key part": (["train", "configs/cartpole.yaml", "--set", "ppo..lr=1"], "override 'ppo..lr=1': the key path 'ppo..lr' has an empty part; write it as section.key, e.g. ppo.lr"),
+    "duplicate key in an override": (["train", "configs/cartpole.yaml", "--set", "env.kwargs={{a: 1, a: 2}}"], "key a is given twice (line 1), and the second would replace the first; keep one"),
+    "wrapper typo": (["train", "configs/cartpole.yaml", "--set", "env.wrappers=[{{name: ClipRewards}}]"], "env.wrappers[0] (ClipRewards): no such wrapper (did you mean ClipReward or NormalizeReward?); give a class of gymnasium.wrappers"),
     "evaluate no episodes": (["evaluate", "{existing}", "--episodes", "0"], "evaluate needs at least 1 episode, got 0 (--episodes N)"),
     "evaluate missing": (["evaluate", "{tmp}/nope.pt"], "checkpoint or run directory not found"),
+    "evaluate negative seed": (["evaluate", "{existing}", "--seed", "-1"], "evaluate --seed must be between 0 and 2**64 - 1 (env i is reset with seed + i), got -1"),
+    "evaluate video into a file": (["evaluate", "{existing}", "--video", "{existing}/config.yaml"], "config.yaml is a file, not a directory; give a directory you can write (episode_0.mp4 goes in it)"),
+    "export under a file": (["export", "{existing}", "{existing}/config.yaml/policy.pt2"], "config.yaml is a file, not a directory; give a path in a directory you can write"),
+    "export onto a directory": (["export", "{existing}", "{existing}"], "is a directory; give the program's file path, e.g. "),
     "sweep space key": (["tune", "configs/cartpole.yaml", "--space", "{space_bad_key}", "--out", "{tmp}/sweep"], "'ppo.lrr' is not a config key; use a dotted key of the config (e.g. ppo.lr, ppo.clip_coef, seed)"),
     "sweep sampler": (["tune", "configs/cartpole.yaml", "--space", "{space_bad_sampler}", "--out", "{tmp}/sweep"], "ppo.lr: {'normal': [0.001, 0.0001]} is not a sampler; give one of choice, uniform, loguniform, randint, grid"),
     "sweep value": (["tune", "configs/cartpole.yaml", "--space", "{space_bad_value}", "--out", "{tmp}/sweep"], "ppo.num_minibatches=7 gives an invalid config: ppo.num_minibatches (7) must divide the 1024 samples"),
     "sweep pbt on the network": (["tune", "configs/cartpole.yaml", "--space", "{space_network}", "--scheduler", "pbt", "--out", "{tmp}/sweep"], "--scheduler pbt cannot perturb policy.hidden_sizes: a trial restored from another's checkpoint keeps its network and env; make it a grid axis"),
     "sweep missing space": (["tune", "configs/cartpole.yaml", "--space", "{tmp}/nope.yaml", "--out", "{tmp}/sweep"], "search space file not found"),
+    "sweep space is a directory": (["tune", "configs/cartpole.yaml", "--space", "{tmp}", "--out", "{tmp}/sweep"], "is a directory, not a file; give one of its YAML files, e.g. "),
+    "sweep space not UTF-8": (["tune", "configs/cartpole.yaml", "--space", "{latin1_yaml}", "--out", "{tmp}/sweep"], "latin1.yaml is not UTF-8 (byte 0xe9 on line 2); save it as UTF-8"),
+    "sweep uniform on an integer key": (["tune", "configs/cartpole.yaml", "--space", "{space_uniform_int}", "--out", "{tmp}/sweep"], "space_uniform_int.yaml: ppo.update_epochs: uniform draws fractional numbers and ppo.update_epochs takes whole numbers; use {randint: [2, 6]} (both ends included)"),
+    "sweep randint over refused integers": (["tune", "configs/cartpole.yaml", "--space", "{space_randint_divisors}", "--out", "{tmp}/sweep"], "space_randint_divisors.yaml: ppo.num_minibatches=3 gives an invalid config: ppo.num_minibatches (3) must divide the 1024 samples of one iteration (rollout_steps x num_workers x envs_per_worker); randint [1, 8] draws every integer between: give the ones the config takes, {choice: [1, 2, 4, 8]}"),
+    "sweep metric misspelled": (["tune", "configs/cartpole.yaml", "--space", "{space_lr}", "--metric", "charts/episodic_return", "--out", "{tmp}/sweep"], "--metric 'charts/episodic_return' is not a scalar the trials report; did you mean charts/episodic_return_min, charts/episodic_return_max or charts/episodic_return_mean?"),
+    "sweep eval metric without eval": (["tune", "configs/cartpole.yaml", "--space", "{space_lr}", "--metric", "eval/return_mean", "--out", "{tmp}/sweep"], "--metric eval/return_mean is reported only with evaluation on; add --set eval.every=N (iterations)"),
+    "sweep out is a file": (["tune", "configs/cartpole.yaml", "--space", "{space_lr}", "--out", "{space_lr}"], "space_lr.yaml is a file, not a directory; give a directory for the sweep's runs and results"),
+    "sweep resume of nothing": (["tune", "configs/cartpole.yaml", "--space", "{space_lr}", "--out", "{tmp}/sweep", "--resume"], "sweep holds no sweep to resume (no trial state in tune/); start it without --resume"),
+    "sweep pbt interval": (["tune", "configs/cartpole.yaml", "--space", "{space_lr}", "--scheduler", "pbt", "--perturbation-steps", "-3", "--out", "{tmp}/sweep"], "--perturbation-steps must be between 1 and the budget ppo.total_steps=100000, got -3"),
 }  # fmt: skip
 
 
@@ -107,6 +130,9 @@ SPACES = {
     "space_bad_sampler": "ppo.lr: {normal: [1.0e-3, 1.0e-4]}\n",
     "space_bad_value": "ppo.num_minibatches: {choice: [4, 7]}\n",
     "space_network": "policy.hidden_sizes: {choice: [[64, 64], [32, 32]]}\n",
+    "space_uniform_int": "ppo.update_epochs: {uniform: [2, 6]}\n",
+    "space_randint_divisors": "ppo.num_minibatches: {randint: [1, 8]}\n",
+    "space_lr": "ppo.lr: {loguniform: [1.0e-4, 3.0e-3]}\n",
 }
 
 
@@ -228,3 +254,32 @@ def test_full_disk_while_writing_tensorboard_events_stops_in_one_line(existing_r
         f"--resume {run_dir}\n"
     )
     assert fingerprint(run_dir / "checkpoints") == before
+
+
+@pytest.mark.parametrize(
+    "env, what",
+    [("HugeRewardCartPole", "a reward of 1e+300"), ("HugeObservationEnv", "an observation value of -1e+300")],
+)
+def test_value_that_overflows_float32_stops_naming_env_worker_step_and_value(tmp_path, env, what):
+    """Finite as the env's float64, inf as the rollout's float32: the env's error, not the learner's."""
+    start = time.monotonic()
+    result = cli(
+        "train", "configs/cartpole.yaml", "--run-dir", str(tmp_path / "run"), *SMALL,
+        "--set", f"env.id=tests.bad_envs:{env}",
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"error: env 'tests.bad_envs:{env}' returned {what}, which overflows float32 (worker 0, env step 8); "
+        "scale it down in the env or with a wrapper in env.wrappers, or set env.on_error: reset to reset such envs "
+        "instead\n"
+    )
+    assert time.monotonic() - start < 60
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_a_bad_env_id_fails_before_the_embedded_ray_starts(tmp_path):
+    start = time.monotonic()
+    result = cli("train", "configs/cartpole.yaml", "--run-dir", str(tmp_path / "run"), "--set", "env.id=CartPol-v1")
+    assert result.returncode == 2 and "env.id 'CartPol-v1'" in result.stderr, result.stderr
+    assert time.monotonic() - start < 8  # Ray alone takes ~10 s to start and stop here
+    assert not (tmp_path / "run").exists()

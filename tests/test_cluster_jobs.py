@@ -77,6 +77,7 @@ class RayHead:
         self.token_path.chmod(0o600)
         self.marker = Path(self.temp_dir).name
         self.dashboard_port = free_port()
+        self.gcs_port = free_port()
         self.address = f"http://127.0.0.1:{self.dashboard_port}"
         base = {k: v for k, v in os.environ.items() if not k.startswith("RAY_") and k != "PYTHONPATH"}
         base["PATH"] = f"{VENV_BIN}{os.pathsep}{base.get('PATH', '')}"  # `python` in the entrypoint = this venv
@@ -90,7 +91,7 @@ class RayHead:
         }
         command = [
             str(RAY), "start", "--head", "--block", "--disable-usage-stats",
-            "--node-ip-address=127.0.0.1", f"--port={free_port()}", "--num-cpus=4",
+            "--node-ip-address=127.0.0.1", f"--port={self.gcs_port}", "--num-cpus=4",
             "--include-dashboard=true", f"--dashboard-port={self.dashboard_port}",
             f"--dashboard-agent-listen-port={free_port()}", f"--ray-client-server-port={free_port()}",
             f"--temp-dir={self.temp_dir}",
@@ -196,6 +197,29 @@ def head():
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("cluster_runs")
+
+
+@pytest.mark.parametrize("token", ["none", "wrong"])
+def test_attaching_without_the_right_token_is_one_line_naming_the_token_settings(head, tmp_path, token):
+    base = {k: v for k, v in head.client_env.items() if not k.startswith("RAY_AUTH")}
+    env = {**base, "PYTHONPATH": str(REPO_ROOT)}
+    if token == "wrong":
+        env |= {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    run_dir = tmp_path / "run"
+    start = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "trainer", "train", "configs/cartpole.yaml", "--address", f"127.0.0.1:{head.gcs_port}",
+         "--run-dir", str(run_dir)],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    problem = "wants an auth token" if token == "none" else "refused this process's auth token"
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == (
+        f"error: the Ray cluster at 127.0.0.1:{head.gcs_port} {problem}: set RAY_AUTH_MODE=token and "
+        "RAY_AUTH_TOKEN_PATH to the cluster's token file (or RAY_AUTH_TOKEN to the token; `ray get-auth-token` on "
+        "the head prints it)\n"
+    )
+    assert time.monotonic() - start < 15 and not run_dir.exists()
 
 
 def test_job_server_refuses_requests_without_the_token(head):

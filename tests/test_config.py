@@ -7,13 +7,16 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import get_args, get_origin
 
 import pytest
+import torch
 import yaml
 
-from tests.conftest import REPO_ROOT
-from trainer.core.config import Config, dump_config, load_config
-from trainer.core.errors import ConfigError
+import trainer
+from tests.conftest import REPO_ROOT, make_small_config
+from trainer.core.config import Config, Section, derive_seed, dump_config, load_config, parse_yaml, read_yaml
+from trainer.core.errors import ConfigError, UserError
 
 SMALL_YAML = """\
 execution: inline
@@ -86,6 +89,30 @@ CASES = {
         ["env.id=tests.bad_envs:SequenceObservationEnv"],
         r"observation space Sequence .* at 'path' is not supported.*add an observation wrapper to env\.wrappers",
     ),
+    "duplicate section": (
+        SMALL_YAML + "ppo:\n  lr: 1.0e-3\n",
+        [],
+        r"config file .*nope\.yaml: key ppo is given twice \(lines 2 and 13\), and the second would replace the "
+        r"first; keep one$",
+    ),
+    "duplicate nested key": (
+        "ppo:\n  lr: 1.0e-3\n  gamma: 0.9\n  lr: 2.0e-3\n",
+        [],
+        r"config file .*nope\.yaml: key ppo\.lr is given twice \(lines 2 and 4\)",
+    ),
+    "tab": (
+        "ppo:\n\tlr: 1.0e-3\n",
+        [],
+        r"config file .*nope\.yaml is not valid YAML at line 2: found character '\\t' that cannot start any token "
+        r"\(YAML indents with spaces, not tabs\)$",
+    ),
+    "infinite lr": (SMALL_YAML, ["ppo.lr=.inf"], r"ppo\.lr: Input should be a finite number \(got inf\)$"),
+    "empty key part": (
+        SMALL_YAML,
+        ["ppo..lr=1"],
+        r"override 'ppo\.\.lr=1': the key path 'ppo\.\.lr' has an empty part; write it as section\.key, "
+        r"e\.g\. ppo\.lr$",
+    ),
     "every problem listed": (
         SMALL_YAML,
         ["ppo.lr=-1", "ppo.lrr=1", "workers.num_workers=0"],
@@ -156,3 +183,128 @@ def test_config_error_lists_every_problem() -> None:
     assert "ppo.gamma: Input should be less than or equal to 1 (got 1.5)" in message
     assert "ppo.clip_coef: Input should be greater than 0 (got 0)" in message
     assert "hidden_sizes must be a list of positive ints, got [0]" in message
+
+
+def float_keys(model: type[Section] = Config, prefix: str = "") -> list[str]:
+    """Every float key of the config models (`workers.resources.*` as `workers.resources.x`)."""
+    keys = []
+    for name, field in model.model_fields.items():
+        annotation, args = field.annotation, get_args(field.annotation)
+        if isinstance(annotation, type) and issubclass(annotation, Section):
+            keys += float_keys(annotation, f"{prefix}{name}.")
+        elif get_origin(annotation) is dict:
+            keys += [f"{prefix}{name}.x"] if args[1] is float else []
+        elif annotation is float or float in args:
+            keys.append(prefix + name)
+    return keys
+
+
+FLOAT_KEYS = float_keys()
+
+
+@pytest.mark.parametrize("value, shown", [(".inf", "inf"), ("-.inf", "-inf"), (".nan", "nan")])
+@pytest.mark.parametrize("key", FLOAT_KEYS)
+def test_every_float_key_refuses_inf_and_nan(key: str, value: str, shown: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config({}, [f"{key}={value}"])
+    assert str(info.value) == f"invalid config (config): {key}: Input should be a finite number (got {shown})"
+
+
+def test_float_key_table_holds_the_keys_that_crashed() -> None:
+    crashed = {"workers.num_cpus", "workers.sample_timeout_s", "ppo.lr"}
+    one_per_section = {"env.reward_threshold", "ppo.value_clip", "workers.resources.x", "learner.num_gpus"}
+    one_per_section |= {"cluster.wait_for_resources_s", "eval.num_cpus", "logging.progress_interval_s"}
+    assert crashed | one_per_section <= set(FLOAT_KEYS)
+
+
+def test_eval_env_refuses_inf_in_the_keys_it_replaces() -> None:
+    with pytest.raises(ConfigError, match=r"eval\.env\.reward_threshold: Input should be a finite number \(got nan\)"):
+        load_config({}, ["eval.env={reward_threshold: .nan}"])
+
+
+def test_yaml_reader_is_reusable_with_another_error_and_name(tmp_path: Path) -> None:
+    """What the sweep's search space reader can call: its own error type and file name."""
+
+    class SpaceError(UserError):
+        pass
+
+    space = tmp_path / "space.yaml"
+    space.write_text("ppo.lr: {choice: [1.0e-3]}\nseed: {grid: [1, 2]}\nppo.lr: {uniform: [0.1, 0.2]}\n")
+    with pytest.raises(SpaceError) as info:
+        read_yaml(space, "search space file", SpaceError)
+    assert str(info.value) == (
+        f"search space file {space}: key ppo.lr is given twice (lines 1 and 3), and the second would replace the "
+        "first; keep one"
+    )
+    with pytest.raises(SpaceError, match=r"^search space file not found: "):
+        read_yaml(tmp_path / "nope.yaml", "search space file", SpaceError)
+    space.write_text("ppo.lr: {choice: [1.0e-3]}\nseed: {grid: [1, 2]}\n")
+    assert read_yaml(space, "search space file", SpaceError) == {
+        "ppo.lr": {"choice": [1.0e-3]},
+        "seed": {"grid": [1, 2]},
+    }
+
+
+def test_duplicate_keys_refused_at_any_depth_but_merge_keys_may_be_overridden(tmp_path: Path) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text(
+        "env:\n  wrappers:\n    - name: ClipReward\n      kwargs: {min_reward: -1,\n        min_reward: 1}\n"
+    )
+    with pytest.raises(
+        ConfigError, match=r"key env\.wrappers\[0\]\.kwargs\.min_reward is given twice \(lines 4 and 5\)"
+    ):
+        load_config(path)
+    path.write_text("base: &base {lr: 1.0e-3, gamma: 0.9}\n")  # anchors are fine; an unknown key is not
+    with pytest.raises(ConfigError, match=r"base: unknown key"):
+        load_config(path)
+    merged = parse_yaml("common: &common {lr: 1.0e-3, gamma: 0.9}\nppo:\n  <<: *common\n  lr: 2.0e-3\n", "test")
+    assert merged["ppo"] == {"lr": 2.0e-3, "gamma": 0.9}
+    with pytest.raises(ConfigError, match=r"^override 'env\.kwargs=\{a: 1, a: 2\}': value .*: key a is given twice"):
+        load_config({}, ["env.kwargs={a: 1, a: 2}"])
+
+
+def test_a_directory_as_the_config_file_says_so(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^config file .* is a directory, not a file; give the path of a YAML file$"):
+        load_config(tmp_path)
+    (tmp_path / "cartpole.yaml").write_text(SMALL_YAML)
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path)
+    assert str(info.value).endswith(f"give one of its YAML files, e.g. {tmp_path / 'cartpole.yaml'}")
+
+
+def test_a_single_string_of_overrides_is_one_override(tmp_path: Path) -> None:
+    path = tmp_path / "small.yaml"
+    path.write_text(SMALL_YAML)
+    assert load_config(path, "ppo.lr=1e-3") == load_config(path, ["ppo.lr=1e-3"])
+    assert load_config(path, "ppo.lr=1e-3").ppo.lr == 1e-3
+    with pytest.raises(ConfigError, match=r"^invalid config \(config\): ppo\.lrr: unknown key$"):
+        trainer.train({}, overrides="ppo.lrr=1", run_dir=tmp_path / "run")  # not 'p', 'p', 'o', ...
+    assert not (tmp_path / "run").exists()
+
+
+TIMESTAMP_SEED = 1764950000000000000  # a nanosecond timestamp; seed * 10_000 overflowed int64
+
+
+def test_derived_seeds_are_63_bit_distinct_and_stable_for_any_seed() -> None:
+    seeds = [
+        derive_seed(seed, role, *index)
+        for seed in (0, 1, TIMESTAMP_SEED, 10**40)
+        for role, index in [("learner", ()), ("worker envs", (0,)), ("worker envs", (1,)), ("worker envs", (1, 7))]
+    ]
+    assert all(0 <= s < 2**63 for s in seeds)
+    assert len(set(seeds)) == len(seeds)
+    assert derive_seed(TIMESTAMP_SEED, "worker envs", 1, 7) == derive_seed(TIMESTAMP_SEED, "worker envs", 1, 7)
+
+
+def test_timestamp_seed_trains_and_the_same_seed_trains_the_same(inline_runtime) -> None:
+    def one_iteration(seed: int) -> tuple[dict, float]:
+        runtime = inline_runtime(make_small_config(seed=seed))
+        stats = runtime.iterate()
+        return runtime.learner_state()["policy"], stats.metrics["losses/value"]
+
+    weights, value_loss = one_iteration(TIMESTAMP_SEED)
+    again, value_loss_again = one_iteration(TIMESTAMP_SEED)
+    other, _ = one_iteration(TIMESTAMP_SEED + 1)
+    assert value_loss == value_loss_again
+    assert all(torch.equal(weights[name], again[name]) for name in weights)
+    assert not all(torch.equal(weights[name], other[name]) for name in weights)

@@ -45,9 +45,11 @@ def learner_processes() -> list[psutil.Process]:
     return found
 
 
-def kill_learner_when(ready, delay_s: float = 0.0, one: bool = False) -> threading.Thread:
-    """SIGKILL the learner's process once, `delay_s` after `ready()` first holds (`one`: only
-    one of several learner ranks)."""
+def kill_learner_when(
+    ready, delay_s: float = 0.0, one: bool = False, sig: signal.Signals = signal.SIGKILL
+) -> threading.Thread:
+    """Send `sig` (SIGKILL) to the learner's process once, `delay_s` after `ready()` first holds
+    (`one`: only one of several learner ranks)."""
 
     def run() -> None:
         deadline = time.monotonic() + 120
@@ -59,7 +61,7 @@ def kill_learner_when(ready, delay_s: float = 0.0, one: bool = False) -> threadi
             procs = learner_processes()
             time.sleep(0.05)
         for proc in procs[-1:] if one else procs:
-            proc.send_signal(signal.SIGKILL)
+            proc.send_signal(sig)
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
@@ -84,6 +86,22 @@ def test_learner_killed_mid_run_is_rebuilt_and_every_step_is_trained_once(local_
     adam_steps = {int(s["step"]) for s in state["runtime"]["learner"]["optimizer"]["state"].values()}
     assert adam_steps == {24 * 2 * 2}  # every update ran once: 24 iterations x 2 epochs x 2 minibatches
     print(f"\nlearner killed (overlap={overlap}): run of 1536 steps done in {elapsed:.1f}s")
+
+
+def test_learner_that_hangs_is_killed_and_rebuilt_and_every_step_is_trained_once(local_ray, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    config = ray_config(env=SLOW_ENV, ppo={"total_steps": 1536}, learner={"liveness_timeout_s": 2.0})
+    stopper = kill_learner_when(lambda: any(run_dir.glob("events.out.tfevents.*")), delay_s=1.0, sig=signal.SIGSTOP)
+    start = time.monotonic()
+    summary = train(config, run_dir=run_dir)
+    elapsed = time.monotonic() - start
+    stopper.join(timeout=5)
+    out = capsys.readouterr().out
+    assert "answered no liveness probe for learner.liveness_timeout_s=2s (stopped or hung)" in out, out
+    assert summary["env_steps"] == 1536 and summary["learner_restarts"] == 1, out
+    assert tensorboard_steps(run_dir) == list(range(64, 1537, 64))
+    assert not [p for p in learner_processes() if p.status() == psutil.STATUS_STOPPED]  # killed, not left stopped
+    print(f"\nlearner stopped (SIGSTOP): run of 1536 steps done in {elapsed:.1f}s")
 
 
 def test_learner_dying_past_its_limit_stops_naming_the_newest_checkpoint(local_ray, tmp_path):
@@ -224,3 +242,12 @@ def test_oversubscribed_embedded_ray_says_so(local_ray, monkeypatch):
         "WARNING: workers.num_workers=3 x workers.num_cpus=1 ask 3 CPUs and this machine has 2 cores: the "
         "workers share them, which is slower than fewer workers with more workers.envs_per_worker"
     ]
+
+
+def test_timestamp_seed_trains_in_ray_workers(local_ray, tmp_path):
+    """A nanosecond timestamp as the seed: each worker's seeds are derived without overflow (they
+    were seed * 10_000 + ..., past int64, and the run failed at start)."""
+    config = ray_config(seed=1764950000000000000, ppo={"total_steps": 64})
+    summary = train(config, run_dir=tmp_path / "run")
+    assert summary["iterations"] == 1 and summary["env_steps"] == 64
+    assert summary["worker_restarts"] == 0 and summary["learner_restarts"] == 0

@@ -5,6 +5,7 @@ reported as the env's, observations that drift mid-run, and format-1 checkpoints
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
 import shutil
@@ -191,3 +192,19 @@ def test_plugins_register_once_per_process_even_after_the_drivers_spec(tmp_path)
     command = [sys.executable, "-W", "error", "-c", code, str(tmp_path / "spec.pkl")]
     proc = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize("env", ["HugeRewardCartPole", "HugeObservationEnv"])
+def test_value_that_overflows_float32_is_reset_with_the_reset_switch(inline_runtime, env: str) -> None:
+    """Step 5 of every episode gives 1e300 (float64): with `env.on_error: reset` that env is reset
+    and its step stored as a zero-reward termination, so nothing non-finite reaches the learner."""
+    config = make_small_config(env={"id": f"tests.bad_envs:{env}", "on_error": "reset"})
+    runtime = inline_runtime(config)
+    rollout = runtime.workers[0].collect(runtime.learner.snapshot())
+    data = rollout.tensors
+    assert rollout.timings["env_failures"] == 6  # t = 4, 9, 14 in each of 2 envs: episodes outlast 5 steps
+    assert data["terminated"][[4, 9, 14]].all() and (data["reward"][[4, 9, 14]] == 0).all()
+    assert data["first"][[5, 10, 15]].all()
+    assert all(tensor.isfinite().all() for tensor in data.values() if tensor.is_floating_point())
+    metrics = runtime.iterate().metrics
+    assert all(math.isfinite(value) for value in metrics.values()), metrics

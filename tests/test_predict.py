@@ -120,3 +120,104 @@ def test_an_observation_of_the_wrong_shape_is_one_line(runs):
         UserError, match=r"^predict: observation 'obs' has shape \(3,\); expected \(4,\) \(one\) or \(B, 4\)"
     ):
         policy.predict(np.zeros(3, dtype=np.float32))
+
+
+def _frame_with_nan() -> dict:
+    image = np.zeros((10, 10, 1), np.float32)
+    image[3, 4, 0] = np.nan
+    return {"image": image, "cue": 1}
+
+
+BATCH_OF_5 = np.zeros((5, 4), np.float32)
+STATE_REFUSED = r": pass back the state predict returned for these observations, or None to start them fresh$"
+BAD_PREDICT = [
+    pytest.param(
+        "mlp",
+        lambda p: p.predict(np.array(["0.1", "0.2", "0.3", "0.4"])),
+        r"^predict: observation 'obs' has dtype <U3; expected numbers "
+        r"\(float32, as the env 'CartPole-v1' gives them\)$",
+        id="strings",
+    ),
+    pytest.param(
+        "mlp",
+        lambda p: p.predict(np.zeros((0, 4), np.float32)),
+        r"^predict: an empty batch, shape \(0, 4\); give one observation \(4,\) or a batch \(B, 4\) with B >= 1$",
+        id="empty batch",
+    ),
+    pytest.param(
+        "mlp",
+        lambda p: p.predict(np.array([0.0, 0.1, np.nan, 0.0], np.float32)),
+        r"^predict: observation 'obs' holds nan at index \(2,\); the policy cannot act on NaN or inf: "
+        r"pass finite observations$",
+        id="NaN",
+    ),
+    pytest.param(
+        "mlp",
+        lambda p: p.predict(np.array([[0.0] * 4, [0.0, np.inf, 0.0, 0.0]])),
+        r"^predict: observation 'obs' holds inf at index \(1, 1\)",
+        id="inf in a batch",
+    ),
+    pytest.param(
+        "dict",
+        lambda p: p.predict(_frame_with_nan()),
+        r"^predict: observation 'image' holds nan at index \(3, 4, 0\)",
+        id="NaN in a dict leaf",
+    ),
+    pytest.param(
+        "dict",
+        lambda p: p.predict({"image": np.zeros((3, 10, 10, 1), np.uint8), "cue": np.zeros(5, int)}),
+        r"^predict: observation 'image' has shape \(3, 10, 10, 1\); expected \(5, 10, 10, 1\) "
+        r"\(a batch of 5, as 'cue' is\), as the env 'tests.envs_for_tests:PixelSideEnv' gives them$",
+        id="dict leaves of other batches",
+    ),
+    pytest.param(
+        "dict",
+        lambda p: p.predict({"image": np.zeros((10, 10, 1), np.uint8)}),
+        r"^predict: the observation has no part 'cue' \(KeyError: 'cue'\); give observations as the env",
+        id="dict key missing",
+    ),
+    pytest.param(
+        "lstm",
+        lambda p: p.predict(BATCH_OF_5, episode_start=[True, False, True]),
+        r"^predict: episode_start has shape \(3,\) \(bool\); expected \(5,\) bool, "
+        r"True for each observation that starts an episode$",
+        id="episode_start length",
+    ),
+    pytest.param(
+        "lstm",
+        lambda p: p.predict(BATCH_OF_5, state=np.zeros((2, 1, 5, 8), np.float32)),
+        r"^predict: state has shape \(2, 1, 5, 8\) \(float32\); expected \(2, 1, 5, 16\) float32 for a batch of 5"
+        + STATE_REFUSED,
+        id="LSTM state shape",
+    ),
+    pytest.param(
+        "lstm",
+        lambda p: p.predict(BATCH_OF_5, state=p.predict(np.zeros(4, np.float32))[1]),
+        r"^predict: state has shape \(2, 1, 1, 16\) \(float32\); expected \(2, 1, 5, 16\) float32 for a batch of 5"
+        + STATE_REFUSED,
+        id="batch-1 state over a batch",
+    ),
+]
+
+
+@pytest.mark.parametrize("name, call, message", BAD_PREDICT)
+def test_what_predict_cannot_act_on_is_one_line_naming_the_expected_shape_or_dtype(runs, name, call, message):
+    policy = trainer.load_policy(runs[name])
+    with pytest.raises(UserError, match=message) as raised:
+        call(policy)
+    assert "\n" not in str(raised.value)
+
+
+def test_a_file_is_read_as_what_it_holds_whatever_its_name(runs, tmp_path):
+    checkpoint = sorted((runs["lstm"] / "checkpoints").glob("iter_*.pt"))[-1]
+    renamed = tmp_path / "checkpoint.pt2"
+    renamed.write_bytes(checkpoint.read_bytes())
+    program = tmp_path / "program.pt"
+    program.write_bytes(export_checkpoint(checkpoint, tmp_path / "policy.pt2").read_bytes())
+    batch = as_batch(observations(RUNS["lstm"][0], 5))
+    expected = trainer.load_policy(checkpoint).predict(batch)[0].tolist()
+    as_checkpoint = trainer.load_policy(renamed)
+    assert as_checkpoint.iteration == load_checkpoint(checkpoint)[1]["iteration"]
+    assert as_checkpoint.predict(batch)[0].tolist() == expected
+    as_program = trainer.load_policy(program)
+    assert as_program.iteration is None and as_program.predict(batch)[0].tolist() == expected

@@ -146,3 +146,33 @@ def test_sigterm_with_embedded_ray_writes_a_final_checkpoint(tmp_path):
     assert len(stopped) == 1 and "Traceback" not in err, err
     assert load_checkpoint(run_dir)[1]["env_steps"] == int(stopped[0].split("env step ")[1].split(";")[0])
     assert wait_for_no_new_ray_processes(before) == set()
+
+
+@pytest.mark.parametrize("process", ["raylet", "gcs_server"])
+def test_embedded_ray_dying_under_the_run_ends_it_in_one_line_with_summary_and_no_orphans(tmp_path, process):
+    run_dir = tmp_path / "run"
+    proc = run_cli(
+        "configs/cartpole.yaml", "--run-dir", str(run_dir), "--set", "ppo.total_steps=10000000",
+        "--set", "checkpoint.every=2", *SMALL_RUN,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not (run_dir / "checkpoints" / "iter_0000002.pt").exists():
+            assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
+            time.sleep(0.1)
+        ray_side = psutil.Process(proc.pid).children(recursive=True)  # the embedded Ray's processes
+        next(p for p in ray_side if p.name() == process).kill()
+        start = time.monotonic()
+        _out, err = proc.communicate(timeout=60)
+        elapsed = time.monotonic() - start
+    finally:
+        proc.kill()
+    last = err.strip().splitlines()[-1]
+    assert proc.returncode == 2, err[-2000:]
+    newest = sorted((run_dir / "checkpoints").glob("iter_*.pt"))[-1]
+    assert last.startswith(f"error: the embedded Ray's {process} died (killed by SIGKILL) at env step "), last
+    assert last.endswith(f"; newest checkpoint {newest}; continue with: python -m trainer train --resume {run_dir}")
+    assert (run_dir / "summary.json").exists() and elapsed < 10
+    time.sleep(1.0)
+    alive = [p for p in ray_side if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert not alive, [" ".join(p.cmdline())[:120] for p in alive]  # no agent outlives it

@@ -1,7 +1,9 @@
 """`python -m trainer tune` on a real embedded Ray and Ray Tune: an ASHA sweep whose trials' actors
 fill the cluster exactly (so any actor outside its trial's placement group would never start),
-PBT handing a restored trial a new learning rate that its optimizer then uses, and a failing trial
-plus a Ctrl-C that neither lose the other trials, with --resume finishing the sweep."""
+PBT handing a restored trial a new learning rate that its optimizer then uses, a failing trial
+plus a Ctrl-C that neither lose the other trials, with --resume finishing the sweep, a sweep whose
+every trial fails (exit 2, each error in its line), and a draw the config refuses failing only its
+own trial, while the trials report exactly the tags that --metric is checked against."""
 
 from __future__ import annotations
 
@@ -19,6 +21,8 @@ import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tests.conftest import REPO_ROOT
+from trainer.core.config import load_config
+from trainer.sweep.tags import trial_tags
 
 pytestmark = pytest.mark.ray
 
@@ -37,6 +41,13 @@ def run(*args: str, timeout: float = 400) -> subprocess.CompletedProcess:
 def rows(out: Path) -> list[dict]:
     with open(out / "results.csv") as f:
         return list(csv.DictReader(f))
+
+
+def reported_tags(out: Path, values: dict) -> set[str]:
+    """The TensorBoard tags a trial (the one with these sampled values) reported to Tune."""
+    trial_dir = next(p.parent for p in (out / "tune").glob("*/params.json") if json.loads(p.read_text()) == values)
+    lines = (trial_dir / "result.json").read_text().splitlines()
+    return {key for line in lines for key in json.loads(line) if "/" in key}
 
 
 def scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
@@ -70,6 +81,10 @@ def test_asha_sweep_under_ray_stops_weak_trials_and_its_best_config_trains(tmp_p
     assert table[0]["status"] == "completed" and float(table[0]["ppo.lr"]) == 1e-3
     lines = [line for line in result.stdout.splitlines() if line.startswith("trial_")]
     assert len(lines) == 4 and sum("stopped by asha" in line for line in lines) == len(stopped), result.stdout
+    every, some = trial_tags(load_config("configs/cartpole.yaml", [*TINY[1::2], "workers.num_workers=1"]))
+    for row in table:  # exactly the tags --metric is checked against (a GPU's only where there is one)
+        values = {"ppo.lr": float(row["ppo.lr"]), "ppo.clip_coef": float(row["ppo.clip_coef"])}
+        assert every - {"perf/learner_gpu_memory_mb"} <= reported_tags(out, values) <= every | some
     for row in table:  # a run directory per trial under one logdir, each with its own curves
         steps = scalars(Path(row["run_dir"]), "charts/episodes")
         assert Path(row["run_dir"]).parent == out / "runs" and steps[-1][0] == int(row["env_steps"])
@@ -149,3 +164,60 @@ def test_failing_trial_and_ctrl_c_keep_the_other_trials_and_resume_finishes(tmp_
     assert [table[t]["status"] for t in sorted(table)] == ["error", "completed", "completed"]
     assert table["trial_00002"]["env_steps"] == "20480"
     assert scalars(out / "runs" / "trial_00002", "charts/episodes")[-1][0] == 20480
+
+
+def test_sweep_whose_every_trial_fails_gives_each_error_and_exits_2(tmp_path):
+    """Each trial's line gives its error; the sweep ends in one error line naming the first
+    failure and results.csv, and exits 2 (no trial to take a config from)."""
+    space = tmp_path / "space.yaml"
+    space.write_text("env.kwargs.nan_at_step: {grid: [5, 6]}\n")
+    out = tmp_path / "sweep"
+    result = run("--space", str(space), "--trials", "1", "--scheduler", "fifo", "--out", str(out),
+                 "--set", "execution=inline", "--set", "env.id=tests.bad_envs:NaNCartPole")  # fmt: skip
+    assert result.returncode == 2, result.stdout + result.stderr
+    nan = "EnvStepError: env 'tests.bad_envs:NaNCartPole' returned a NaN or inf observation or reward (worker 0"
+    lines = sorted(line for line in result.stdout.splitlines() if line.startswith("trial_"))
+    assert len(lines) == 2 and all(f"steps, failed: {nan}" in line for line in lines), result.stdout
+    assert result.stderr.startswith(f"error: no trial completed (2 failed); the first error, trial_00000: {nan}")
+    assert result.stderr.endswith(f"; every trial's status and reason: {out / 'results.csv'}\n"), result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stdout + result.stderr
+    assert [row["status"] for row in rows(out)] == ["error", "error"]
+    assert all(row["reason"].startswith(nan) for row in rows(out)) and not (out / "best_config.yaml").exists()
+
+
+def test_refused_draw_of_a_wide_randint_fails_only_its_trial_and_no_leftover_blocks_a_start(tmp_path):
+    """rollout_steps randint [1024, 2048] is too wide to check each integer before the sweep, and
+    with num_minibatches 1024 the config refuses all but its ends: that trial fails with a line
+    naming the values, their samplers and the space file, the other completes. A tune/ without
+    Tune's trial state (what a refused draw used to leave, stopping the sweep) blocks no start."""
+    space = tmp_path / "space.yaml"
+    space.write_text("ppo.num_minibatches: {grid: [1, 1024]}\nppo.rollout_steps: {randint: [1024, 2048]}\n")
+    out = tmp_path / "sweep"
+    (out / "tune").mkdir(parents=True)
+    (out / "tune" / "tuner.pkl").write_bytes(b"from a start that stopped before its first trial")
+    settings = ["execution=inline", "workers.num_workers=1", "workers.envs_per_worker=1", "ppo.rollout_steps=1024",
+                "ppo.total_steps=1", "eval.every=1", "eval.episodes=2", "learner.device=cpu"]  # fmt: skip
+    args = ["--space", str(space), "--trials", "1", "--scheduler", "fifo", "--out", str(out)]
+    args += [arg for setting in settings for arg in ("--set", setting)]
+    resumed = run(*args, "--resume")
+    assert resumed.returncode == 2, resumed.stdout + resumed.stderr
+    nothing = "holds no sweep to resume (no trial state in tune/); start it without --resume"
+    assert resumed.stderr == f"error: {out} {nothing}\n"
+
+    result = run(*args)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    table = {row["ppo.num_minibatches"]: row for row in rows(out)}
+    assert table["1"]["status"] == "completed", table
+    steps = int(table["1024"]["ppo.rollout_steps"])
+    if steps not in (1024, 2048):  # both ends are taken, and drawn once in 512 sweeps
+        refused = (
+            f"SpaceError: {space}: the trial's ppo.num_minibatches=1024 (grid [1, 1024]), ppo.rollout_steps={steps} "
+            f"(randint [1024, 2048]) give an invalid config: ppo.num_minibatches (1024) must divide the {steps} samples"
+        )
+        assert table["1024"]["status"] == "error" and table["1024"]["reason"].startswith(refused), table
+        assert f"failed: {refused}" in result.stdout, result.stdout
+    # What a trial reports is what --metric was checked against: evaluation and episode tags too.
+    every, some = trial_tags(load_config("configs/cartpole.yaml", [*TINY[1::2], *settings]))
+    completed = {"ppo.num_minibatches": 1, "ppo.rollout_steps": int(table["1"]["ppo.rollout_steps"])}
+    assert reported_tags(out, completed) == every | some

@@ -6,7 +6,15 @@ from __future__ import annotations
 import pytest
 
 from trainer.core.config import load_config
-from trainer.sweep.space import Axis, SpaceError, is_config_key, load_space, trial_config
+from trainer.sweep.space import (
+    RANDINT_CHECKED,
+    Axis,
+    SpaceError,
+    is_config_key,
+    load_space,
+    sampled_config,
+    trial_config,
+)
 
 
 @pytest.mark.parametrize(
@@ -46,3 +54,19 @@ def test_a_trial_config_is_the_base_with_its_values_and_the_space_checks_every_e
     space.write_text("ppo.lr: {loguniform: [0, 1.0e-2]}\n")
     with pytest.raises(SpaceError, match=r"ppo.lr: loguniform needs low > 0, got \[0, 0.01\]"):
         load_space(space, base)
+
+
+def test_a_randint_is_checked_at_every_integer_up_to_a_width_and_a_refused_draw_names_its_sampler():
+    base = load_config("configs/cartpole.yaml").model_dump()  # 1024 samples an iteration
+    assert Axis("k", "randint", [2, 5]).checked_values() == [2, 5, 3, 4]
+    assert Axis("k", "randint", [0, RANDINT_CHECKED]).checked_values() == [0, RANDINT_CHECKED]
+    assert Axis("k", "uniform", [0.1, 0.3]).checked_values() == [0.1, 0.3]
+    axes = [Axis("ppo.num_minibatches", "randint", [1, 4096]), Axis("seed", "grid", [1, 2])]
+    assert sampled_config(base, {"ppo.num_minibatches": 512, "seed": 2}, axes, "s.yaml").ppo.num_minibatches == 512
+    with pytest.raises(SpaceError) as refused:
+        sampled_config(base, {"ppo.num_minibatches": 3, "seed": 1}, axes, "s.yaml")
+    assert str(refused.value) == (
+        "s.yaml: the trial's ppo.num_minibatches=3 (randint [1, 4096]), seed=1 (grid [1, 2]) give an invalid config: "
+        "ppo.num_minibatches (3) must divide the 1024 samples of one iteration "
+        "(rollout_steps x num_workers x envs_per_worker)"
+    )

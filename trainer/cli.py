@@ -6,10 +6,8 @@ A UserError (bad config, unknown env, ...) prints one line and exits with its co
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
-import threading
 from pathlib import Path
 
 from trainer.core.errors import UserError
@@ -106,27 +104,11 @@ def serve_tensorboard(logdir: str, port: int, host: str) -> None:
 
 
 def run_train(args: argparse.Namespace) -> None:
-    """Train. An embedded Ray is started first, while a thread imports torch and the trainer:
-    ray.init spends ~2 s waiting on Ray's own processes, and the ~1 s of imports then overlaps
-    that wait instead of following it."""
-    from trainer.core.config import load_config  # torch-free; imported before the thread starts
+    """Train. Every check that needs no cluster (config, env, network, memory, run directory) runs
+    before Ray starts, so a bad input fails in seconds."""
+    from trainer.runtime.session import train
 
-    importing = threading.Thread(target=importlib.import_module, args=("trainer.runtime.session",), daemon=True)
-    importing.start()
     try:
-        early = args.config and (not args.resume or (args.resume == "auto" and args.run_dir))
-        if early and not (args.address or os.environ.get("RAY_ADDRESS")):
-            try:
-                config = load_config(args.config, args.overrides)
-            except UserError:
-                config = None  # train() below reports it, the same way as without the early start
-            if config is not None and config.execution == "ray":
-                from trainer.runtime.ray_connect import connect
-
-                connect(config, address=None)
-        _join(importing)
-        from trainer.runtime.session import train
-
         train(
             args.config,
             args.overrides,
@@ -149,16 +131,6 @@ def run_tune(args: argparse.Namespace) -> None:
 
     values = {field.name: getattr(args, field.name) for field in fields(SweepArgs)}
     sweep(SweepArgs(**{**values, "overrides": tuple(args.overrides)}))
-
-
-def _join(thread: threading.Thread) -> None:
-    """Wait for the import thread, also through a Ctrl-C during start-up: exiting while it is
-    inside an extension's import can crash the interpreter on its way out."""
-    try:
-        thread.join()
-    except KeyboardInterrupt:
-        thread.join()
-        raise
 
 
 def main(argv: list[str] | None = None) -> int:

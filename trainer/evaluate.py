@@ -3,7 +3,8 @@ preprocessing, reported as mean +- std return and length; optionally an MP4 of t
 
 It runs what evaluation during training runs (trainer/core/episodes.py) with the checkpoint's
 `eval` settings (episodes, deterministic, seed, envs, `eval.env`), so for the same weights it
-gives the same returns as the eval/* curve at that step.
+gives the same returns as the eval/* curve at that step. Its arguments, the video directory and
+the env's frames are checked before any episode runs.
 """
 
 from __future__ import annotations
@@ -12,8 +13,12 @@ from pathlib import Path
 
 from trainer.core.episodes import run_episodes
 from trainer.core.errors import UserError
-from trainer.core.video import write_mp4
+from trainer.core.video import VideoError, check_renders, require_video, write_mp4
+from trainer.export import unwritable
 from trainer.inference import load_policy
+
+MAX_SEED = 2**64 - 1  # the sampling generator's (torch.Generator.manual_seed) largest seed
+VIDEO_FILE = "episode_0.mp4"
 
 
 def evaluate(
@@ -26,8 +31,15 @@ def evaluate(
     """`None` takes the checkpoint config's `eval.*` value; an exported policy is deterministic."""
     if episodes is not None and episodes < 1:
         raise UserError(f"evaluate needs at least 1 episode, got {episodes} (--episodes N)")
+    if seed is not None and not 0 <= seed <= MAX_SEED:
+        raise UserError(f"evaluate --seed must be between 0 and 2**64 - 1 (env i is reset with seed + i), got {seed}")
+    if video_dir is not None:
+        require_video()
+        check_video_dir(Path(video_dir))
     policy = load_policy(target)
     settings = policy.config.eval
+    if video_dir is not None:
+        check_renders(policy.config.eval_env, "evaluate without --video")
     if deterministic is None:
         deterministic = settings.deterministic or policy.iteration is None
     results = run_episodes(
@@ -47,5 +59,17 @@ def evaluate(
         "returns": results.returns,
     }
     if video_dir is not None:
-        result["video"] = str(write_mp4(results.frames, Path(video_dir) / "episode_0.mp4", results.fps))
+        path = Path(video_dir) / VIDEO_FILE
+        try:
+            result["video"] = str(write_mp4(results.frames, path, results.fps))
+        except OSError as exc:
+            raise VideoError(f"could not write the video {path}: {exc.strerror or exc}") from None
     return result
+
+
+def check_video_dir(directory: Path) -> None:
+    """--video DIR must be a directory (made if missing) that episode_0.mp4 can be written in."""
+    if (problem := unwritable(directory)) is not None:
+        raise VideoError(
+            f"evaluate --video {directory}: {problem}; give a directory you can write ({VIDEO_FILE} goes in it)"
+        )

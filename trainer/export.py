@@ -1,4 +1,5 @@
-"""Export a checkpoint as a self-contained inference program (torch.export, `.pt2`).
+"""Export a checkpoint as a self-contained inference program (torch.export, `.pt2`), written
+atomically to an output path checked before any work; and read one back.
 
 Why torch.export: the artifact is a graph plus weights that `torch.export.load` runs with no
 Python class of ours and without unpickling code; TorchScript is in maintenance mode, and ONNX
@@ -10,6 +11,10 @@ config travels inside as an extra file.
 from __future__ import annotations
 
 import json
+import logging
+import os
+import stat
+import tempfile
 from pathlib import Path
 
 import torch
@@ -17,13 +22,18 @@ import yaml
 from torch import nn
 
 from trainer.core.config import Config, dump_config, load_config
+from trainer.core.errors import UserError
 from trainer.core.policy import ActorCritic
 from trainer.core.spec import ROOT, example_observation
-from trainer.inference import load_policy
+from trainer.inference import EXPORTED, load_policy, stored_format
 from trainer.runtime.checkpoint import CheckpointError
 
 CONFIG_FILE = "config.yaml"
 META_FILE = "meta.json"
+
+
+class ExportError(UserError):
+    """An export that cannot be written where it was asked to go."""
 
 
 class InferencePolicy(nn.Module):
@@ -46,7 +56,14 @@ class InferencePolicy(nn.Module):
 
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
-    if str(checkpoint).endswith(".pt2"):
+    """Write the checkpoint's (or run directory's newest) policy to `out`, atomically: a failed
+    export leaves whatever was at `out` as it was. `out` is checked before anything is loaded."""
+    out = Path(out)
+    if (problem := unwritable(out.parent)) is not None:
+        raise ExportError(f"export: cannot write {out}: {problem}; give a path in a directory you can write")
+    if out.is_dir():
+        raise ExportError(f"export: {out} is a directory; give the program's file path, e.g. {out / 'policy.pt2'}")
+    if Path(checkpoint).is_file() and stored_format(Path(checkpoint)) == EXPORTED:
         raise CheckpointError(f"{checkpoint} is exported already; export takes a checkpoint or run directory")
     loaded = load_policy(checkpoint)
     policy = loaded.network
@@ -68,24 +85,71 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
         "state_dims": list(dims),
         "observation": loaded.obs_spec.describe(),
     }
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    torch.export.save(program, out, extra_files={CONFIG_FILE: dump_config(loaded.config), META_FILE: json.dumps(meta)})
+    extra_files = {CONFIG_FILE: dump_config(loaded.config), META_FILE: json.dumps(meta)}
+    tmp = None
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp.pt2")  # torch wants .pt2
+        os.close(fd)
+        torch.export.save(program, tmp, extra_files=extra_files)
+        os.replace(tmp, out)
+    except OSError as exc:
+        raise ExportError(f"export: could not write {out}: {exc.strerror or exc}") from None
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
     return out
+
+
+def unwritable(directory: Path) -> str | None:
+    """Why files cannot be written in `directory`, made if missing (None: they can): the nearest
+    existing path on the way is a file, or a directory that refuses a new file."""
+    for existing in (directory, *directory.parents):
+        try:
+            is_dir = stat.S_ISDIR(existing.stat().st_mode)
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # made on the way (or a file further up says why not)
+        except OSError as exc:
+            return f"cannot reach {existing} ({exc.strerror or exc})"
+        if not is_dir:
+            return f"{existing} is a file, not a directory"
+        try:  # a real write says more than os.access, which a root user or a read-only mount fools
+            tempfile.NamedTemporaryFile(dir=existing, prefix=".write-test-").close()
+        except OSError as exc:
+            return f"cannot write in {existing} ({exc.strerror or exc})"
+        return None
+    return None
 
 
 def load_exported(path: str | Path) -> tuple[Config, nn.Module, tuple[int | None, ...]]:
     """The config, the runnable module and the recurrent state's dims of an exported policy."""
     extra = {CONFIG_FILE: "", META_FILE: ""}
+    torch_log = logging.getLogger("torch.export")
+    level = torch_log.level
+    torch_log.setLevel(logging.ERROR)  # it logs a traceback for each format it tries before failing
     try:
         program = torch.export.load(path, extra_files=extra)
     except Exception as exc:  # any failure to read means "not a usable artifact"
-        raise CheckpointError(f"{path} is not an exported policy ({type(exc).__name__})") from None
-    config = load_config(yaml.safe_load(extra[CONFIG_FILE]))
-    meta = json.loads(extra[META_FILE])
-    if "state_dims" in meta:
-        dims = tuple(meta["state_dims"])
-    else:  # exported by format-1 trainers: (L, H) of a [2, L, B, H] state
-        layers, size = meta["state_shape"]
-        dims = (2, layers, None, size)
+        raise CheckpointError(
+            f"{path} is a damaged exported program (torch.export.load raised {type(exc).__name__}); export its "
+            "checkpoint again: python -m trainer export CHECKPOINT OUT"
+        ) from None
+    finally:
+        torch_log.setLevel(level)
+    if not extra[CONFIG_FILE] or not extra[META_FILE]:
+        raise CheckpointError(
+            f"{path} is a torch.export program, but not a policy this trainer exported (it holds no {CONFIG_FILE} "
+            "and meta.json); evaluate its checkpoint, or export that with: python -m trainer export CHECKPOINT OUT"
+        )
+    try:
+        config = load_config(yaml.safe_load(extra[CONFIG_FILE]))
+        meta = json.loads(extra[META_FILE])
+        if "state_dims" in meta:
+            dims = tuple(meta["state_dims"])
+        else:  # exported by format-1 trainers: (L, H) of a [2, L, B, H] state
+            layers, size = meta["state_shape"]
+            dims = (2, layers, None, size)
+    except (UserError, yaml.YAMLError, ValueError, TypeError, KeyError) as exc:
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CheckpointError(f"{path} holds a config or meta.json this trainer cannot read ({detail})") from None
     return config, program.module(), dims

@@ -2,12 +2,15 @@
 
 `predict` takes numpy observations as the env gives them, one or a batch, with the saved
 preprocessing (observation normalizer, /255, one-hot) applied inside, and returns env actions:
-the same acting code as the workers (trainer/core/acting.py). A checkpoint loads on the CPU
-wherever it was written; an exported `.pt2` runs without our network classes, deterministically.
+the same acting code as the workers (trainer/core/acting.py); what it cannot act on (a shape,
+dtype, NaN, state or episode_start that does not fit) it refuses in one line. A checkpoint loads
+on the CPU wherever it was written; an exported `.pt2` runs without our network classes,
+deterministically. Which of the two a file is, its content says, not its name.
 """
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,8 +23,14 @@ from trainer.core.config import Config, load_config
 from trainer.core.envs import probe_env
 from trainer.core.errors import UserError
 from trainer.core.policy import ActorCritic, build_policy
-from trainer.core.spec import ROOT, ObsSpec, pick_leaf
+from trainer.core.spec import ROOT, ObsLeaf, ObsSpec, pick_leaf
 from trainer.runtime.checkpoint import CheckpointError, check_spaces, load_checkpoint
+
+EXPORTED, CHECKPOINT = "exported program", "checkpoint"
+
+
+class PredictError(UserError):
+    """An observation, state or episode_start that `predict` cannot act on."""
 
 
 class ExportedNetwork:
@@ -67,39 +76,130 @@ class Policy:
         is None for a policy without memory); `episode_start` `[B]` marks the envs whose obs
         begins a new episode (their state is zeroed first). A single obs gives a single action
         and a state with a batch of 1."""
-        single = self._is_single(obs)
-        leaves = self.obs_spec.stack([obs]) if single else self.obs_spec.batch(obs)
+        leaves, single = self._leaves(obs)
         batch = len(next(iter(leaves.values())))
         acting = Acting(self.network, self.action_space, batch)
         if state is not None and self.recurrent:
-            acting.hidden = torch.as_tensor(np.asarray(state), dtype=torch.float32)
+            acting.hidden = self._state(state, tuple(acting.hidden.shape))
         if episode_start is not None or state is not None:
-            starts = np.zeros(batch, bool) if episode_start is None else np.asarray(episode_start, bool).reshape(batch)
-            acting.ended(starts)
+            acting.ended(np.zeros(batch, bool) if episode_start is None else self._starts(episode_start, batch))
         action, _, _ = acting.act(leaves, deterministic=deterministic, generator=self.generator)
         env_action = acting.env_actions(action)
         next_state = acting.hidden.numpy().copy() if self.recurrent else None
         return (env_action[0] if single else env_action), next_state
 
-    def _is_single(self, obs) -> bool:
-        """Whether obs is one observation (every leaf at its own shape) or a batch of them."""
-        leaf = self.obs_spec.leaves[0]
-        value = np.asarray(pick_leaf(obs, leaf.key))
+    def _leaves(self, obs) -> tuple[dict[str, torch.Tensor], bool]:
+        """obs -> a tensor `[B, *shape]` per leaf, and whether it was one observation (as the
+        first leaf's shape says); a part that does not fit is refused in one line."""
+        first = self._value(obs, self.obs_spec.leaves[0])
+        single = self._is_single(first, self.obs_spec.leaves[0])
+        if not single and len(first) == 0:
+            shape = self.obs_spec.leaves[0].shape
+            raise PredictError(
+                f"predict: an empty batch, shape {first.shape}; give one observation {shape} or a batch "
+                f"(B, {', '.join(map(str, shape))}) with B >= 1"
+            )
+        key = self.obs_spec.leaves[0].key
+        batch = f"one observation, as {key!r} is" if single else f"a batch of {len(first)}, as {key!r} is"
+        leaves = {}
+        for leaf in self.obs_spec.leaves:
+            value = self._value(obs, leaf)
+            self._check(value, leaf, leaf.shape if single else (len(first), *leaf.shape), batch)
+            leaves[leaf.key] = torch.as_tensor(value[None] if single else value).to(leaf.dtype)
+        return leaves, single
+
+    def _value(self, obs, leaf: ObsLeaf) -> np.ndarray:
+        try:
+            return np.asarray(pick_leaf(obs, leaf.key))
+        except (KeyError, IndexError, TypeError) as exc:
+            raise PredictError(
+                f"predict: the observation has no part {leaf.key!r} ({type(exc).__name__}: {exc}); "
+                f"give observations as the env {self.config.env.id!r} gives them"
+            ) from None
+        except ValueError as exc:  # e.g. nested lists of different lengths
+            detail = str(exc).split(". ")[0]
+            raise PredictError(f"predict: observation {leaf.key!r} is not an array of one shape ({detail})") from None
+
+    def _check(self, value: np.ndarray, leaf: ObsLeaf, shape: tuple[int, ...], batch: str) -> None:
+        """One part of the observation must have its shape, hold numbers and, as floats, be finite."""
+        if value.shape != shape:
+            raise PredictError(
+                f"predict: observation {leaf.key!r} has shape {value.shape}; expected {shape} ({batch}), "
+                f"as the env {self.config.env.id!r} gives them"
+            )
+        if value.dtype.kind not in "biuf":
+            raise PredictError(
+                f"predict: observation {leaf.key!r} has dtype {value.dtype}; expected numbers "
+                f"({str(leaf.dtype).removeprefix('torch.')}, as the env {self.config.env.id!r} gives them)"
+            )
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            index = tuple(int(i) for i in np.argwhere(~np.isfinite(value))[0])
+            raise PredictError(
+                f"predict: observation {leaf.key!r} holds {value[index]} at index {index}; the policy cannot act "
+                "on NaN or inf: pass finite observations"
+            )
+
+    def _is_single(self, value: np.ndarray, leaf: ObsLeaf) -> bool:
+        """Whether a leaf's value is one observation (at the leaf's own shape) or a batch of them."""
         if value.shape == leaf.shape:
             return True
         if value.shape[1:] == leaf.shape:
             return False
-        raise UserError(
+        raise PredictError(
             f"predict: observation {leaf.key!r} has shape {value.shape}; expected {leaf.shape} (one) "
             f"or (B, {', '.join(map(str, leaf.shape))}) (a batch), as the env {self.config.env.id!r} gives it"
         )
+
+    def _state(self, state, expected: tuple[int, ...]) -> torch.Tensor:
+        """The caller's recurrent state, which must be the one predict returned for this batch."""
+        hidden = np.asarray(state)
+        if hidden.shape != expected or hidden.dtype.kind not in "biuf":
+            raise PredictError(
+                f"predict: state has shape {hidden.shape} ({hidden.dtype}); expected {expected} float32 for a batch of "
+                f"{expected[self.network.state_dims.index(None)]}: pass back the state predict returned for these "
+                "observations, or None to start them fresh"
+            )
+        return torch.as_tensor(hidden, dtype=torch.float32)
+
+    @staticmethod
+    def _starts(episode_start, batch: int) -> np.ndarray:
+        starts = np.asarray(episode_start)
+        if starts.size != batch or starts.dtype.kind not in "biu":
+            raise PredictError(
+                f"predict: episode_start has shape {starts.shape} ({starts.dtype}); expected ({batch},) bool, "
+                "True for each observation that starts an episode"
+            )
+        return starts.reshape(batch).astype(bool)
+
+
+def stored_format(path: Path) -> str | None:
+    """What a file holds, by its content rather than its name: an exported program
+    (torch.export's archive), a checkpoint (torch.save's archive), or None (neither)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return None
+    if any(name.endswith("/archive_format") for name in names) or "serialized_exported_program.json" in names:
+        return EXPORTED
+    if any(name.endswith("/data.pkl") for name in names):
+        return CHECKPOINT
+    return None
 
 
 def load_policy(target: str | Path, seed: int = 0) -> Policy:
     """The policy of a run directory (its newest checkpoint), a checkpoint file or an exported
     `.pt2`. The env of its config is made once to learn the spaces (its package must be
-    installed); `seed` seeds sampled actions (`deterministic=False`)."""
-    if str(target).endswith(".pt2"):
+    installed); `seed` seeds sampled actions (`deterministic=False`). A file is read as what it
+    holds, whatever its name: a checkpoint renamed to `.pt2` is still a checkpoint."""
+    found = stored_format(Path(target)) if Path(target).is_file() else CHECKPOINT
+    if found is None and str(target).endswith(".pt2"):
+        raise CheckpointError(
+            f"{target} is neither an exported policy nor a checkpoint: no readable torch archive (another kind of "
+            "file, or a truncated one); give a .pt2 written by python -m trainer export, a checkpoint or a run "
+            "directory"
+        )
+    if found == EXPORTED:
         from trainer.export import load_exported
 
         config, module, state_dims = load_exported(target)

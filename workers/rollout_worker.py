@@ -15,14 +15,14 @@ import numpy as np
 import torch
 
 from trainer.core.acting import Acting, finished_episodes
-from trainer.core.config import Config
+from trainer.core.config import Config, derive_seed
 from trainer.core.env_making import ensure_registered
 from trainer.core.envs import ObservationMismatch, make_vector_env
 from trainer.core.errors import UserError
 from trainer.core.messages import EpisodeStats, PolicySnapshot, Rollout
 from trainer.core.normalization import RunningMeanStd
 from trainer.core.policy import build_policy, rollout_spec
-from trainer.core.spec import OBS_PREFIX, ObsSpec
+from trainer.core.spec import OBS_PREFIX, ObsSpec, pick_leaf
 from trainer.core.timing import PhaseTimer
 
 
@@ -49,14 +49,14 @@ class RolloutWorker:
         # What this worker saw since the snapshot, per vector leaf; the learner merges the deltas.
         self.obs_delta = {leaf.key: RunningMeanStd(leaf.shape) for leaf in self.obs_spec.vector_leaves}
         self.return_delta = RunningMeanStd(())
-        self.generator = torch.Generator().manual_seed(config.seed * 10_000 + 7919 * (worker_index + 1))
+        self.generator = torch.Generator().manual_seed(derive_seed(config.seed, "worker actions", worker_index))
         self.total_steps = 0
         self.vector_steps = 0  # read by the Ray actor's liveness check, from another thread
         self.env_failures = 0
-        self.start_episodes(env_seed=config.seed * 10_000 + worker_index * E)
+        self.start_episodes(env_seed=derive_seed(config.seed, "worker envs", worker_index))
 
     def start_episodes(self, env_seed: int) -> None:
-        """Reset every env (seeded) and the per-episode state: a fresh start or a resume."""
+        """Reset every env (env i with `env_seed + i`) and the per-episode state: a fresh start or a resume."""
         E = self.config.workers.envs_per_worker
         try:
             obs, _ = self.envs.reset(seed=env_seed)
@@ -75,8 +75,7 @@ class RolloutWorker:
         env's internal state, so episodes start afresh)."""
         if rng_state is not None:
             self.generator.set_state(rng_state)
-        E = self.config.workers.envs_per_worker
-        self.start_episodes(env_seed=self.config.seed * 10_000 + self.index * E + 1_000_003 * iteration)
+        self.start_episodes(env_seed=derive_seed(self.config.seed, "worker envs", self.index, iteration))
 
     def load(self, snapshot: PolicySnapshot) -> None:
         self.policy.load_state_dict(snapshot.weights)
@@ -152,17 +151,36 @@ class RolloutWorker:
             if not reset or isinstance(exc, ObservationMismatch):
                 raise self._env_error(exc, f"({where})") from exc
             return self._reset_failed(np.ones(len(action), dtype=bool), self.next_obs)
-        obs = self.obs_spec.batch(next_obs)
-        bad = ~(self._finite(obs) & np.isfinite(rew))
+        obs = self.obs_spec.batch(next_obs)  # float leaves as stored: float32
+        with np.errstate(over="ignore"):  # a float64 past float32's range becomes inf, judged below
+            stored_rew = rew.astype(np.float32)
+        bad = ~(self._finite(obs) & np.isfinite(stored_rew))
         if bad.any():
             if not reset:
-                raise EnvStepError(
-                    f"env {self.config.env.id!r} returned a NaN or inf observation or reward ({where}); "
-                    "set env.on_error: reset to reset such envs instead"
-                )
-            obs, rew, term, trunc = self._reset_failed(bad, obs)[0], rew.copy(), term.copy(), trunc.copy()
-            rew[bad], term[bad], trunc[bad] = 0.0, True, False
-        return obs, rew.astype(np.float32), term, trunc, info
+                raise EnvStepError(self._non_finite(next_obs, rew, where))
+            obs, term, trunc = self._reset_failed(bad, obs)[0], term.copy(), trunc.copy()
+            stored_rew[bad], term[bad], trunc[bad] = 0.0, True, False
+        return obs, stored_rew, term, trunc, info
+
+    def _non_finite(self, next_obs, reward: np.ndarray, where: str) -> str:
+        """Why a step's values, as stored (float32), are not all finite: a NaN or inf from the env,
+        or a finite float64 that overflows float32 (named with its value)."""
+        env = f"env {self.config.env.id!r}"
+        given = {"a reward": reward}
+        for leaf in self.obs_spec.vector_leaves:
+            at = "" if self.obs_spec.is_single else f" at {leaf.key!r}"
+            given[f"an observation value{at}"] = np.asarray(pick_leaf(next_obs, leaf.key))
+        if not all(np.isfinite(value).all() for value in given.values()):
+            return (
+                f"{env} returned a NaN or inf observation or reward ({where}); "
+                "set env.on_error: reset to reset such envs instead"
+            )
+        largest = {what: value.flat[np.abs(value).argmax()] for what, value in given.items() if value.size}
+        what, value = max(largest.items(), key=lambda item: abs(item[1]))
+        return (
+            f"{env} returned {what} of {value:g}, which overflows float32 ({where}); scale it down in the env or "
+            "with a wrapper in env.wrappers, or set env.on_error: reset to reset such envs instead"
+        )
 
     def _env_error(self, exc: Exception, where: str) -> EnvStepError:
         if isinstance(exc, ObservationMismatch):

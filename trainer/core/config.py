@@ -1,26 +1,32 @@
 """Config models: every default lives here; YAML files in configs/ hold only what differs.
 
 `load_config` reads a YAML file, applies `--set key.path=value` overrides and validates the
-result, turning every problem into one `ConfigError` that names the key.
+result, turning every problem into one `ConfigError` that names the key. `read_yaml` is the one
+YAML reader of user files (config, a sweep's search space); `derive_seed` gives every process
+its own seed from `seed`.
 """
 
 from __future__ import annotations
 
 import copy
 import re
+import zlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from trainer.core.errors import ConfigError
+from trainer.core.errors import ConfigError, UserError
 
 
 class Section(BaseModel):
-    """Unknown keys are errors, so a typo never silently falls back to a default."""
+    """Unknown keys are errors, so a typo never silently falls back to a default; so are inf and
+    NaN for every float key (they would fail far from the config, or train on nonsense)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class WrapperConfig(Section):
@@ -174,6 +180,10 @@ class LearnerConfig(Section):
     placement: Literal["pack", "spread"] = "pack"
     """How a placement group puts several learners on nodes: `pack` (as few nodes as possible)
     or `spread` (one per node where they can)."""
+    liveness_timeout_s: float = Field(default=60.0, gt=0)
+    """Ray only: a learner (any rank) that answers no liveness probe for this long is taken as
+    hung (a stopped process, a deadlock), killed and rebuilt like a dead one. The probe answers on
+    a thread of its own, so an update may take as long as it needs."""
     collective_timeout_s: float = Field(default=120.0, gt=0)
     """Several learners: how long a collective waits for a rank before failing, so a rank that
     dies never hangs the others (the group is then rebuilt)."""
@@ -197,8 +207,9 @@ class EvalConfig(Section):
     eval/stochastic_return_mean); false: only sample."""
     num_envs: int = Field(default=1, gt=0)
     """Envs stepped at once; env i runs (episodes + i) // num_envs of the episodes."""
-    seed: int = Field(default=12345, ge=0)
-    """Env i is reset with seed + i at the start of every evaluation: each one sees the same episodes."""
+    seed: int = Field(default=12345, ge=0, le=2**64 - 1)
+    """Env i is reset with seed + i at the start of every evaluation: each one sees the same episodes.
+    At most 2**64 - 1: it also seeds the torch generator of sampled actions."""
     env: dict[str, Any] = {}
     """Keys of `env` that evaluation replaces, e.g. `{wrappers: [...]}` without EpisodicLife or
     reward clipping on Atari; observations and actions must stay as in training."""
@@ -228,6 +239,7 @@ class Config(Section):
     name: str = "run"
     """Short config name used in run directory names; load_config sets it from the file name."""
     seed: int = Field(default=1, ge=0)
+    """Any size (a nanosecond timestamp too): each process's seed is derived from it (`derive_seed`)."""
     execution: Literal["inline", "ray"] = "ray"
     """`ray`: worker and learner actors (embedded local Ray unless an address is given);
     `inline`: everything in this process, for debugging and profiling."""
@@ -315,17 +327,18 @@ class Config(Section):
         return self
 
 
-def load_config(source: str | Path | dict | Config, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Build a validated Config from a YAML path, a dict or a Config, plus `key.path=value` overrides."""
+def load_config(source: str | Path | dict | Config, overrides: str | Sequence[str] = ()) -> Config:
+    """Build a validated Config from a YAML path, a dict or a Config, plus `key.path=value`
+    overrides (a single string is one override)."""
     if isinstance(source, Config):
         raw, name = source.model_dump(), source.name
     elif isinstance(source, dict):
         raw, name = copy.deepcopy(source), source.get("name", "run")  # overrides must not edit the caller's
     else:
         path = Path(source)
-        raw, name = _read_yaml(path), path.stem
+        raw, name = _read_config_file(path), path.stem
     raw = {"name": name, **raw}
-    for item in overrides:
+    for item in [overrides] if isinstance(overrides, str) else overrides:
         _apply_override(raw, item)
     return validate_config(raw, origin=str(source) if isinstance(source, str | Path) else "config")
 
@@ -343,25 +356,113 @@ def dump_config(config: Config) -> str:
     return yaml.safe_dump(config.model_dump(), sort_keys=False)
 
 
-def _read_yaml(path: Path) -> dict:
+def derive_seed(seed: int, role: str, *index: int) -> int:
+    """A 63-bit seed for one use of the run's `seed` (`role`, e.g. worker 3's env resets:
+    `derive_seed(seed, "worker envs", 3)`), from numpy's SeedSequence: independent streams for
+    every (role, index), no overflow whatever the size of `seed`, the same for the same arguments."""
+    sequence = np.random.SeedSequence(seed, spawn_key=(zlib.crc32(role.encode()), *index))
+    return int(sequence.generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+def read_yaml(path: str | Path, what: str = "config file", error: type[UserError] = ConfigError) -> Any:
+    """The YAML document in the file at `path` (None when it is empty). Every problem is one
+    `error` naming `what` and the path: not found, a directory, not UTF-8 text, a YAML error (its
+    reason and line), or a key given twice in one mapping (the second would silently replace the
+    first). The config and a sweep's search space are read with it."""
+    path = Path(path)
+    if path.is_dir():
+        examples = sorted(path.glob("*.yaml")) or sorted(path.glob("*.yml"))
+        hint = f"give one of its YAML files, e.g. {examples[0]}" if examples else "give the path of a YAML file"
+        raise error(f"{what} {path} is a directory, not a file; {hint}")
     if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
+        raise error(f"{what} not found: {path}")
     data = path.read_bytes()
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         if b"\0" in data:
-            raise ConfigError(f"config file {path} is not a text (YAML) file") from None
-        raise ConfigError(
-            f"config file {path} is not UTF-8 (byte 0x{data[exc.start]:02x} on line {line}); save it as UTF-8"
+            raise error(f"{what} {path} is not a text (YAML) file") from None
+        raise error(
+            f"{what} {path} is not UTF-8 (byte 0x{data[exc.start]:02x} on line {line}); save it as UTF-8"
         ) from None
+    return parse_yaml(text, f"{what} {path}", error)
+
+
+def parse_yaml(text: str, source: str, error: type[UserError] = ConfigError) -> Any:
+    """`yaml.safe_load(text)`, but a key given twice in one mapping, at any depth, is an `error`
+    naming the key and both lines, and a YAML error gives its reason and line. `source` starts
+    each message (`config file configs/x.yaml`)."""
     try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"config file {path} is not valid YAML{where}") from None
+        return _load_refusing_duplicates(text, source, error)
+    except (yaml.YAMLError, ValueError) as exc:  # ValueError: a tagged scalar that is not one (`!!int x`)
+        raise error(f"{source} is not valid YAML{_yaml_problem(exc, text)}") from None
+
+
+def _load_refusing_duplicates(text: str, source: str, error: type[UserError]) -> Any:
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        duplicate = _duplicate_key(loader, node, "", set())
+        if duplicate is not None:
+            key, first, second = duplicate
+            lines = f"line {first}" if first == second else f"lines {first} and {second}"
+            raise error(
+                f"{source}: key {key} is given twice ({lines}), and the second would replace the first; keep one"
+            )
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _duplicate_key(loader: yaml.SafeLoader, node: yaml.Node, path: str, seen: set[int]) -> tuple[str, int, int] | None:
+    """The first key given twice in one mapping under `node`: (dotted key, first line, second line)."""
+    if id(node) in seen:  # an alias of a node already checked (or a recursive one)
+        return None
+    seen.add(id(node))
+    if isinstance(node, yaml.SequenceNode):
+        children = [(f"{path}[{i}]", child) for i, child in enumerate(node.value)]
+    elif isinstance(node, yaml.MappingNode):
+        lines: dict[Any, int] = {}
+        children = []
+        for key_node, value_node in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                key = loader.construct_object(key_node)
+                name = f"{path}.{key}" if path else str(key)
+                line = key_node.start_mark.line + 1
+                if key in lines:
+                    return name, lines[key], line
+                lines[key] = line
+                children.append((name, value_node))
+            else:  # `<<: *defaults` merges keys that the mapping's own may override
+                children.append((path, value_node))
+    else:
+        return None
+    for child_path, child in children:
+        found = _duplicate_key(loader, child, child_path, seen)
+        if found is not None:
+            return found
+    return None
+
+
+def _yaml_problem(exc: Exception, text: str) -> str:
+    """` at line N: <yaml's reason>`, with a hint for a tab (YAML indents with spaces only)."""
+    mark = getattr(exc, "problem_mark", None)
+    line, reason = (mark.line + 1 if mark else None), getattr(exc, "problem", None)
+    if isinstance(exc, yaml.reader.ReaderError):  # an unprintable character: a position, no mark
+        line = text[: exc.position].count("\n") + 1
+        reason = f"character U+{exc.character:04X}: {exc.reason}"
+    elif not isinstance(exc, yaml.YAMLError):
+        reason = str(exc)
+    if "'\\t'" in (reason or ""):
+        reason += " (YAML indents with spaces, not tabs)"
+    return (f" at line {line}" if line else "") + (f": {reason}" if reason else "")
+
+
+def _read_config_file(path: Path) -> dict:
+    raw = read_yaml(path)
     if raw is None:
         return {}
     if not isinstance(raw, dict):
@@ -373,17 +474,18 @@ def _apply_override(raw: dict, item: str) -> None:
     key, sep, text = item.partition("=")
     if not sep or not key:
         raise ConfigError(f"override {item!r} must look like key.path=value, e.g. ppo.lr=1e-3")
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        raise ConfigError(f"override {item!r}: value {text!r} is not valid YAML") from None
+    value = parse_yaml(text, f"override {item!r}: value {text!r}")
     set_key(raw, key, value, what=f"override {item!r}")
 
 
 def set_key(raw: dict, key: str, value: Any, what: str = "") -> None:
     """Set `section.key` in a raw config mapping, making the sections it needs."""
-    node = raw
     parts = key.split(".")
+    if "" in parts:
+        raise ConfigError(
+            f"{what or key}: the key path {key!r} has an empty part; write it as section.key, e.g. ppo.lr"
+        )
+    node = raw
     for part in parts[:-1]:
         child = node.setdefault(part, {})
         if not isinstance(child, dict):

@@ -10,6 +10,7 @@ subprocesses of `workers.vector_env: async` load only it, gymnasium and the env.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import os
 from collections.abc import Callable
@@ -169,15 +170,29 @@ def _from_entry_point(entry_point: str, factory: Callable[..., gym.Env], kwargs:
 def _wrap(env: gym.Env, wrapper: WrapperConfig, where: str) -> gym.Env:
     if ":" in wrapper.name:
         module_name, _, attr = wrapper.name.partition(":")
-        cls = getattr(_import(module_name, where), attr, None)
+        module = _import(module_name, where)
+        cls = getattr(module, attr, None)
+        known = [f"{module_name}:{name}" for name, value in vars(module).items() if isinstance(value, type)]
     else:
-        cls = getattr(gym.wrappers, wrapper.name, None) or getattr(own_wrappers, wrapper.name, None)
+        try:
+            cls = getattr(gym.wrappers, wrapper.name, None) or getattr(own_wrappers, wrapper.name, None)
+        except ImportError as exc:  # gymnasium's array-conversion wrappers import jax or torch's helpers
+            package = getattr(exc, "name", None) or exc
+            raise EnvBuildError(f"{where}: needs {package}, which is not installed; install it") from None
+        known = [name for name in gym.wrappers.__all__ if name[:1].isupper()] + ["EpisodicLife", "FireReset"]
     if not isinstance(cls, type):
         raise EnvBuildError(
-            f"{where}: no such wrapper; give a class of gymnasium.wrappers (e.g. AtariPreprocessing), "
-            "EpisodicLife, FireReset, or an entry point 'package.module:Class'"
+            f"{where}: no such wrapper{_did_you_mean(wrapper.name, known)}; give a class of gymnasium.wrappers "
+            "(e.g. AtariPreprocessing), EpisodicLife, FireReset, or an entry point 'package.module:Class'"
         )
     try:
         return cls(env, **wrapper.kwargs)
     except Exception as exc:
         raise EnvBuildError(f"{where}: {type(exc).__name__}: {exc}") from None
+
+
+def _did_you_mean(name: str, known: list[str]) -> str:
+    """` (did you mean X?)` for a near miss among `known` names (case aside), else ''."""
+    by_lower = {n.lower(): n for n in known}
+    close = difflib.get_close_matches(name.lower(), by_lower, n=3)
+    return f" (did you mean {' or '.join(by_lower[n] for n in close)}?)" if close else ""

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from gymnasium import spaces
 
-from trainer.core.config import Config
+from trainer.core.config import Config, derive_seed
 from trainer.core.errors import UserError
 from trainer.core.messages import PolicySnapshot, Rollout, check_rollout
 from trainer.core.normalization import MomentStats, RunningMeanStd
@@ -46,7 +46,7 @@ class Learner:
         self.num_workers = config.workers.num_workers // world  # this rank's workers
         self.first_env = rank * config.total_envs // world
         self.group: LearnerGroup | None = None
-        torch.manual_seed(config.seed)
+        torch.manual_seed(derive_seed(config.seed, "learner"))  # no rank in it: all start alike
         torch.set_num_threads(config.learner.torch_threads)
         self.device = resolve_device(config.learner.device)
         self.obs_spec = ObsSpec.from_space(observation_space, config.env.id, config.policy.image_layout)
@@ -67,7 +67,7 @@ class Learner:
         )
         self._expected = self.buffer.expected_shapes()
         self.max_policy_lag = 1 if config.workers.overlap and config.execution == "ray" else 0
-        self._shuffle = torch.Generator().manual_seed(config.seed)
+        self._shuffle = torch.Generator().manual_seed(derive_seed(config.seed, "minibatches"))
         self.version = 0
         self.iteration = 0
         self.env_steps = 0  # learned from, over the whole run (resumes included): what anneal_lr follows

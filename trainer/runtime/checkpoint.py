@@ -10,6 +10,8 @@ import os
 import pickle
 import random
 import re
+import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +25,7 @@ FORMAT_VERSION = 2  # 2: observations as a tree of leaves; format 1 (one flat ve
 CHECKPOINT_DIR = "checkpoints"
 BEST = "best.pt"
 PERIODIC = re.compile(r"^iter_(\d{7})\.pt$")
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save writes a zip archive
 
 
 class CheckpointError(UserError):
@@ -96,8 +99,10 @@ def find_checkpoint(target: str | Path) -> Path:
 
 
 def load_checkpoint(target: str | Path) -> tuple[Path, dict]:
-    """Read a checkpoint onto the CPU (wherever it was written), refusing anything but plain data."""
+    """Read a checkpoint onto the CPU (wherever it was written), refusing anything but plain data
+    and any file whose bytes fail their checksums."""
     path = find_checkpoint(target)
+    check_intact(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -108,7 +113,9 @@ def load_checkpoint(target: str | Path) -> tuple[Path, dict]:
             ) from None
         raise CheckpointError(f"checkpoint {path} is truncated or corrupted (it does not unpickle)") from None
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise CheckpointError(f"checkpoint {path} is truncated or corrupted ({_first_line(exc)})") from None
+        raise CheckpointError(
+            f"checkpoint {path} is truncated or corrupted ({_first_line(exc)}){_instead(path)}"
+        ) from None
     if not isinstance(state, dict) or "format_version" not in state:
         raise CheckpointError(f"{path} is not a checkpoint of this trainer")
     if state["format_version"] == 1:
@@ -121,6 +128,75 @@ def load_checkpoint(target: str | Path) -> tuple[Path, dict]:
     state["runtime"]["learner"].setdefault("env_steps", state["env_steps"])  # not kept before elastic resume
     state.setdefault("learner_restarts", 0)
     return path, state
+
+
+def check_intact(path: Path) -> None:
+    """Refuse a file that is not a checkpoint, or whose stored CRC-32s do not match its bytes
+    (torch.load does not check them: flipped bits in a tensor would load as other weights)."""
+    with open(path, "rb") as f:
+        head = f.read(512)
+    if not head.startswith(ZIP_MAGIC):
+        if _is_text(head):
+            raise CheckpointError(
+                f"{path} is a text file, not a checkpoint; give a run directory or one of its checkpoints/*.pt files"
+            )
+        raise CheckpointError(
+            f"{path} is corrupted or not a checkpoint (it does not start like a torch.save archive){_instead(path)}"
+        )
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupted ({exc}){_instead(path)}") from None
+    if bad is not None:
+        raise CheckpointError(f"checkpoint {path} is corrupted: its entry {bad} fails the CRC-32 check{_instead(path)}")
+
+
+def _is_text(head: bytes) -> bool:
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return b"\0" not in head
+
+
+def _instead(path: Path) -> str:
+    """The newest intact checkpoint beside a damaged one, as advice to use it."""
+    candidates = [*reversed(periodic_checkpoints(path.parent)), path.parent / BEST]
+    for other in candidates:
+        if other.resolve() == path.resolve() or not other.is_file():
+            continue
+        try:
+            check_intact(other)
+        except CheckpointError:
+            continue
+        return f"; the newest intact checkpoint is {other} (give it instead)"
+    return "; no intact checkpoint is left beside it"
+
+
+def set_aside_later_checkpoints(directory: Path, iteration: int) -> tuple[list[Path], Path | None]:
+    """Resuming from a checkpoint that is not the newest starts a new timeline: the old one's
+    later checkpoints (and a best.pt among them) move into checkpoints/superseded-TIME/, where
+    pruning never reaches and no newer name hides this run's own checkpoints."""
+    later = [p for p in periodic_checkpoints(directory) if int(PERIODIC.match(p.name).group(1)) > iteration]
+    best = directory / BEST
+    if best.is_file() and _iteration_of(best) > iteration:
+        later.append(best)
+    if not later:
+        return [], None
+    target = directory / f"superseded-{time.strftime('%Y%m%d-%H%M%S')}"
+    target.mkdir(exist_ok=True)
+    for path in later:
+        os.replace(path, target / path.name)
+    _fsync_dir(directory)
+    return later, target
+
+
+def _iteration_of(path: Path) -> int:
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["iteration"])
+    except (RuntimeError, OSError, KeyError, ValueError, pickle.UnpicklingError):
+        return -1  # unreadable: not this timeline's concern
 
 
 def _upgrade_from_format_1(state: dict) -> dict:

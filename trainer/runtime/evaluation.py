@@ -20,7 +20,7 @@ from ray import exceptions as ray_errors
 from trainer.core.config import Config
 from trainer.core.envs import Probe
 from trainer.core.errors import UserError
-from trainer.core.video import require_video
+from trainer.core.video import check_renders
 from trainer.runtime.callbacks import Callback, IterationReport
 from trainer.runtime.checkpoint import capture_rng
 from trainer.runtime.remote_learner import ACTOR_LOST
@@ -43,13 +43,18 @@ class Submitted:
     result: object = None  # the EvalOutcome (inline) or its reference (Ray)
 
 
+def check_video(config: Config) -> None:
+    """With eval.video_every, the eval env must render frames to record: refused before training
+    starts, in one line, rather than at the first recorded evaluation."""
+    if config.eval.every and config.eval.video_every:
+        check_renders(config.eval_env, "set eval.video_every: 0")
+
+
 class Evaluation(Callback):
     name = "evaluation"
 
     def __init__(self, config: Config, probe: Probe, log) -> None:
         self.config, self.settings, self.probe, self.log = config, config.eval, probe, log
-        if self.settings.video_every:
-            require_video()
         self.remote = config.execution == "ray"
         self.worker = None
         self.pending: Submitted | None = None

@@ -29,16 +29,17 @@ class ProgressReporter:
             self.task = self.bar.add_task("train", total=total_steps, sps=0.0, ret=float("nan"))
             self.bar.start()
 
-    def update(self, step: int, mean_return: float, extra: str = "") -> None:
+    def update(self, step: int, mean_return: float, sps: float) -> None:
+        """`sps`: env steps per second of this session's training time (start-up left out), as
+        perf/steps_per_s has it."""
         now = time.perf_counter()
-        sps = step / max(now - self.start, 1e-9)
         if self.bar is not None:
             self.bar.update(self.task, completed=step, sps=sps, ret=mean_return)
         elif now - self.last_line >= self.interval_s or step >= self.total:
             self.last_line = now
             percent = 100 * step / self.total
             line = f"step {step}/{self.total} ({percent:.0f}%)  {sps:.0f} steps/s  return {mean_return:.1f}"
-            print(line + (f"  {extra}" if extra else ""), file=self.stream, flush=True)
+            print(line, file=self.stream, flush=True)
 
     def message(self, text: str) -> None:
         if self.bar is not None:

@@ -26,7 +26,7 @@ from trainer.core.timing import PhaseTimer
 from trainer.runtime.checkpoint import capture_rng, restore_rng, worker_rng_states
 from trainer.runtime.placement import ensure_fits, scheduling_strategy
 from trainer.runtime.ray_connect import connect, disconnect
-from trainer.runtime.remote_learner import ACTOR_LOST, LearnerLost, RemoteLearner
+from trainer.runtime.remote_learner import ACTOR_LOST, LearnerLost, RemoteLearner, lost_reason
 from trainer.runtime.stats import IterationStats
 from workers.ray_worker import LIVENESS_GROUPS, RolloutWorkerActor
 
@@ -60,6 +60,7 @@ class RayRuntime:
         self.log = log
         self.restarts = [0] * config.workers.num_workers
         self.failures_in_a_row = [0] * config.workers.num_workers
+        self.said_memory = False  # the advice on a worker killed for memory is given once
         self._in_flight: tuple | None = None  # (snapshot, pending collections) started ahead
         self.learner: RemoteLearner | None = None
         self.workers: list = []
@@ -150,7 +151,11 @@ class RayRuntime:
     def _recover_learner(self, reason: str) -> None:
         """Rebuild the learner; a collection started with the dead one's snapshot is dropped."""
         self._in_flight = None
-        self.learner.rebuild(reason)
+        while True:
+            try:
+                return self.learner.rebuild(reason)
+            except LearnerLost as exc:  # the new one died too, while starting: again, within the limit
+                reason = str(exc)
 
     def _start_collection(self, snapshot) -> tuple:
         pending: dict = {}
@@ -174,7 +179,8 @@ class RayRuntime:
                 except ACTOR_LOST as exc:
                     if self.learner.owns(exc):  # the snapshot it was given never came
                         raise LearnerLost(f"{type(exc).__name__}") from None
-                    self._replace(job.slot, f"died ({type(exc).__name__})")
+                    self._replace(job.slot, lost_reason(exc))
+                    self._say_memory_once(exc)
                     self._submit(job.slot, snapshot, pending)
                     continue
                 rollout_refs[job.slot] = job.rollout_ref
@@ -223,6 +229,14 @@ class RayRuntime:
         self.log(f"rollout worker {slot} {reason}; replacing it (restart {self.failures_in_a_row[slot]}/{limit})")
         self.workers[slot] = self._spawn(slot)
         self._wait_started([self.workers[slot]])
+
+    def _say_memory_once(self, exc: BaseException) -> None:
+        if isinstance(exc, ray_errors.OutOfMemoryError) and not self.said_memory:
+            self.said_memory = True
+            self.log(
+                "memory ran out on a worker's node: lower workers.envs_per_worker or ppo.rollout_steps (what a "
+                "worker holds), or workers.num_workers per node, or give the node more memory"
+            )
 
     def learner_state(self):
         """A reference to the learner's state after its newest update, for evaluation: it is in

@@ -26,9 +26,27 @@ from trainer.core.errors import UserError
 from trainer.core.messages import PolicySnapshot, Rollout
 from trainer.learning.learner import Learner
 from trainer.runtime.placement import scheduling_strategy
+from workers.ray_worker import LIVENESS_GROUPS
 
 START_TIMEOUT_S = 300.0
-ACTOR_LOST = (ray_errors.RayActorError, ray_errors.WorkerCrashedError, ray_errors.ObjectLostError)
+ACTOR_LOST = (
+    ray_errors.RayActorError,
+    ray_errors.WorkerCrashedError,
+    ray_errors.ObjectLostError,
+    ray_errors.OutOfMemoryError,  # Ray's memory monitor killed the actor's process
+    ray_errors.NodeDiedError,
+)
+OUT_OF_MEMORY = re.compile(r"was ([\d.]+GB) used / ([\d.]+GB) limit.*?threshold of \d+B \(([\d.]+%)", re.S)
+
+
+def lost_reason(exc: BaseException) -> str:
+    """Why an actor is gone, in a few words: `died (ActorDiedError)`, or the memory figures when
+    Ray's out-of-memory killer took it."""
+    if isinstance(exc, ray_errors.OutOfMemoryError):
+        found = OUT_OF_MEMORY.search(str(exc))
+        figures = f" (its node used {found[1]} of {found[2]}, over the {found[3]} Ray kills at)" if found else ""
+        return f"was killed by Ray's out-of-memory killer{figures}"
+    return f"died ({type(exc).__name__})"
 
 
 class LearnerFailedError(UserError):
@@ -69,6 +87,12 @@ class LearnerActor(Learner):
         self.timer.add("transfer", max(0.0, time.time() - submitted_at))
         return self.learn(list(rollouts)), (self.state_dict() if self.rank == 0 else None)
 
+    @ray.method(concurrency_group="liveness", enable_task_events=False)
+    def alive(self) -> bool:
+        """Answers on a thread of its own, also while an update runs: a learner that does not
+        answer is stopped or hung, however long its updates take."""
+        return True
+
     def address(self) -> tuple[str, int]:
         """Where rank 0 listens for the others: this node's address and a free port."""
         with socket.socket() as probe:
@@ -104,15 +128,16 @@ class RemoteLearner:
         options = {"num_cpus": learner.num_cpus, "num_gpus": learner.num_gpus, "max_restarts": 0}
         args = (self.config, self.probe.observation_space, self.probe.action_space)
         trial = scheduling_strategy()  # a sweep's trial holds the learner's bundles in its placement group
+        actor_class = ray.remote(concurrency_groups=LIVENESS_GROUPS)(LearnerActor)
         if self.world == 1:
-            return [ray.remote(LearnerActor).options(**options, scheduling_strategy=trial).remote(*args)]
+            return [actor_class.options(**options, scheduling_strategy=trial).remote(*args)]
         if trial is None:  # the ranks get a placement group of their own
             bundle = {"CPU": learner.num_cpus, **({"GPU": learner.num_gpus} if learner.num_gpus else {})}
             self.placement = placement_group([bundle] * self.world, strategy=learner.placement.upper())
         return [
-            ray.remote(LearnerActor)
-            .options(**options, scheduling_strategy=trial or PlacementGroupSchedulingStrategy(self.placement, rank))
-            .remote(*args, rank, self.world)
+            actor_class.options(
+                **options, scheduling_strategy=trial or PlacementGroupSchedulingStrategy(self.placement, rank)
+            ).remote(*args, rank, self.world)
             for rank in range(self.world)
         ]
 
@@ -147,18 +172,49 @@ class RemoteLearner:
 
     def get(self, ref, rank: int = 0):
         try:
+            self._wait_alive(ref)
             return ray.get(ref)
         except ACTOR_LOST as exc:
             where = f"rank {rank}: " if self.world > 1 else ""
-            raise LearnerLost(where + _first_line(exc)) from None
+            raise LearnerLost(
+                where + (lost_reason(exc) if isinstance(exc, ray_errors.OutOfMemoryError) else _first_line(exc))
+            ) from None
         except ray_errors.RayTaskError as exc:
             if self.world == 1 or isinstance(exc.cause, UserError):
                 raise
             # A rank's collective failed (timed out, or a peer is gone): the group is broken.
             raise LearnerLost(f"rank {rank}'s collective failed: {_collective_error(exc)}") from None
 
+    def _wait_alive(self, ref) -> None:
+        """Wait for a call's result while every rank keeps answering liveness probes (every
+        quarter of learner.liveness_timeout_s). A rank that leaves a probe unanswered for the
+        whole limit (a stopped process, a deadlock) is killed, so the learner is rebuilt as if
+        it had died, where ray.get would wait forever."""
+        limit = self.config.learner.liveness_timeout_s
+        probes: list = []
+        probed_at = answered_at = time.monotonic()
+        while not ray.wait([ref], timeout=min(1.0, limit / 4), fetch_local=False)[0]:
+            now = time.monotonic()
+            if probes:
+                done, _ = ray.wait(probes, num_returns=len(probes), timeout=0, fetch_local=False)
+                if len(done) == len(probes):
+                    probes, answered_at = [], now
+                elif now - probed_at > limit:
+                    silent = [rank for rank, probe in enumerate(probes) if probe not in done]
+                    self.kill()
+                    raise LearnerLost(
+                        f"rank {silent[0]} answered no liveness probe for learner.liveness_timeout_s={limit:g}s "
+                        "(stopped or hung)"
+                    )
+            elif now - answered_at >= limit / 4:
+                probes, probed_at = [actor.alive.remote() for actor in self.actors], now
+
     def snapshot(self):
-        return self.actor.snapshot.remote()
+        """The policy snapshot's reference, once it exists: workers handed a snapshot that never
+        comes would wait on it, and be taken for stuck instead of the learner."""
+        ref = self.actor.snapshot.remote()
+        self._wait_alive(ref)  # not fetched here: a dead learner's error reaches the workers
+        return ref
 
     def submit_update(self, rollout_refs: list) -> list:
         """Each rank gets the rollouts of its own workers, as the arguments of its call."""

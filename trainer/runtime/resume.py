@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from trainer.core.config import Config
 from trainer.core.envs import Probe
 from trainer.core.errors import UserError
@@ -44,7 +46,8 @@ def config_changes(saved: dict, config: Config) -> list[str]:
 def check_policy_fits(checkpoint: dict, config: Config, probe: Probe, path: Path) -> None:
     """Refuse, in one line, a config whose network differs from the checkpoint's."""
     saved = checkpoint["runtime"]["learner"]["policy"]
-    current = build_policy(probe.obs_spec, probe.action_space, config).state_dict()
+    with torch.device("meta"):  # shapes only
+        current = build_policy(probe.obs_spec, probe.action_space, config).state_dict()
     differing = sorted(k for k in set(saved) | set(current)
                        if k not in saved or k not in current or saved[k].shape != current[k].shape)  # fmt: skip
     if not differing:

@@ -9,7 +9,10 @@ it (run directory, tracking, TensorBoard, checkpoints, summary) is shared.
 from __future__ import annotations
 
 import math
+import os
+import sys
 import time
+from contextlib import suppress
 from pathlib import Path
 
 from trainer.core.config import Config, load_config
@@ -25,15 +28,17 @@ from trainer.runtime.checkpoint import (
     periodic_checkpoints,
     save_best_checkpoint,
     save_checkpoint,
+    set_aside_later_checkpoints,
 )
-from trainer.runtime.evaluation import Evaluation
+from trainer.runtime.evaluation import Evaluation, check_video
 from trainer.runtime.inline import InlineRuntime
 from trainer.runtime.memory_fit import ensure_memory_fits
 from trainer.runtime.metrics import MetricsWriter, iteration_scalars
 from trainer.runtime.progress import ProgressReporter
+from trainer.runtime.ray_connect import check_cluster, watch_embedded_ray
 from trainer.runtime.ray_runtime import RayRuntime
 from trainer.runtime.resume import check_policy_fits, config_changes, resolve_resume
-from trainer.runtime.run_dir import create_run_dir, write_json
+from trainer.runtime.run_dir import create_run_dir, release_run_dir, run_path, write_json
 from trainer.runtime.stopping import GracefulStop
 from trainer.runtime.tracking import WINDOW, EpisodeTracker
 
@@ -72,11 +77,19 @@ def train(
     trainer/runtime/callbacks.py)."""
     launched = time.perf_counter()
     config, checkpoint, run_dir = run_config(config, overrides, resume, run_dir)
+    if config.execution == "ray" and (address or os.environ.get("RAY_ADDRESS")):
+        check_cluster(address or os.environ["RAY_ADDRESS"])  # in seconds, before anything is written
     probe, path, progress = prepare_run(config, checkpoint, run_dir, run_name)
     with GracefulStop(progress.message) as stop:
         try:
-            session = start_session(config, path, probe, address, progress, checkpoint, callbacks, launched)
+            try:
+                session = start_session(config, path, probe, address, progress, checkpoint, callbacks, launched)
+            except BaseException:
+                release_run_dir(path, discard=True)
+                raise
             stop.install()  # ray.init() put in its own SIGTERM handler (exit at once): take SIGTERM back
+            if getattr(session.runtime, "started_ray", False):
+                watch_embedded_ray(session.abandon)
             session.run(stop)
         except KeyboardInterrupt:
             second = stop.requested or "signal"
@@ -97,11 +110,25 @@ def run_config(config, overrides, resume, run_dir) -> tuple[Config, dict | None,
     resume = resolve_resume(resume, run_dir)
     if resume is not None:
         checkpoint_path, checkpoint = load_checkpoint(resume)
-        config = load_config(checkpoint["config"] if config is None else config, overrides)
-        return config, {**checkpoint, "path": checkpoint_path}, checkpoint_path.parent.parent
+        run_dir = checkpoint_path.parent.parent
+        edited = edited_config(run_dir, checkpoint) if config is None else None
+        if config is None:
+            config = edited or checkpoint["config"]
+        config = load_config(config, overrides)
+        return config, {**checkpoint, "path": checkpoint_path, "edited_config": edited}, run_dir
     if config is None:
         raise UserError("train needs a config file, or --resume RUN_DIR to continue a run")
     return load_config(config, overrides), None, run_dir
+
+
+def edited_config(run_dir: Path, checkpoint: dict) -> Path | None:
+    """RUN/config.yaml when it says something else than the checkpoint's config (a hand edit, or
+    a later start that stopped before its first checkpoint): a resume then trains with it."""
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return None
+    edited = load_config(path).model_dump()
+    return path if edited != load_config(checkpoint["config"]).model_dump() else None
 
 
 def prepare_run(
@@ -121,16 +148,30 @@ def prepare_run(
         check_policy_fits(checkpoint, config, probe, checkpoint["path"])
     if config.eval.every and config.eval.env:
         check_eval_env(config, probe)
+    check_video(config)
     if config.policy.kind not in ("mlp", "lstm") or config.policy.encoder != "auto":
         build_policy(probe.obs_spec, probe.action_space, config)  # a custom network's interface, checked here
     ensure_memory_fits(config, probe)
-    path = create_run_dir(config, run_dir, run_name, resuming=checkpoint is not None or owns_dir)
+    resuming = checkpoint is not None or owns_dir
+    path = create_run_dir(config, run_path(config, run_dir, run_name), resuming, wait_for_lock_s=30 if owns_dir else 0)
     first_step = checkpoint["env_steps"] if checkpoint is not None else 0
     planned = planned_steps(config, first_step)
     progress = ProgressReporter(planned, config.logging.progress_interval_s, stream)
     progress.message(f"run directory: {path}")
+    if checkpoint is not None:
+        moved, target = set_aside_later_checkpoints(path / CHECKPOINT_DIR, checkpoint["iteration"])
+        if moved:
+            progress.message(
+                f"resuming from iteration {checkpoint['iteration']}, before the newest checkpoint: "
+                f"{', '.join(p.name for p in moved)} moved to {target} (this run's new timeline replaces them)"
+            )
     if checkpoint is not None and (changes := config_changes(checkpoint["config"], config)):
-        progress.message(f"resuming with {', '.join(changes)}")
+        source = (
+            f" ({checkpoint['edited_config']} differs from the checkpoint's config)"
+            if checkpoint.get("edited_config")
+            else ""
+        )
+        progress.message(f"resuming with {', '.join(changes)}{source}")
     if planned != config.ppo.total_steps:
         progress.message(
             f"ppo.total_steps={config.ppo.total_steps} is not a whole number of iterations of "
@@ -278,7 +319,7 @@ class TrainingSession:
             for callback in self.callbacks:
                 callback.on_end(self, completed)
         finally:
-            self._close()
+            self._close(discard=not completed)
 
     def finish_summary(self, request: str | None = None) -> dict:
         """Write summary.json and say the run's result in one line. `request`: who asked the run
@@ -286,18 +327,39 @@ class TrainingSession:
         summary = self.summary(stopped_by=request or self.stopped_by)
         write_json(self.path / "summary.json", summary)
         self.progress.message(
-            f"{'stopped' if request else 'done'}: "
-            f"{summary['env_steps']} steps in {summary['wall_time_s']:.1f}s "
-            f"({summary['steps_per_s']:.0f} steps/s), mean return (last 20) {_number(summary['mean_return_last20'])}, "
+            f"{'stopped' if request else 'done'}: {summary['env_steps']} steps in {summary['wall_time_s']:.1f}s "
+            f"of training ({summary['steps_per_s']:.0f} steps/s; start-up {summary['startup_s']:.1f}s more)"
+            f"{self._session_note()}, mean return (last 20) {_number(summary['mean_return_last20'])}, "
             f"solved at step {summary['solved_at_step']}"
         )
         return summary
 
-    def _close(self) -> None:
-        self.runtime.close()
-        self.progress.close()
+    def abandon(self, reason: str) -> None:
+        """The cluster under the run is gone (the embedded Ray's raylet or GCS died), and this
+        process with it: keep what can be kept (the events so far, summary.json) and say which
+        checkpoint to continue from, as the last line."""
+        with suppress(Exception):  # a writer that fails now must not cost the summary
+            self.writer.flush()
+        write_json(self.path / "summary.json", self.summary(stopped_by=reason))
+        print(f"error: {reason} at env step {self.env_steps}; {resume_hint(self.path)}", file=sys.stderr, flush=True)
+
+    def _session_note(self) -> str:
+        """What a resumed session did, when the run's figures are not all its own."""
+        trained = self.env_steps - self.first_step
+        if not trained:
+            return f"; nothing trained: the run was at step {self.env_steps} of {self.planned_steps} already"
+        return f"; this session trained {trained} of them" if self.first_step else ""
+
+    def _close(self, discard: bool) -> None:
+        """Stop the runtime, close the writer and let go of the run directory (removing one
+        this session made when it failed before its first iteration)."""
         ran = self.iteration > self.first_iteration
-        self.writer.close(self.tracker.mean_return, self.env_steps, ran=ran)
+        try:
+            self.runtime.close()
+            self.progress.close()
+            self.writer.close(self.tracker.mean_return, self.env_steps, ran=ran)
+        finally:
+            release_run_dir(self.path, discard=discard and not ran)
 
     def write_scalars(self, scalars: dict[str, float], env_step: int) -> None:
         self.writer.write(scalars, env_step)
@@ -318,7 +380,7 @@ class TrainingSession:
             scalars["charts/mean_return_last20"] = self.tracker.mean_return
         self.writer.write(scalars, self.env_steps)
         self._check_ratio(stats.metrics)
-        self.progress.update(self.env_steps, self.tracker.mean_return)
+        self.progress.update(self.env_steps, self.tracker.mean_return, steps_per_s)
         report = IterationReport(self.iteration, self.env_steps, scalars, self.path, self.wall_time_s)
         for callback in self.callbacks:
             if callback.on_iteration(report) and self.stopped_by is None:

@@ -52,8 +52,7 @@ def _error_line(text: str) -> str:
 def trial_outcome(trial, scheduler: str) -> tuple[str, str]:
     """(status, reason) of a Tune trial: completed, stopped (by the scheduler), error or unfinished."""
     if trial.status == "ERROR":
-        error_file = Path(trial.path) / "error.txt"  # the trial's directory in the sweep's storage
-        return "error", _error_line(error_file.read_text()) if error_file.is_file() else "failed"
+        return "error", error_reason(trial)
     if trial.status == "TERMINATED":
         return ended(trial, scheduler)
     return "unfinished", "the sweep stopped before it"
@@ -63,6 +62,15 @@ def ended(trial, scheduler: str) -> tuple[str, str]:
     """A trial that ended without an error: at its step budget, or stopped by the scheduler."""
     done = bool((trial.last_result or {}).get(BUDGET_DONE))
     return ("completed", "step budget") if done else ("stopped", f"stopped by {scheduler}")
+
+
+def error_reason(trial) -> str:
+    """A failed trial's one line. Tune writes its error file in the driver's staging folder
+    before it tells the callbacks, and copies it to the sweep's storage (trial.path) later."""
+    for error_file in (trial.error_file, trial.path and Path(trial.path) / "error.txt"):
+        if error_file and Path(error_file).is_file():
+            return _error_line(Path(error_file).read_text())
+    return "failed"
 
 
 class TrialLines(Callback):
@@ -75,7 +83,7 @@ class TrialLines(Callback):
         self._say(trial, *ended(trial, self.scheduler))  # called while the trial is still RUNNING
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        self._say(trial, "error", trial_outcome(trial, self.scheduler)[1])
+        self._say(trial, "error", f"failed: {error_reason(trial)}")
 
     def _say(self, trial, status: str, reason: str) -> None:
         result = trial.last_result or {}

@@ -11,16 +11,17 @@ checked against the base config before any trial starts, then handed to Ray Tune
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, get_origin
+from typing import Any, get_args, get_origin
 
-import yaml
 from pydantic import BaseModel
 
-from trainer.core.config import Config, ConfigError, load_config, set_key
+from trainer.core.config import Config, ConfigError, load_config, read_yaml, set_key
 
 SAMPLERS = ("choice", "uniform", "loguniform", "randint", "grid")
+RANDINT_CHECKED = 1000  # each check is a config validation, ~0.1 ms
 
 
 class SpaceError(ConfigError):
@@ -47,6 +48,14 @@ class Axis:
         low, high = self.values
         return tune.loguniform(low, high) if self.sampler == "loguniform" else tune.uniform(low, high)
 
+    def checked_values(self) -> list:
+        """What load_space checks before any trial: each listed value, both ends of a range, and
+        every integer of a randint up to RANDINT_CHECKED of them (a wider one: each trial's draw)."""
+        low, high = self.values[0], self.values[-1]
+        if self.sampler == "randint" and high - low < RANDINT_CHECKED:
+            return [low, high, *range(low + 1, high)]
+        return list(self.values)
+
     @property
     def mutable(self) -> bool:
         """PBT can perturb it (a grid axis stays fixed per trial: it is what the trials compare)."""
@@ -56,24 +65,18 @@ class Axis:
 def load_space(path: str | Path, base: dict) -> list[Axis]:
     """Read SPACE.yaml and check it against `base` (the raw config, overrides applied): every key
     is a config key, every sampler one of SAMPLERS with arguments it takes, and the config with
-    each edge value of each key validates as `train` would."""
+    each value of `Axis.checked_values` validates as `train` would."""
     path = Path(path)
-    if not path.is_file():
-        raise SpaceError(f"search space file not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise SpaceError(f"{path} is not valid YAML{f' at line {mark.line + 1}' if mark else ''}") from None
+    raw = _read_space(path)
     if not isinstance(raw, dict) or not raw:
         raise SpaceError(f"{path} must map config keys to samplers, e.g. 'ppo.lr: {{loguniform: [1.0e-4, 1.0e-2]}}'")
     axes = [_axis(path, str(key), spec) for key, spec in raw.items()]
     for axis in axes:
-        for value in axis.values:  # every listed value; both ends of a range
-            try:
-                trial_config(base, {axis.key: value})
-            except ConfigError as exc:
-                raise SpaceError(f"{path}: {axis.key}={value!r} gives an invalid config: {_problems(exc)}") from None
+        for value in axis.checked_values():
+            if (refusal := _refusal(base, {axis.key: value})) is not None:
+                raise SpaceError(
+                    f"{path}: {axis.key}={value!r} gives an invalid config: {refusal}{_instead(axis, value, base)}"
+                )
     return axes
 
 
@@ -83,6 +86,43 @@ def trial_config(base: dict, values: dict) -> Config:
     for key, value in values.items():
         set_key(raw, key, value)
     return load_config(raw)
+
+
+def sampled_config(base: dict, values: dict, axes: list[Axis], space: str) -> Config:
+    """A trial's config, or a SpaceError naming its values and their samplers: load_space checks
+    each value alone, so a combination, an integer inside a wide randint or a value PBT perturbed
+    can still be refused (that trial fails with this line; the sweep goes on)."""
+    try:
+        return trial_config(base, values)
+    except ConfigError as exc:
+        drawn = ", ".join(f"{a.key}={values[a.key]!r} ({a.sampler} {a.values})" for a in axes if a.key in values)
+        raise SpaceError(f"{space}: the trial's {drawn} give an invalid config: {_problems(exc)}") from None
+
+
+def _read_space(path: Path) -> Any:
+    return read_yaml(path, "search space file", SpaceError)
+
+
+def _refusal(base: dict, values: dict) -> str | None:
+    """What the config says against these values, or None where it takes them."""
+    try:
+        trial_config(base, values)
+    except ConfigError as exc:
+        return _problems(exc)
+    return None
+
+
+def _problems(exc: ConfigError) -> str:
+    return str(exc).split("): ", 1)[-1]  # without its 'invalid config (origin): ' head
+
+
+def _instead(axis: Axis, value: Any, base: dict) -> str:
+    """For an integer the config refuses inside a randint: the integers it takes, as a choice."""
+    if axis.sampler != "randint" or value in axis.values:
+        return ""
+    taken = [v for v in axis.checked_values() if _refusal(base, {axis.key: v}) is None]
+    listed = f", {{choice: {sorted(taken)}}}" if len(taken) <= 16 else f" ({len(taken)} of them) as a choice"
+    return f"; randint {axis.values} draws every integer between: give the ones the config takes{listed}"
 
 
 def _axis(path: Path, key: str, spec: Any) -> Axis:
@@ -106,6 +146,12 @@ def _axis(path: Path, key: str, spec: Any) -> Axis:
             raise SpaceError(f"{path}: {key}: {sampler} needs low < high, got {values}")
         if sampler == "loguniform" and values[0] <= 0:
             raise SpaceError(f"{path}: {key}: loguniform needs low > 0, got {values}")
+        if sampler != "randint" and _takes_integers(key):
+            whole = [math.ceil(values[0]), max(math.ceil(values[0]), math.floor(values[1]))]
+            raise SpaceError(
+                f"{path}: {key}: {sampler} draws fractional numbers and {key} takes whole numbers; "
+                f"use {{randint: {whole}}} (both ends included)"
+            )
     return Axis(key, sampler, values)
 
 
@@ -113,8 +159,17 @@ def _example(sampler: str) -> str:
     return {"randint": "[2, 8]", "uniform": "[0.1, 0.3]", "loguniform": "[1.0e-4, 1.0e-2]"}.get(sampler, "[a, b]")
 
 
-def _problems(exc: ConfigError) -> str:
-    return str(exc).split("): ", 1)[-1]
+def _takes_integers(key: str) -> bool:
+    """Whether the config setting `key` is an int (or an int or null)."""
+    model: type[BaseModel] = Config
+    *sections, name = key.split(".")
+    for part in sections:
+        field = model.model_fields.get(part)
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return False  # a key inside a mapping setting (env.kwargs): its type is the env's
+        model = field.annotation
+    kind = model.model_fields[name].annotation
+    return kind is int or set(get_args(kind)) == {int, type(None)}
 
 
 def is_config_key(key: str) -> bool:

@@ -11,20 +11,27 @@ from pathlib import Path
 
 from ray import tune
 
+from trainer.core.config import ConfigError
 from trainer.core.errors import UserError
 from trainer.runtime.checkpoint import load_checkpoint, save_checkpoint
 from trainer.runtime.placement import trial_bundles
 from trainer.runtime.session import TrainingSession, prepare_run, start_session
-from trainer.sweep.space import trial_config
+from trainer.sweep.space import Axis, sampled_config, trial_config
+from trainer.sweep.tags import trial_tags
 
 RUN_LOG = "train.log"
 BUDGET_DONE = "trained_to_budget"
-EPISODE_TAGS = ("charts/episodic_", "charts/mean_return_last20", "eval/")  # absent until episodes end
 
 
 def trial_resources(base: dict, values: dict) -> tune.PlacementGroupFactory:
-    """One placement group per trial, packed onto as few nodes as it fits."""
-    return tune.PlacementGroupFactory(trial_bundles(trial_config(base, values)), strategy="PACK")
+    """One placement group per trial, packed onto as few nodes as it fits. Values the config
+    refuses get the base config's group: the trial then fails in its first step, naming them,
+    where raising here (in the driver) would stop the whole sweep."""
+    try:
+        config = trial_config(base, values)
+    except ConfigError:
+        config = trial_config(base, {})
+    return tune.PlacementGroupFactory(trial_bundles(config), strategy="PACK")
 
 
 def trial_run_name(trial_id: str) -> str:
@@ -35,19 +42,23 @@ class PPOTrial(tune.Trainable):
     """A trial's run directory is RUNS/trial_NNNNN: config.yaml, events, checkpoints and
     summary.json as `train` writes them, and the session's progress lines in train.log."""
 
-    def setup(self, config: dict, base: dict, runs_dir: str, metric: str) -> None:
+    def setup(self, config: dict, base: dict, axes: list[Axis], space: str, runs_dir: str, metric: str) -> None:
         for name in ("ray.tune", "ray.train"):  # a line per checkpoint saved, in the sweep's output
             logging.getLogger(name).setLevel(logging.WARNING)
-        self.values, self.base, self.metric = dict(config), base, metric
+        self.values, self.base, self.axes, self.space, self.metric = dict(config), base, axes, space, metric
         self.path = Path(runs_dir) / trial_run_name(self.trial_id)
         self.session: TrainingSession | None = None
         self.checkpoint: dict | None = None  # what the next session starts from (a restore)
         self.last_metric = math.nan
+        self.occasional: set[str] = set()  # the tags absent from an iteration where no episode ended
         self.log = None
 
     def _open(self) -> TrainingSession:
         launched = time.perf_counter()
-        config = trial_config(self.base, self.values)
+        # Values the config refuses fail here, in the trial's first step: a failed setup() is Ray's
+        # actor creation error, which also prints its traceback on the sweep's console.
+        config = sampled_config(self.base, self.values, self.axes, self.space)
+        self.occasional = trial_tags(config)[1]
         self.path.mkdir(parents=True, exist_ok=True)
         self.log = self.log or open(self.path / RUN_LOG, "a", buffering=1)  # closed in cleanup
         probe, path, progress = prepare_run(config, self.checkpoint, self.path, stream=self.log, owns_dir=True)
@@ -61,7 +72,7 @@ class PPOTrial(tune.Trainable):
         report = self.session.step()
         if self.metric in report.scalars:
             self.last_metric = report.scalars[self.metric]
-        elif not self.metric.startswith(EPISODE_TAGS) and report.iteration == self.session.first_iteration + 1:
+        elif self.metric not in self.occasional and report.iteration == self.session.first_iteration + 1:
             known = ", ".join(sorted(t for t in report.scalars if t.startswith(("charts/", "losses/")))[:6])
             raise UserError(f"--metric {self.metric!r} is not a scalar the run reports; e.g. {known}")
         return {
