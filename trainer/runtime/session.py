@@ -90,6 +90,7 @@ def train(
             stop.install()  # ray.init() put in its own SIGTERM handler (exit at once): take SIGTERM back
             if getattr(session.runtime, "started_ray", False):
                 watch_embedded_ray(session.abandon)
+            stop.training = True
             session.run(stop)
         except KeyboardInterrupt:
             second = stop.requested or "signal"

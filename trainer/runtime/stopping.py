@@ -17,6 +17,7 @@ class GracefulStop:
 
     def __init__(self, say: Callable[[str], None] = lambda line: print(line, file=sys.stderr)) -> None:
         self.requested: str | None = None
+        self.training = False  # set once the first iteration starts: before it, there is no iteration to finish
         self.say = say
         self._previous: dict[int, object] = {}
 
@@ -24,7 +25,12 @@ class GracefulStop:
         if self.requested is not None:
             raise KeyboardInterrupt
         self.requested = signal.Signals(signum).name
-        line = f"{self.requested}: stopping after this iteration with a final checkpoint (again: at once, without one)"
+        if self.training:
+            line = (
+                f"{self.requested}: stopping after this iteration with a final checkpoint (again: at once, without one)"
+            )
+        else:
+            line = f"{self.requested}: stopping once start-up ends, before training (again: at once)"
         try:
             self.say(line)
         except RuntimeError:  # the signal came in the middle of a print to the same stream
