@@ -53,7 +53,7 @@ class RolloutWorker:
         self.total_steps = 0
         self.vector_steps = 0  # read by the Ray actor's liveness check, from another thread
         self.env_failures = 0
-        self.start_episodes(env_seed=derive_seed(config.seed, "worker envs", worker_index))
+        self.start_episodes(env_seed=derive_seed(config.seed, "worker envs", worker_index, bits=31))
 
     def start_episodes(self, env_seed: int) -> None:
         """Reset every env (env i with `env_seed + i`) and the per-episode state: a fresh start or a resume."""
@@ -75,7 +75,7 @@ class RolloutWorker:
         env's internal state, so episodes start afresh)."""
         if rng_state is not None:
             self.generator.set_state(rng_state)
-        self.start_episodes(env_seed=derive_seed(self.config.seed, "worker envs", self.index, iteration))
+        self.start_episodes(env_seed=derive_seed(self.config.seed, "worker envs", self.index, iteration, bits=31))
 
     def load(self, snapshot: PolicySnapshot) -> None:
         self.policy.load_state_dict(snapshot.weights)

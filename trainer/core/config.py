@@ -356,12 +356,14 @@ def dump_config(config: Config) -> str:
     return yaml.safe_dump(config.model_dump(), sort_keys=False)
 
 
-def derive_seed(seed: int, role: str, *index: int) -> int:
-    """A 63-bit seed for one use of the run's `seed` (`role`, e.g. worker 3's env resets:
+def derive_seed(seed: int, role: str, *index: int, bits: int = 63) -> int:
+    """A `bits`-bit seed for one use of the run's `seed` (`role`, e.g. worker 3's env resets:
     `derive_seed(seed, "worker envs", 3)`), from numpy's SeedSequence: independent streams for
-    every (role, index), no overflow whatever the size of `seed`, the same for the same arguments."""
+    every (role, index), no overflow whatever the size of `seed`, the same for the same arguments.
+    Env seeds take 31 bits: many envs (MinAtar, anything on numpy's RandomState) refuse 2**32 and
+    above, and env i of a vector env is seeded with seed + i."""
     sequence = np.random.SeedSequence(seed, spawn_key=(zlib.crc32(role.encode()), *index))
-    return int(sequence.generate_state(1, np.uint64)[0] >> np.uint64(1))
+    return int(sequence.generate_state(1, np.uint64)[0] >> np.uint64(64 - bits))
 
 
 def read_yaml(path: str | Path, what: str = "config file", error: type[UserError] = ConfigError) -> Any:

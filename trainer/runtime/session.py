@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import threading
 import time
 from contextlib import suppress
 from pathlib import Path
@@ -265,6 +266,7 @@ class TrainingSession:
         self.driver_cpu = time.process_time()
         self.ended: float | None = None  # when the loop ended: waiting for a last evaluation is not training
         self.ratio_warnings = 0
+        self.writing_checkpoint = threading.Lock()  # see abandon()
 
     @property
     def learner_restarts(self) -> int:
@@ -339,6 +341,7 @@ class TrainingSession:
         """The cluster under the run is gone (the embedded Ray's raylet or GCS died), and this
         process with it: keep what can be kept (the events so far, summary.json) and say which
         checkpoint to continue from, as the last line."""
+        self.writing_checkpoint.acquire(timeout=30)  # one being written lands first; none starts after
         with suppress(Exception):  # a writer that fails now must not cost the summary
             self.writer.flush()
         write_json(self.path / "summary.json", self.summary(stopped_by=reason))
@@ -427,7 +430,8 @@ class TrainingSession:
         improved = self.tracker.best_mean_return > self.best_saved or self.saved_at == 0
         state = self.full_state()
         self.writer.flush()  # every point up to this checkpoint is on disk before it exists
-        save_checkpoint(self.path, state, self.config.checkpoint.keep_last, improved and self.evaluation is None)
+        with self.writing_checkpoint:
+            save_checkpoint(self.path, state, self.config.checkpoint.keep_last, improved and self.evaluation is None)
         self.saved_at, self.best_saved = self.iteration, max(self.best_saved, self.tracker.best_mean_return)
 
     def save_best(self, state: dict) -> None:
