@@ -77,12 +77,16 @@ def test_a_second_run_in_a_live_runs_directory_is_refused_and_a_killed_runs_lock
 def test_a_folder_that_is_not_a_run_is_never_written_into(tmp_path):
     folder = tmp_path / "mine"
     folder.mkdir()
-    (folder / "config.yaml").write_text("my: notes\n")
+    (folder / "config.yaml").write_text("ppo:\n  lr: 3.0e-4\n")  # the user's own, not a run's
+    result = cli("train", "configs/cartpole.yaml", "--run-dir", str(folder), *INLINE)
+    one_line_error(result, f"run directory {folder} holds files that are not a run of this trainer (config.yaml)")
     (folder / "data.csv").write_text("1,2\n")
     result = cli("train", "configs/cartpole.yaml", "--run-dir", str(folder), *INLINE)
-    one_line_error(result, f"run directory {folder} holds files that are not a run of this trainer (data.csv)")
+    one_line_error(
+        result, f"run directory {folder} holds files that are not a run of this trainer (config.yaml, data.csv)"
+    )
     assert sorted(p.name for p in folder.iterdir()) == ["config.yaml", "data.csv"]
-    assert (folder / "config.yaml").read_text() == "my: notes\n"
+    assert (folder / "config.yaml").read_text() == "ppo:\n  lr: 3.0e-4\n"
 
 
 def test_run_name_cannot_leave_the_logging_dir(tmp_path):

@@ -12,6 +12,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import yaml
+
 from trainer.core.config import Config, dump_config
 from trainer.core.errors import UserError
 from trainer.runtime.checkpoint import CHECKPOINT_DIR, periodic_checkpoints
@@ -79,8 +81,19 @@ def foreign_entries(path: Path) -> list[str]:
     return sorted(
         entry.name
         for entry in path.iterdir()
-        if entry.name not in RUN_FILES and not entry.name.startswith((".", "events.out.tfevents."))
+        if (entry.name not in RUN_FILES and not entry.name.startswith((".", "events.out.tfevents.")))
+        or (entry.name == "config.yaml" and not _is_resolved_config(entry))
     )
+
+
+def _is_resolved_config(path: Path) -> bool:
+    """Whether a config.yaml is one a run wrote: every section of the config, defaults included
+    (a user's own config holds only what differs)."""
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    return isinstance(raw, dict) and set(raw) == set(Config.model_fields)
 
 
 _held: dict[Path, tuple[RunLock, bool]] = {}  # the run directories this process holds: lock, made here
