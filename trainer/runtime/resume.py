@@ -1,4 +1,5 @@
-"""Continuing a run: `--resume auto`, what the resumed config changes, and whether the checkpoint's
+"""Continuing a run: which config and checkpoint a start trains from (`--resume`, `--resume
+auto`, a hand-edited config.yaml), what the resumed config changes, and whether the checkpoint's
 network still fits it. Workers, envs per worker and rollout length may change (an elastic resume
 onto another cluster); the network may not."""
 
@@ -8,11 +9,11 @@ from pathlib import Path
 
 import torch
 
-from trainer.core.config import Config
+from trainer.core.config import Config, load_config
 from trainer.core.envs import Probe
 from trainer.core.errors import UserError
 from trainer.core.policy import build_policy
-from trainer.runtime.checkpoint import CHECKPOINT_DIR, CheckpointError, periodic_checkpoints
+from trainer.runtime.checkpoint import CHECKPOINT_DIR, CheckpointError, load_checkpoint, periodic_checkpoints
 
 AUTO = "auto"
 
@@ -58,3 +59,30 @@ def check_policy_fits(checkpoint: dict, config: Config, probe: Probe, path: Path
         f"checkpoint {path} holds a different network than this config asks ({what}); resume without "
         "changing the network, or start a new run"
     )
+
+
+def resolve_run(config, overrides, resume, run_dir) -> tuple[Config, dict | None, str | Path | None]:
+    """The config to train with and, when resuming, the checkpoint to start from (its run
+    directory becomes the run's)."""
+    resume = resolve_resume(resume, run_dir)
+    if resume is not None:
+        checkpoint_path, checkpoint = load_checkpoint(resume)
+        run_dir = checkpoint_path.parent.parent
+        edited = edited_config(run_dir, checkpoint) if config is None else None
+        if config is None:
+            config = edited or checkpoint["config"]
+        config = load_config(config, overrides)
+        return config, {**checkpoint, "path": checkpoint_path, "edited_config": edited}, run_dir
+    if config is None:
+        raise UserError("train needs a config file, or --resume RUN_DIR to continue a run")
+    return load_config(config, overrides), None, run_dir
+
+
+def edited_config(run_dir: Path, checkpoint: dict) -> Path | None:
+    """RUN/config.yaml when it says something else than the checkpoint's config (a hand edit, or
+    a later start that stopped before its first checkpoint): a resume then trains with it."""
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return None
+    edited = load_config(path).model_dump()
+    return path if edited != load_config(checkpoint["config"]).model_dump() else None

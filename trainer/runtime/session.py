@@ -9,36 +9,32 @@ it (run directory, tracking, TensorBoard, checkpoints, summary) is shared.
 from __future__ import annotations
 
 import math
-import os
 import sys
 import threading
 import time
 from contextlib import suppress
 from pathlib import Path
 
-from trainer.core.config import Config, load_config
-from trainer.core.envs import Probe, probe_env
+from trainer.core.config import Config
+from trainer.core.envs import Probe
 from trainer.core.errors import UserError
-from trainer.core.policy import build_policy
 from trainer.runtime.callbacks import IterationReport, as_callbacks, callback_name
 from trainer.runtime.checkpoint import (
     CHECKPOINT_DIR,
-    check_spaces,
     describe_spaces,
-    load_checkpoint,
     periodic_checkpoints,
     save_best_checkpoint,
     save_checkpoint,
     set_aside_later_checkpoints,
 )
-from trainer.runtime.evaluation import Evaluation, check_video
+from trainer.runtime.evaluation import Evaluation
 from trainer.runtime.inline import InlineRuntime
-from trainer.runtime.memory_fit import ensure_memory_fits
 from trainer.runtime.metrics import MetricsWriter, iteration_scalars
+from trainer.runtime.preflight import preflight
 from trainer.runtime.progress import ProgressReporter
-from trainer.runtime.ray_connect import check_cluster, watch_embedded_ray
+from trainer.runtime.ray_connect import watch_embedded_ray
 from trainer.runtime.ray_runtime import RayRuntime
-from trainer.runtime.resume import check_policy_fits, config_changes, resolve_resume
+from trainer.runtime.resume import config_changes, resolve_run
 from trainer.runtime.run_dir import create_run_dir, release_run_dir, run_path, write_json
 from trainer.runtime.stopping import GracefulStop
 from trainer.runtime.tracking import WINDOW, EpisodeTracker
@@ -77,17 +73,14 @@ def train(
     IterationReport, called after every iteration; one that returns True stops the run (see
     trainer/runtime/callbacks.py)."""
     launched = time.perf_counter()
-    config, checkpoint, run_dir = run_config(config, overrides, resume, run_dir)
-    if config.execution == "ray" and (address or os.environ.get("RAY_ADDRESS")):
-        check_cluster(address or os.environ["RAY_ADDRESS"])  # in seconds, before anything is written
-    probe, path, progress = prepare_run(config, checkpoint, run_dir, run_name)
-    with GracefulStop(progress.message) as stop:
+    config, checkpoint, run_dir = resolve_run(config, overrides, resume, run_dir)
+    with GracefulStop() as stop:
+        session = open_session(
+            config, checkpoint, run_dir, run_name=run_name, address=address, callbacks=callbacks, launched=launched,
+            stop=stop,
+        )  # fmt: skip
+        path = session.path
         try:
-            try:
-                session = start_session(config, path, probe, address, progress, checkpoint, callbacks, launched)
-            except BaseException:
-                release_run_dir(path, discard=True)
-                raise
             stop.install()  # ray.init() put in its own SIGTERM handler (exit at once): take SIGTERM back
             if getattr(session.runtime, "started_ray", False):
                 watch_embedded_ray(session.abandon)
@@ -106,54 +99,44 @@ def train(
     return summary
 
 
-def run_config(config, overrides, resume, run_dir) -> tuple[Config, dict | None, str | Path | None]:
-    """The config to train with and, when resuming, the checkpoint to start from (its run
-    directory becomes the run's)."""
-    resume = resolve_resume(resume, run_dir)
-    if resume is not None:
-        checkpoint_path, checkpoint = load_checkpoint(resume)
-        run_dir = checkpoint_path.parent.parent
-        edited = edited_config(run_dir, checkpoint) if config is None else None
-        if config is None:
-            config = edited or checkpoint["config"]
-        config = load_config(config, overrides)
-        return config, {**checkpoint, "path": checkpoint_path, "edited_config": edited}, run_dir
-    if config is None:
-        raise UserError("train needs a config file, or --resume RUN_DIR to continue a run")
-    return load_config(config, overrides), None, run_dir
-
-
-def edited_config(run_dir: Path, checkpoint: dict) -> Path | None:
-    """RUN/config.yaml when it says something else than the checkpoint's config (a hand edit, or
-    a later start that stopped before its first checkpoint): a resume then trains with it."""
-    path = run_dir / "config.yaml"
-    if not path.is_file():
-        return None
-    edited = load_config(path).model_dump()
-    return path if edited != load_config(checkpoint["config"]).model_dump() else None
+def open_session(
+    config: Config,
+    checkpoint: dict | None,
+    run_dir: str | Path | None,
+    *,
+    run_name: str | None = None,
+    address: str | None = None,
+    callbacks=(),
+    launched: float | None = None,
+    stream=None,
+    owns_dir: bool = False,
+    stop: GracefulStop | None = None,
+) -> TrainingSession:
+    """How `train()` and a sweep's trial start a session: pre-flight (nothing written yet), the run
+    directory and progress reporter (on `stream`, else stdout), then the runtime. `owns_dir`: the
+    directory is this run's whatever it holds (a sweep's trial). A start that fails lets go of
+    the run directory, removing it if it made it. `stop`: told where to say what a signal does."""
+    probe = preflight(config, checkpoint, address)
+    path, progress = prepare_run(config, probe, checkpoint, run_dir, run_name, stream, owns_dir)
+    if stop is not None:
+        stop.say = progress.message
+    try:
+        return start_session(config, path, probe, address, progress, checkpoint, callbacks, launched)
+    except BaseException:
+        release_run_dir(path, discard=True)
+        raise
 
 
 def prepare_run(
     config: Config,
+    probe: Probe,
     checkpoint: dict | None,
     run_dir: str | Path | None,
     run_name: str | None = None,
     stream=None,
     owns_dir: bool = False,
-) -> tuple[Probe, Path, ProgressReporter]:
-    """Everything checked before any actor starts (env, spaces, network, memory), then the run
-    directory and the progress reporter (on `stream`, else stdout). `owns_dir`: the directory
-    is this run's whatever it holds (a sweep's trial), so a start there never refuses it."""
-    probe = probe_env(config.env, config.policy)
-    if checkpoint is not None:
-        check_spaces(checkpoint, probe, config.env.id, checkpoint["path"])
-        check_policy_fits(checkpoint, config, probe, checkpoint["path"])
-    if config.eval.every and config.eval.env:
-        check_eval_env(config, probe)
-    check_video(config)
-    if config.policy.kind not in ("mlp", "lstm") or config.policy.encoder != "auto":
-        build_policy(probe.obs_spec, probe.action_space, config)  # a custom network's interface, checked here
-    ensure_memory_fits(config, probe)
+) -> tuple[Path, ProgressReporter]:
+    """The run directory (locked) and the progress reporter, with what the start says first."""
     resuming = checkpoint is not None or owns_dir
     path = create_run_dir(config, run_path(config, run_dir, run_name), resuming, wait_for_lock_s=30 if owns_dir else 0)
     first_step = checkpoint["env_steps"] if checkpoint is not None else 0
@@ -182,7 +165,7 @@ def prepare_run(
         )
     for key in probe.obs_spec.dropped:
         progress.message(f"observation {key!r} of {config.env.id!r} holds no numbers; it is left out")
-    return probe, path, progress
+    return path, progress
 
 
 def start_session(config, path, probe, address, progress, checkpoint, callbacks, launched) -> TrainingSession:
@@ -196,17 +179,6 @@ def start_session(config, path, probe, address, progress, checkpoint, callbacks,
     except BaseException:
         runtime.close()
         raise
-
-
-def check_eval_env(config: Config, probe: Probe) -> None:
-    """The eval env (env with eval.env's keys) must give the observations and actions the policy has."""
-    eval_probe = probe_env(config.eval_env, config.policy)
-    trained, evaluated = describe_spaces(probe), describe_spaces(eval_probe)
-    if trained != evaluated:
-        raise UserError(
-            f"eval.env changes what the policy sees or does: training env {trained}, eval env {evaluated}; "
-            "eval.env may change only what keeps observations and actions as they are (e.g. reward or life wrappers)"
-        )
 
 
 def planned_steps(config: Config, first_step: int = 0) -> int:

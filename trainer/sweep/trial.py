@@ -15,7 +15,7 @@ from trainer.core.config import ConfigError
 from trainer.core.errors import UserError
 from trainer.runtime.checkpoint import load_checkpoint, save_checkpoint
 from trainer.runtime.placement import trial_bundles
-from trainer.runtime.session import TrainingSession, prepare_run, start_session
+from trainer.runtime.session import TrainingSession, open_session
 from trainer.sweep.space import Axis, sampled_config, trial_config
 from trainer.sweep.tags import trial_tags
 
@@ -61,8 +61,7 @@ class PPOTrial(tune.Trainable):
         self.occasional = trial_tags(config)[1]
         self.path.mkdir(parents=True, exist_ok=True)
         self.log = self.log or open(self.path / RUN_LOG, "a", buffering=1)  # closed in cleanup
-        probe, path, progress = prepare_run(config, self.checkpoint, self.path, stream=self.log, owns_dir=True)
-        session = start_session(config, path, probe, None, progress, self.checkpoint, (), launched)
+        session = open_session(config, self.checkpoint, self.path, launched=launched, stream=self.log, owns_dir=True)
         session.begin()
         return session
 
