@@ -10,8 +10,8 @@ from dataclasses import dataclass
 import ray
 
 from trainer.core.config import Config
-from trainer.core.errors import UserError
 from trainer.core.messages import EpisodeStats, PolicySnapshot, Rollout
+from workers.actor import KeepsSetupError
 from workers.evaluation_worker import EvalOutcome, EvaluationWorker
 from workers.rollout_worker import RolloutWorker
 
@@ -26,27 +26,21 @@ class RolloutInfo:
     timings: dict[str, float]
 
 
-class RolloutWorkerActor(RolloutWorker):
+class RolloutWorkerActor(KeepsSetupError, RolloutWorker):
     """Create with `ray.remote(concurrency_groups=LIVENESS_GROUPS)`: `progress()` then answers on a
-    thread of its own while a collection runs, so the driver can tell a slow env from a stuck one."""
+    thread of its own while a collection runs, so the driver can tell a slow env from a stuck one.
+    An env that cannot be made or reset is the env's error, raised by the first collection."""
 
     def __init__(self, config: Config, worker_index: int, registry_spec=None) -> None:
         os.nice(config.workers.nice)  # see WorkersConfig.nice: the learner goes first on shared cores
-        # An env that cannot be made or reset is the env's error, not a dead worker: keep it and
-        # raise it from the first collection, so the run stops with it instead of replacing actors.
-        self.setup_error: UserError | None = None
-        self.vector_steps = 0
-        try:
-            super().__init__(config, worker_index, registry_spec)
-        except UserError as exc:
-            self.setup_error = exc
+        self.vector_steps = 0  # progress() answers also when the envs could not be built
+        super().__init__(config, worker_index, registry_spec)
 
     # The per-iteration calls record no Ray task events: at a few tasks an iteration, a long run
     # would grow the GCS's task-event table by ~4 MB a minute (up to Ray's 100k-task cap).
     @ray.method(num_returns=2, enable_task_events=False)
     def collect_split(self, snapshot: PolicySnapshot) -> tuple[RolloutInfo, Rollout]:
-        if self.setup_error is not None:
-            raise self.setup_error
+        self.raise_setup_error()
         rollout = self.collect(snapshot)
         return RolloutInfo(rollout.episodes, rollout.timings), rollout
 
@@ -57,20 +51,15 @@ class RolloutWorkerActor(RolloutWorker):
         return self.vector_steps
 
 
-class EvaluationActor(EvaluationWorker):
+class EvaluationActor(KeepsSetupError, EvaluationWorker):
     """The evaluation worker as a Ray actor, at the rollout workers' lower CPU priority; an eval
     env that cannot be made is kept and raised by the first evaluation, as the env's error."""
 
     def __init__(self, config: Config, *args) -> None:
         os.nice(config.workers.nice)
-        self.setup_error: UserError | None = None
-        try:
-            super().__init__(config, *args)
-        except UserError as exc:
-            self.setup_error = exc
+        super().__init__(config, *args)
 
     @ray.method(enable_task_events=False)
     def evaluate(self, learner_state: dict, record: bool = False) -> EvalOutcome:
-        if self.setup_error is not None:
-            raise self.setup_error
+        self.raise_setup_error()
         return super().evaluate(learner_state, record)

@@ -15,15 +15,13 @@ import math
 from dataclasses import dataclass
 
 import ray
-from ray import exceptions as ray_errors
 
 from trainer.core.config import Config
 from trainer.core.envs import Probe
-from trainer.core.errors import UserError
 from trainer.core.video import check_renders
+from trainer.runtime.actors import ACTOR_LOST, kill_quietly, unwrap_user_errors, wait_started
 from trainer.runtime.callbacks import Callback, IterationReport
 from trainer.runtime.checkpoint import capture_rng
-from trainer.runtime.remote_learner import ACTOR_LOST
 from workers.evaluation_worker import EvalOutcome, EvaluationWorker
 from workers.ray_worker import EvaluationActor
 
@@ -77,10 +75,7 @@ class Evaluation(Callback):
             return EvaluationWorker(*args)
         actor = ray.remote(EvaluationActor).options(num_cpus=self.settings.num_cpus, max_restarts=0)
         actor = actor.remote(*args, self.probe.registry_spec)
-        try:  # started with the run, so its start-up is not counted against the first evaluation
-            ray.get(actor.__ray_ready__.remote(), timeout=self.config.workers.sample_timeout_s)
-        except (ray_errors.GetTimeoutError, *ACTOR_LOST):
-            pass  # the first evaluation reports it
+        wait_started([actor], self.config.workers.sample_timeout_s)  # not counted against the first evaluation
         return actor
 
     def on_iteration(self, report: IterationReport) -> None:
@@ -122,16 +117,13 @@ class Evaluation(Callback):
             if not ray.wait([job.result], timeout=wait_s)[0]:
                 return {}
             try:
-                outcome = ray.get(job.result)
+                with unwrap_user_errors():
+                    outcome = ray.get(job.result)
             except ACTOR_LOST as exc:
                 self.pending = None
                 self.log(f"the evaluation actor died ({type(exc).__name__}); the next evaluation starts a new one")
                 self.worker = self._spawn()
                 return {}
-            except ray_errors.RayTaskError as exc:
-                if isinstance(exc.cause, UserError):
-                    raise exc.cause from None
-                raise
         self.pending = None
         return self._finish(job, outcome)
 
@@ -169,7 +161,7 @@ class Evaluation(Callback):
                     self.log(f"the last evaluation (iteration {self.pending.iteration}) did not finish; left out")
         finally:
             if self.remote and self.worker is not None:
-                ray.kill(self.worker, no_restart=True)
+                kill_quietly(self.worker)
             self.worker = None
 
     def summary(self) -> dict:

@@ -23,10 +23,18 @@ from trainer.core.envs import Probe
 from trainer.core.errors import UserError
 from trainer.core.messages import EpisodeStats
 from trainer.core.timing import PhaseTimer
+from trainer.runtime.actors import (
+    ACTOR_LOST,
+    kill_quietly,
+    lost_reason,
+    retry_on_loss,
+    unwrap_user_errors,
+    wait_started,
+)
 from trainer.runtime.checkpoint import capture_rng, restore_rng, worker_rng_states
 from trainer.runtime.placement import ensure_fits, scheduling_strategy
 from trainer.runtime.ray_connect import connect, disconnect
-from trainer.runtime.remote_learner import ACTOR_LOST, LearnerLost, RemoteLearner, lost_reason
+from trainer.runtime.remote_learner import LearnerLost, RemoteLearner
 from trainer.runtime.stats import IterationStats
 from workers.ray_worker import LIVENESS_GROUPS, RolloutWorkerActor
 
@@ -70,7 +78,7 @@ class RayRuntime:
             self.learner = RemoteLearner(config, probe, log)
             self.workers = [self._spawn(index) for index in range(config.workers.num_workers)]
             self._with_learner(self.learner.wait_ready)
-            self._wait_started(self.workers)
+            wait_started(self.workers, config.workers.sample_timeout_s)
         except BaseException:
             self.close()
             raise
@@ -105,14 +113,6 @@ class RayRuntime:
             .remote(self.config, index, self.registry_spec)
         )
 
-    def _wait_started(self, actors: list) -> None:
-        """Wait (up to workers.sample_timeout_s) for actors to start: a new process importing
-        torch and building envs is no collection, and must not count against its deadline."""
-        try:
-            ray.get([actor.__ray_ready__.remote() for actor in actors], timeout=self.config.workers.sample_timeout_s)
-        except (ray_errors.GetTimeoutError, *ACTOR_LOST):
-            pass  # the collection's own deadline and failure handling take it from here
-
     def iterate(self) -> IterationStats:
         """One iteration. With `workers.overlap`, the workers collect the next rollout (with the
         snapshot these rollouts used) while the learner updates: one version of policy lag.
@@ -120,23 +120,15 @@ class RayRuntime:
         restarts_before = sum(self.restarts)
         timer = PhaseTimer()
         with timer.phase("collect"):
-            while True:
-                try:
-                    if self._in_flight is None:
-                        self._in_flight = self._start_collection(self.learner.snapshot())
-                    infos, rollout_refs = self._finish_collection(*self._in_flight)
-                    break
-                except LearnerLost as exc:
-                    self._recover_learner(str(exc))
-        while True:
-            try:
-                metrics = self._learn(rollout_refs)
-                break
-            except LearnerLost as exc:
-                self._recover_learner(str(exc))
-        metrics |= timer.take()
+            infos, rollout_refs = self._with_learner(self._collect)
+        metrics = self._with_learner(lambda: self._learn(rollout_refs)) | timer.take()
         episodes = EpisodeStats.concat([info.episodes for info in infos])
         return IterationStats(metrics, episodes, [info.timings for info in infos], sum(self.restarts) - restarts_before)
+
+    def _collect(self) -> tuple[list, list]:
+        if self._in_flight is None:
+            self._in_flight = self._start_collection(self.learner.snapshot())
+        return self._finish_collection(*self._in_flight)
 
     def _learn(self, rollout_refs: list) -> dict[str, float]:
         if self.config.workers.overlap:
@@ -146,16 +138,18 @@ class RayRuntime:
         else:
             learned = self.learner.submit_update(rollout_refs)
             self._in_flight = None
-        return _unwrap(lambda: self.learner.finish_update(learned))
+        with unwrap_user_errors():
+            return self.learner.finish_update(learned)
 
-    def _recover_learner(self, reason: str) -> None:
+    def _with_learner(self, call: Callable):
+        """A call on the learner, retried on a rebuilt learner if it died (a new one that dies
+        while starting is rebuilt again, within learner.max_restarts)."""
+        return retry_on_loss(call, LearnerLost, self._rebuild_learner)
+
+    def _rebuild_learner(self, reason: str) -> None:
         """Rebuild the learner; a collection started with the dead one's snapshot is dropped."""
         self._in_flight = None
-        while True:
-            try:
-                return self.learner.rebuild(reason)
-            except LearnerLost as exc:  # the new one died too, while starting: again, within the limit
-                reason = str(exc)
+        self.learner.rebuild(reason)
 
     def _start_collection(self, snapshot) -> tuple:
         pending: dict = {}
@@ -175,7 +169,8 @@ class RayRuntime:
             for ref, outcome in zip(ready, _get_each(ready)):
                 job = pending.pop(ref)
                 try:
-                    infos[job.slot] = _unwrap(outcome)
+                    with unwrap_user_errors():
+                        infos[job.slot] = outcome()
                 except ACTOR_LOST as exc:
                     if self.learner.owns(exc):  # the snapshot it was given never came
                         raise LearnerLost(f"{type(exc).__name__}") from None
@@ -220,7 +215,7 @@ class RayRuntime:
         self.failures_in_a_row[slot] += 1
         self.restarts[slot] += 1
         limit = self.config.workers.max_restarts
-        ray.kill(self.workers[slot], no_restart=True)
+        kill_quietly(self.workers[slot])
         if self.failures_in_a_row[slot] > limit:
             raise WorkerFailedError(
                 f"rollout worker {slot} {reason}: {self.failures_in_a_row[slot]} failures in a row "
@@ -228,7 +223,7 @@ class RayRuntime:
             )
         self.log(f"rollout worker {slot} {reason}; replacing it (restart {self.failures_in_a_row[slot]}/{limit})")
         self.workers[slot] = self._spawn(slot)
-        self._wait_started([self.workers[slot]])
+        wait_started([self.workers[slot]], self.config.workers.sample_timeout_s)
 
     def _say_memory_once(self, exc: BaseException) -> None:
         if isinstance(exc, ray_errors.OutOfMemoryError) and not self.said_memory:
@@ -260,22 +255,10 @@ class RayRuntime:
         ray.get([worker.resume.remote(r, iteration) for worker, r in zip(self.workers, rng)])
         restore_rng(state["rng"])
 
-    def _with_learner(self, call: Callable):
-        """A call on the learner between iterations, retried on a rebuilt learner if it died."""
-        while True:
-            try:
-                return call()
-            except LearnerLost as exc:
-                self._recover_learner(str(exc))
-
     def close(self) -> None:
         if self.learner is not None:
             self.learner.kill()
-        for actor in self.workers:
-            try:
-                ray.kill(actor, no_restart=True)
-            except Exception:
-                pass
+        kill_quietly(*self.workers)
         if self.started_ray:
             disconnect()
 
@@ -288,14 +271,3 @@ def _get_each(refs: list) -> list[Callable]:
     except Exception:
         return [lambda ref=ref: ray.get(ref) for ref in refs]
     return [lambda value=value: value for value in values]
-
-
-def _unwrap(call: Callable):
-    """Run a ray.get; a UserError raised inside an actor comes out as itself, minus Ray's wrapper."""
-    try:
-        return call()
-    except ray_errors.RayTaskError as exc:
-        cause = getattr(exc, "cause", None)
-        if isinstance(cause, UserError):
-            raise cause from None
-        raise

@@ -25,28 +25,12 @@ from trainer.core.envs import Probe
 from trainer.core.errors import UserError
 from trainer.core.messages import PolicySnapshot, Rollout
 from trainer.learning.learner import Learner
+from trainer.runtime.actors import ACTOR_LOST, first_line, kill_quietly, last_line, lost_reason, unwrap_user_errors
 from trainer.runtime.placement import scheduling_strategy
+from workers.actor import KeepsSetupError
 from workers.ray_worker import LIVENESS_GROUPS
 
 START_TIMEOUT_S = 300.0
-ACTOR_LOST = (
-    ray_errors.RayActorError,
-    ray_errors.WorkerCrashedError,
-    ray_errors.ObjectLostError,
-    ray_errors.OutOfMemoryError,  # Ray's memory monitor killed the actor's process
-    ray_errors.NodeDiedError,
-)
-OUT_OF_MEMORY = re.compile(r"was ([\d.]+GB) used / ([\d.]+GB) limit.*?threshold of \d+B \(([\d.]+%)", re.S)
-
-
-def lost_reason(exc: BaseException) -> str:
-    """Why an actor is gone, in a few words: `died (ActorDiedError)`, or the memory figures when
-    Ray's out-of-memory killer took it."""
-    if isinstance(exc, ray_errors.OutOfMemoryError):
-        found = OUT_OF_MEMORY.search(str(exc))
-        figures = f" (its node used {found[1]} of {found[2]}, over the {found[3]} Ray kills at)" if found else ""
-        return f"was killed by Ray's out-of-memory killer{figures}"
-    return f"died ({type(exc).__name__})"
 
 
 class LearnerFailedError(UserError):
@@ -57,20 +41,12 @@ class LearnerLost(Exception):
     """The learner actor died during a call; the runtime rebuilds it and retries."""
 
 
-class LearnerActor(Learner):
+class LearnerActor(KeepsSetupError, Learner):
     """The learner in its own process (on a GPU node when it asks for one). A UserError while
     building it (say, learner.device: cuda on a CPU node) is kept and raised by `ready()`."""
 
-    def __init__(self, *args) -> None:
-        self.setup_error: UserError | None = None
-        try:
-            super().__init__(*args)
-        except UserError as exc:
-            self.setup_error = exc
-
     def ready(self) -> None:
-        if self.setup_error is not None:
-            raise self.setup_error
+        self.raise_setup_error()
 
     @ray.method(enable_task_events=False)  # per-iteration calls: see RolloutWorkerActor.collect_split
     def snapshot(self) -> PolicySnapshot:
@@ -147,22 +123,21 @@ class RemoteLearner:
         actors making way); a failure is reported as the learner's, in one line."""
         timeout_s = max(self.config.workers.sample_timeout_s, START_TIMEOUT_S)
         try:
-            ray.get([actor.ready.remote() for actor in self.actors], timeout=timeout_s)
-            if self.world > 1:
-                address, port = ray.get(self.actor.address.remote(), timeout=timeout_s)
-                ray.get([actor.join.remote(address, port) for actor in self.actors], timeout=timeout_s)
+            with unwrap_user_errors():
+                ray.get([actor.ready.remote() for actor in self.actors], timeout=timeout_s)
+                if self.world > 1:
+                    address, port = ray.get(self.actor.address.remote(), timeout=timeout_s)
+                    ray.get([actor.join.remote(address, port) for actor in self.actors], timeout=timeout_s)
         except ray_errors.RayTaskError as exc:
-            if isinstance(exc.cause, UserError):
-                raise exc.cause from None
-            raise LearnerFailedError(f"the learner failed at start-up: {_last_line(exc)}") from None
+            raise LearnerFailedError(f"the learner failed at start-up: {last_line(exc)}") from None
         except ray_errors.GetTimeoutError:
             raise LearnerFailedError(
                 f"the learner did not start within {timeout_s:g}s; see `ray status` for what it waits on"
             ) from None
         except ACTOR_LOST as exc:
             if isinstance(exc, ray_errors.RayActorError) and exc.actor_init_failed:
-                raise LearnerFailedError(f"the learner failed at start-up: {_last_line(exc)}") from None
-            raise LearnerLost(_first_line(exc)) from None  # its process died while starting: rebuild it
+                raise LearnerFailedError(f"the learner failed at start-up: {last_line(exc)}") from None
+            raise LearnerLost(first_line(exc)) from None  # its process died while starting: rebuild it
 
     def owns(self, exc: BaseException) -> bool:
         """Whether a failed call's error is a learner rank's death (also when it reached a
@@ -177,7 +152,7 @@ class RemoteLearner:
         except ACTOR_LOST as exc:
             where = f"rank {rank}: " if self.world > 1 else ""
             raise LearnerLost(
-                where + (lost_reason(exc) if isinstance(exc, ray_errors.OutOfMemoryError) else _first_line(exc))
+                where + (lost_reason(exc) if isinstance(exc, ray_errors.OutOfMemoryError) else first_line(exc))
             ) from None
         except ray_errors.RayTaskError as exc:
             if self.world == 1 or isinstance(exc.cause, UserError):
@@ -285,31 +260,15 @@ class RemoteLearner:
 
     def kill(self) -> None:
         """Stop every rank (and free their placement group)."""
-        for actor in self.actors:
-            try:
-                ray.kill(actor, no_restart=True)
-            except Exception:
-                pass
+        kill_quietly(*self.actors)
         if self.placement is not None:
-            try:
+            with suppress(Exception):
                 remove_placement_group(self.placement)
-            except Exception:
-                pass
             self.placement = None
-
-
-def _first_line(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}"[:200]
-
-
-def _last_line(exc: BaseException) -> str:
-    """The raised exception's own line, from the end of Ray's traceback text."""
-    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-    return (lines[-1] if lines else type(exc).__name__)[:300]
 
 
 def _collective_error(exc: BaseException) -> str:
     """gloo's or NCCL's own words, without their source path and advice: `Connection closed by
     peer [10.0.0.2]:29500`."""
-    line = re.sub(r"^\w+: \[[^\]]*\] ", "", _last_line(exc))
+    line = re.sub(r"^\w+: \[[^\]]*\] ", "", last_line(exc))
     return line.split(". ")[0][:200]
