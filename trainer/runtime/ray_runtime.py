@@ -138,8 +138,7 @@ class RayRuntime:
         else:
             learned = self.learner.submit_update(rollout_refs)
             self._in_flight = None
-        with unwrap_user_errors():
-            return self.learner.finish_update(learned)
+        return self.learner.finish_update(learned)
 
     def _with_learner(self, call: Callable):
         """A call on the learner, retried on a rebuilt learner if it died (a new one that dies

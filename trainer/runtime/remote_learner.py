@@ -155,7 +155,9 @@ class RemoteLearner:
                 where + (lost_reason(exc) if isinstance(exc, ray_errors.OutOfMemoryError) else first_line(exc))
             ) from None
         except ray_errors.RayTaskError as exc:
-            if self.world == 1 or isinstance(exc.cause, UserError):
+            if isinstance(exc.cause, UserError):
+                raise exc.cause from None  # the learner's own word on what is wrong, minus Ray's wrapper
+            if self.world == 1:
                 raise
             # A rank's collective failed (timed out, or a peer is gone): the group is broken.
             raise LearnerLost(f"rank {rank}'s collective failed: {_collective_error(exc)}") from None
