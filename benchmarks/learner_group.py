@@ -25,7 +25,7 @@ WARMUP = 2
 POLICIES = {
     "mlp": ["env.id=CartPole-v1", "policy.kind=mlp"],
     "lstm": ["env.id=MaskedVelocityCartPole-v1", "policy.kind=lstm", "policy.lstm_hidden_size=64"],
-    "cnn": ["env.id=tests.envs_for_tests:PixelSideEnv", "env.max_episode_steps=10", "policy.kind=mlp"],
+    "cnn": ["env.id=tests.envs.toy:PixelSideEnv", "env.max_episode_steps=10", "policy.kind=mlp"],
 }
 BATCH = ["workers.num_workers=2", "workers.envs_per_worker=32", "ppo.rollout_steps=128", "ppo.num_minibatches=4"]
 

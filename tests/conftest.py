@@ -1,9 +1,12 @@
-"""Shared helpers: the repository root, a factory for small fast configs, and in-process runtimes."""
+"""Shared helpers: the repository root, a factory for small fast configs, small buffers, and
+in-process runtimes."""
 
 from __future__ import annotations
 
 import copy
 import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -11,12 +14,14 @@ from typing import Any
 import numpy as np
 import pytest
 import ray
+import torch
 from gymnasium import spaces
 
 from trainer.core.config import Config, PolicyConfig, PPOConfig, load_config
 from trainer.core.envs import probe_env
 from trainer.core.policy import ActorCritic, build_policy
-from trainer.core.spec import ObsSpec
+from trainer.core.spec import ObsLeaf, ObsSpec, RolloutSpec
+from trainer.learning.buffer import RolloutBuffer
 from trainer.runtime.inline import InlineRuntime
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -54,6 +59,27 @@ def vector_policy(obs_dim: int, action_space, policy: PolicyConfig, normalize_ob
     """A policy for a flat Box observation of `obs_dim` floats, outside any runtime."""
     obs = ObsSpec.from_space(spaces.Box(-np.inf, np.inf, (obs_dim,), dtype=np.float32), "test")
     return build_policy(obs, action_space, Config(policy=policy, ppo=PPOConfig(normalize_obs=normalize_obs)))
+
+
+def make_buffer(T: int, N: int, K: int = 1, state_shape: tuple[int, int] = (0, 0)) -> RolloutBuffer:
+    """A CPU buffer of T steps x N envs (one worker) with a 2-float observation, one discrete
+    action and an LSTM-shaped state of `state_shape` = (L, H), outside any learner."""
+    layers, size = state_shape
+    spec = RolloutSpec.build(
+        ObsSpec((ObsLeaf("obs", "vector", (2,), torch.float32),)),
+        action_dim=1,
+        action_dtype=torch.long,
+        state_dims=(2, layers, None, size),
+        rollout_steps=T,
+        sequence_length=K,
+    )
+    return RolloutBuffer(spec, num_envs=N, envs_per_worker=N, sequence_length=K, device=torch.device("cpu"))
+
+
+def buffer_tensors(buffer: RolloutBuffer) -> dict[str, torch.Tensor]:
+    """Every tensor a buffer allocates, by name: each rollout field (each observation leaf as
+    `obs/<key>`) and the advantages and returns."""
+    return {**buffer.tensors, "advantage": buffer.advantage, "ret": buffer.ret}
 
 
 def make_small_config(**overrides: Any) -> Config:
@@ -94,3 +120,16 @@ def inline_runtime() -> Iterator[Callable[[Config], InlineRuntime]]:
     yield make
     for runtime in made:
         runtime.close()
+
+
+INLINE_ARGS = ["--set", "execution=inline", "--set", "ppo.rollout_steps=32", "--set", "workers.envs_per_worker=2"]
+"""CLI overrides for a small in-process run."""
+
+
+def cli(*args: str, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
+    """`python -m trainer ARGS` from the repository root, as a user runs it; output captured."""
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "trainer", *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+        timeout=timeout, **kwargs,
+    )  # fmt: skip

@@ -4,29 +4,18 @@ byte changed in an existing run directory."""
 from __future__ import annotations
 
 import hashlib
-import os
 import resource
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import INLINE_ARGS, cli
 from trainer.runtime.checkpoint import load_checkpoint
 
-SMALL = ["--set", "execution=inline", "--set", "ppo.rollout_steps=32", "--set", "workers.envs_per_worker=2"]
-
-
-def cli(*args: str, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    return subprocess.run(
-        [sys.executable, "-m", "trainer", *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
-        timeout=timeout, **kwargs,
-    )  # fmt: skip
+SMALL = INLINE_ARGS
 
 
 def fingerprint(directory: Path) -> dict[str, tuple[str, int]]:
@@ -70,8 +59,8 @@ CASES = {
     "out of range": (["train", "configs/cartpole.yaml", "--set", "ppo.lr=-0.1"], "ppo.lr: Input should be greater than 0"),
     "unknown env": (["train", "configs/cartpole.yaml", "--set", "env.id=NoSuchEnv-v0"], "env.id 'NoSuchEnv-v0': Environment `NoSuchEnv` doesn't exist"),
     "entry point": (["train", "configs/cartpole.yaml", "--set", "env.id=no_such_module:Env"], "cannot import module 'no_such_module'"),
-    "observation space": (["train", "configs/cartpole.yaml", "--set", "env.id=tests.bad_envs:SequenceObservationEnv"], "env 'tests.bad_envs:SequenceObservationEnv': observation space Sequence (Sequence(Box(0.0, 1.0, (2,), float32), stack=False)) at 'path' is not supported (Box, Discrete, 1-D MultiDiscrete, MultiBinary, Dict and Tuple are); add an observation wrapper to env.wrappers that turns it into a Box"),
-    "action space": (["train", "configs/cartpole.yaml", "--set", "env.id=tests.bad_envs:TupleActionEnv"], "unsupported action space Tuple("),
+    "observation space": (["train", "configs/cartpole.yaml", "--set", "env.id=tests.envs.bad:SequenceObservationEnv"], "env 'tests.envs.bad:SequenceObservationEnv': observation space Sequence (Sequence(Box(0.0, 1.0, (2,), float32), stack=False)) at 'path' is not supported (Box, Discrete, 1-D MultiDiscrete, MultiBinary, Dict and Tuple are); add an observation wrapper to env.wrappers that turns it into a Box"),
+    "action space": (["train", "configs/cartpole.yaml", "--set", "env.id=tests.envs.bad:TupleActionEnv"], "unsupported action space Tuple("),
     "plugin id": (["train", "configs/cartpole.yaml", "--set", "env.id=NoPlugin/Thing-v0"], "env.id 'NoPlugin/Thing-v0': Namespace NoPlugin not found"),
     "env.imports": (["train", "configs/cartpole.yaml", "--set", "env.imports=[no_such_plugin]"], "env.imports 'no_such_plugin' needs no_such_plugin, which is not installed"),
     "wrapper": (["train", "configs/cartpole.yaml", "--set", "env.wrappers=[{{name: NoSuchWrapper}}]"], "env.wrappers[0] (NoSuchWrapper): no such wrapper; give a class of gymnasium.wrappers"),
@@ -87,10 +76,10 @@ CASES = {
     "Latin-1 config": (["train", "{latin1_yaml}"], "is not UTF-8 (byte 0xe9 on line 2); save it as UTF-8"),
     "buffer too large": (["train", "configs/cartpole.yaml", "--set", "ppo.rollout_steps=100000000"], "GB for rollouts and the learner's buffer (and the network 0.0 GB), and this machine has"),
     "nothing at the address": (["train", "configs/cartpole.yaml", "--set", "execution=ray", "--address", "127.0.0.1:1"], "no Ray cluster answers at 127.0.0.1:1 (Connection refused); start one there with `ray start --head --port=1`, or fix --address / RAY_ADDRESS"),
-    "network too large": (["train", "configs/cartpole.yaml", "--set", "env.id=tests.bad_envs:WideObservationEnv", "--set", "ppo.rollout_steps=8", "--set", "ppo.num_minibatches=1"], "has 2,147M parameters (its observations hold 16,777,216 numbers): with its copies in the learner (gradients, Adam), the workers and the object store it needs about"),
+    "network too large": (["train", "configs/cartpole.yaml", "--set", "env.id=tests.envs.bad:WideObservationEnv", "--set", "ppo.rollout_steps=8", "--set", "ppo.num_minibatches=1"], "has 2,147M parameters (its observations hold 16,777,216 numbers): with its copies in the learner (gradients, Adam), the workers and the object store it needs about"),
     "resume auto without run dir": (["train", "configs/cartpole.yaml", "--resume", "auto"], "--resume auto needs --run-dir DIR"),
-    "custom core without state_dims": (["train", "configs/cartpole.yaml", "--set", "policy.kind=tests.custom_networks:NoStateDims"], "NoStateDims declares no valid state_dims (got None): set state_dims = () for a core without memory"),
-    "custom core wrong width": (["train", "configs/cartpole.yaml", "--set", "policy.kind=tests.custom_networks:WrongFeatureWidth"], "WrongFeatureWidth.forward returned features (3, 2, 127), expected (3, 2, 128) ([T, B, output_size])"),
+    "custom core without state_dims": (["train", "configs/cartpole.yaml", "--set", "policy.kind=tests.envs.networks:NoStateDims"], "NoStateDims declares no valid state_dims (got None): set state_dims = () for a core without memory"),
+    "custom core wrong width": (["train", "configs/cartpole.yaml", "--set", "policy.kind=tests.envs.networks:WrongFeatureWidth"], "WrongFeatureWidth.forward returned features (3, 2, 127), expected (3, 2, 128) ([T, B, output_size])"),
     "eval env with other spaces": (["train", "configs/cartpole.yaml", "--set", "eval.every=1", "--set", "eval.env.id=Acrobot-v1"], "eval.env changes what the policy sees or does: training env"),
     "async envs with env resets": (["train", "configs/cartpole.yaml", "--set", "workers.vector_env=async", "--set", "env.on_error=reset"], "env.on_error: reset needs workers.vector_env: sync (an async vector env cannot reset one failed env on its own); use one of them"),
     "unknown vector env": (["train", "configs/cartpole.yaml", "--set", "workers.vector_env=threads"], "workers.vector_env: Input should be 'sync' or 'async'"),
@@ -176,10 +165,10 @@ def test_env_failing_outside_step_is_one_line_naming_the_env(tmp_path, env, mess
         str(tmp_path / "run"),
         *SMALL,
         "--set",
-        f"env.id=tests.bad_envs:{env}",
+        f"env.id=tests.envs.bad:{env}",
     )
     assert result.returncode == 2
-    assert result.stderr == f"error: env 'tests.bad_envs:{env}' {message}\n"
+    assert result.stderr == f"error: env 'tests.envs.bad:{env}' {message}\n"
     assert time.monotonic() - start < 60
     assert not (tmp_path / "run" / "checkpoints").exists()
 
@@ -187,10 +176,10 @@ def test_env_failing_outside_step_is_one_line_naming_the_env(tmp_path, env, mess
 def test_nan_env_stops_the_run_naming_env_worker_and_step(tmp_path):
     result = cli(
         "train", "configs/cartpole.yaml", "--run-dir", str(tmp_path / "run"), *SMALL,
-        "--set", "env.id=tests.bad_envs:NaNCartPole",
+        "--set", "env.id=tests.envs.bad:NaNCartPole",
     )  # fmt: skip
     assert result.returncode == 2
-    message = "env 'tests.bad_envs:NaNCartPole' returned a NaN or inf observation or reward (worker 0, env step"
+    message = "env 'tests.envs.bad:NaNCartPole' returned a NaN or inf observation or reward (worker 0, env step"
     assert result.stderr.startswith(f"error: {message}") and result.stderr.count("\n") == 1, result.stderr
     assert not (tmp_path / "run" / "checkpoints").exists()  # nothing trained on NaN was saved
 
@@ -198,7 +187,7 @@ def test_nan_env_stops_the_run_naming_env_worker_and_step(tmp_path):
 def test_nan_env_with_reset_switch_trains_and_counts_failures(tmp_path):
     result = cli(
         "train", "configs/cartpole.yaml", "--run-dir", str(tmp_path / "run"), *SMALL,
-        "--set", "env.id=tests.bad_envs:NaNCartPole", "--set", "env.on_error=reset", "--set", "ppo.total_steps=1024",
+        "--set", "env.id=tests.envs.bad:NaNCartPole", "--set", "env.on_error=reset", "--set", "ppo.total_steps=1024",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -265,11 +254,11 @@ def test_value_that_overflows_float32_stops_naming_env_worker_step_and_value(tmp
     start = time.monotonic()
     result = cli(
         "train", "configs/cartpole.yaml", "--run-dir", str(tmp_path / "run"), *SMALL,
-        "--set", f"env.id=tests.bad_envs:{env}",
+        "--set", f"env.id=tests.envs.bad:{env}",
     )  # fmt: skip
     assert result.returncode == 2
     assert result.stderr == (
-        f"error: env 'tests.bad_envs:{env}' returned {what}, which overflows float32 (worker 0, env step 8); "
+        f"error: env 'tests.envs.bad:{env}' returned {what}, which overflows float32 (worker 0, env step 8); "
         "scale it down in the env or with a wrapper in env.wrappers, or set env.on_error: reset to reset such envs "
         "instead\n"
     )

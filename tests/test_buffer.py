@@ -1,24 +1,18 @@
-"""The rollout buffer: allocated once and reused (invariant 4), stores values not inference
-flags, GAE on a hand-worked case, and minibatches made of whole (chunk, env) sequences."""
+"""The rollout buffer: allocated once and reused, stores values not inference flags (invariant 4),
+GAE on a hand-worked case (invariant 7), and minibatches made of whole (chunk, env) sequences."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from trainer.core.spec import ObsLeaf, ObsSpec, RolloutSpec
-from trainer.learning.buffer import RolloutBuffer
+from tests.conftest import buffer_tensors, make_buffer
 from trainer.learning.ppo import ppo_loss
-
-
-def all_tensors(buffer: RolloutBuffer) -> dict[str, torch.Tensor]:
-    return {**buffer.tensors, "advantage": buffer.advantage, "ret": buffer.ret}
-
 
 ENVS = {
     "vector": {"id": "CartPole-v1"},
-    "image": {"id": "tests.envs_for_tests:PixelSideEnv", "max_episode_steps": 5},
-    "dict": {"id": "tests.envs_for_tests:PixelSideEnv", "kwargs": {"cue": True}, "max_episode_steps": 5},
+    "image": {"id": "tests.envs.toy:PixelSideEnv", "max_episode_steps": 5},
+    "dict": {"id": "tests.envs.toy:PixelSideEnv", "kwargs": {"cue": True}, "max_episode_steps": 5},
     "discrete": {"id": "FrozenLake-v1"},
 }
 FIRST_LEAF = {"vector": "obs", "image": "obs", "dict": "image", "discrete": "obs"}
@@ -33,20 +27,20 @@ def test_storage_is_allocated_once(small_config, inline_runtime, env: str) -> No
     buffer = runtime.learner.buffer
     leaf = FIRST_LEAF[env]
     assert buffer.obs[leaf].dtype == STORED_DTYPE[env]
-    tensors = all_tensors(buffer)
+    tensors = buffer_tensors(buffer)
     pointers = {name: t.data_ptr() for name, t in tensors.items()}
     previous_obs = buffer.obs[leaf].clone()
     for _ in range(3):
         runtime.iterate()
         assert not torch.equal(buffer.obs[leaf], previous_obs)
         previous_obs = buffer.obs[leaf].clone()
-        for name, tensor in all_tensors(buffer).items():
+        for name, tensor in buffer_tensors(buffer).items():
             assert tensor is tensors[name], name
             assert tensor.data_ptr() == pointers[name], name
 
 
 @pytest.mark.parametrize("env", list(ENVS))
-@pytest.mark.parametrize("kind", ["mlp", "lstm", "tests.custom_networks:GRUCore"])
+@pytest.mark.parametrize("kind", ["mlp", "lstm", "tests.envs.networks:GRUCore"])
 def test_stored_rollouts_are_ordinary_tensors_that_backpropagate(small_config, inline_runtime, kind, env) -> None:
     """Invariant 4: rollouts made in inference mode, copied in, give a buffer autograd can use."""
     config = small_config(env=ENVS[env], policy={"kind": kind})
@@ -61,7 +55,7 @@ def test_stored_rollouts_are_ordinary_tensors_that_backpropagate(small_config, i
         learner.receive(slot, rollout)
 
     buffer = learner.buffer
-    for name, tensor in all_tensors(buffer).items():
+    for name, tensor in buffer_tensors(buffer).items():
         assert not tensor.is_inference(), name
     E = config.workers.envs_per_worker
     assert torch.equal(buffer.tensors[leaf][:, E : 2 * E].cpu(), rollouts[1].tensors[leaf])
@@ -79,22 +73,9 @@ def test_stored_rollouts_are_ordinary_tensors_that_backpropagate(small_config, i
     assert sum(g.abs().sum() for g in grads) > 0
 
 
-def make_buffer(T: int, N: int, K: int = 1, state_shape: tuple[int, int] = (0, 0)) -> RolloutBuffer:
-    layers, size = state_shape
-    spec = RolloutSpec.build(
-        ObsSpec((ObsLeaf("obs", "vector", (2,), torch.float32),)),
-        action_dim=1,
-        action_dtype=torch.long,
-        state_dims=(2, layers, None, size),
-        rollout_steps=T,
-        sequence_length=K,
-    )
-    return RolloutBuffer(spec, num_envs=N, envs_per_worker=N, sequence_length=K, device=torch.device("cpu"))
-
-
 def test_gae_hand_worked_case() -> None:
-    """T=4, N=2. Env 0 terminates at t=1 (its stored bootstrap value must be ignored);
-    env 1 is truncated at t=2 and bootstraps from V(final obs) = 0.9."""
+    """Invariant 7 in GAE. T=4, N=2. Env 0 terminates at t=1 (its stored bootstrap value must be
+    ignored); env 1 is truncated at t=2 and bootstraps from V(final obs) = 0.9."""
     g, lam = 0.9, 0.8
     buffer = make_buffer(T=4, N=2)
     buffer.reward.copy_(torch.tensor([[1.0, 0.5], [2.0, -1.0], [0.0, 1.0], [1.0, 2.0]]))
@@ -186,7 +167,7 @@ def test_cuda_buffer_through_pinned_staging(small_config, inline_runtime, kind: 
     config = small_config(policy={"kind": kind}, learner={"device": "cuda"}, env={"max_episode_steps": 15})
     runtime = inline_runtime(config)
     learner, buffer = runtime.learner, runtime.learner.buffer
-    pointers = {name: t.data_ptr() for name, t in all_tensors(buffer).items()}
+    pointers = {name: t.data_ptr() for name, t in buffer_tensors(buffer).items()}
     for _ in range(3):
         assert runtime.iterate().metrics["losses/first_minibatch_ratio_dev"] < 1e-5
     rollouts = [worker.collect(learner.snapshot()) for worker in runtime.workers]
@@ -200,6 +181,6 @@ def test_cuda_buffer_through_pinned_staging(small_config, inline_runtime, kind: 
         assert torch.equal(buffer.actions[:, columns].cpu(), rollout.tensors["actions"])
         assert torch.equal(buffer.hidden[:, :, :, columns].cpu(), rollout.tensors["hidden"])
         assert torch.equal(buffer.last_value[columns].cpu(), rollout.tensors["last_value"])
-    for name, tensor in all_tensors(buffer).items():
+    for name, tensor in buffer_tensors(buffer).items():
         assert tensor.is_cuda and not tensor.is_inference(), name
         assert tensor.data_ptr() == pointers[name], name

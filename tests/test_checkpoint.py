@@ -16,7 +16,7 @@ from trainer.evaluate import evaluate
 from trainer.export import export_checkpoint
 from trainer.runtime.checkpoint import CheckpointError, load_checkpoint, periodic_checkpoints
 
-CLOCK = {"id": "tests.clock_env:ClockEnv", "kwargs": {"length": 16}}
+CLOCK = {"id": "tests.envs.clock:ClockEnv", "kwargs": {"length": 16}}
 
 
 def clock_config(kind: str):

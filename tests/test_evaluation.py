@@ -117,10 +117,10 @@ def test_under_ray_evaluation_runs_beside_training(local_ray, tmp_path):
     most 10 steps an episode (0.4-1 s an evaluation), the training env 2 ms (~0.1 s an
     iteration, 40 of them)."""
     stopper = StopAt(10**6)
-    slow = {"id": "tests.ray_envs:SlowCartPole", "kwargs": {"step_sleep_s": 0.05}, "max_episode_steps": 10}
+    slow = {"id": "tests.envs.faults:SlowCartPole", "kwargs": {"step_sleep_s": 0.05}, "max_episode_steps": 10}
     config = make_small_config(
         execution="ray",
-        env={"id": "tests.ray_envs:SlowCartPole", "kwargs": {"step_sleep_s": 0.002}},
+        env={"id": "tests.envs.faults:SlowCartPole", "kwargs": {"step_sleep_s": 0.002}},
         eval={"every": 1, "episodes": 2, "deterministic": False, "env": slow},
         ppo={"total_steps": 40 * STEPS_PER_ITERATION},
     )

@@ -24,7 +24,7 @@ from trainer.runtime.remote_learner import LearnerFailedError
 
 pytestmark = pytest.mark.ray
 
-SLOW_ENV = {"id": "tests.ray_envs:SlowCartPole", "kwargs": {"step_sleep_s": 0.004}}
+SLOW_ENV = {"id": "tests.envs.faults:SlowCartPole", "kwargs": {"step_sleep_s": 0.004}}
 
 
 def ray_config(**overrides):
@@ -169,7 +169,7 @@ def test_packing_puts_each_actor_on_one_node():
 def test_slow_env_is_not_mistaken_for_a_stuck_worker(local_ray, tmp_path):
     """Each step takes 0.2 s, a rollout 1.6 s: past workers.sample_timeout_s=1, yet the workers
     keep stepping, so nothing is replaced."""
-    env = {"id": "tests.ray_envs:SlowCartPole", "kwargs": {"step_sleep_s": 0.2}}
+    env = {"id": "tests.envs.faults:SlowCartPole", "kwargs": {"step_sleep_s": 0.2}}
     config = ray_config(
         env=env, ppo={"total_steps": 32, "rollout_steps": 8}, workers={"envs_per_worker": 1, "sample_timeout_s": 1.0}
     )
@@ -202,7 +202,7 @@ def test_resume_onto_more_then_fewer_workers_trains_exactly_the_requested_steps(
 
 def test_run_directory_whose_first_start_failed_starts_again_and_resume_auto_continues(tmp_path):
     run_dir = tmp_path / "run"
-    broken = make_small_config(env={"id": "tests.bad_envs:NaNCartPole"})
+    broken = make_small_config(env={"id": "tests.envs.bad:NaNCartPole"})
     with pytest.raises(UserError, match="NaN"):
         train(broken, run_dir=run_dir, resume="auto")
     assert not (run_dir / "checkpoints").exists()

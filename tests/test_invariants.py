@@ -1,6 +1,7 @@
-"""End-to-end invariants of one iteration: the first-minibatch PPO ratio is 1 (invariant 5),
-stale and non-finite rollouts are refused (invariant 6), and truncated steps bootstrap from the
-final observation's value with the env's own LSTM state while terminated ones do not (invariant 7)."""
+"""End-to-end invariants of one iteration (numbered as in the README): the first-minibatch PPO
+ratio is 1 (invariant 5), rollouts of another policy version are refused (invariant 6), as are
+non-finite and misshapen ones, and truncated steps bootstrap from the final observation's value
+with the env's own LSTM state while terminated ones do not (invariant 7)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ import torch
 from trainer.core.errors import UserError
 from trainer.core.messages import StaleRolloutError
 
-TOY_ENV = "tests.envs_for_tests:StepCounterEnv"
-PIXEL_ENV = "tests.envs_for_tests:PixelSideEnv"
+TOY_ENV = "tests.envs.toy:StepCounterEnv"
+PIXEL_ENV = "tests.envs.toy:PixelSideEnv"
 
 
 RATIO_ENVS = {
@@ -29,9 +30,9 @@ RATIO_ENVS = {
 }
 
 
-GRU = "tests.custom_networks:GRUCore"  # the example custom networks of docs/networks.md
-CUSTOM = {"gru": (GRU, "auto"), "gru+encoder": (GRU, "tests.custom_networks:SumEncoder"),
-          "residual": ("tests.custom_networks:ResidualMLPCore", "auto")}  # fmt: skip
+GRU = "tests.envs.networks:GRUCore"  # the example custom networks of docs/networks.md
+CUSTOM = {"gru": (GRU, "auto"), "gru+encoder": (GRU, "tests.envs.networks:SumEncoder"),
+          "residual": ("tests.envs.networks:ResidualMLPCore", "auto")}  # fmt: skip
 RATIO_CASES = (
     [(env, kind, 1) for kind in ("mlp", "lstm") for env in RATIO_ENVS]
     + [("toy-multidiscrete", "lstm", 2)]

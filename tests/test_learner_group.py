@@ -20,7 +20,7 @@ from trainer.runtime.remote_learner import LearnerFailedError
 
 pytestmark = pytest.mark.ray
 
-PIXELS = {"id": "tests.envs_for_tests:PixelSideEnv", "max_episode_steps": 10}
+PIXELS = {"id": "tests.envs.toy:PixelSideEnv", "max_episode_steps": 10}
 KINDS = {"mlp": ({"id": "CartPole-v1"}, "mlp"), "lstm": ({"id": "CartPole-v1"}, "lstm"), "cnn": (PIXELS, "mlp")}
 LOSSES = ("losses/policy", "losses/value", "losses/entropy", "losses/approx_kl", "losses/clip_fraction",
           "losses/grad_norm", "losses/explained_variance")  # fmt: skip

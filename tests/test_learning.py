@@ -13,6 +13,7 @@ import pytest
 from tests.conftest import REPO_ROOT, make_small_config
 from trainer import train
 from trainer.core.config import load_config
+from trainer.runtime.session import planned_steps
 
 pytestmark = pytest.mark.learning
 
@@ -35,8 +36,8 @@ def run(tmp_path: Path, config: str, *overrides: str) -> dict:
     assert SUMMARY_KEYS <= on_disk.keys()
     assert on_disk == summary
     resolved = load_config(path, settings)
-    assert summary["iterations"] == resolved.num_iterations
-    assert summary["env_steps"] == resolved.num_iterations * resolved.steps_per_iteration
+    assert summary["env_steps"] == planned_steps(resolved)
+    assert summary["iterations"] == planned_steps(resolved) // resolved.steps_per_iteration
     return summary
 
 
@@ -84,7 +85,7 @@ def learn_small(tmp_path: Path, env: dict, total_steps: int, callbacks=(), **ext
     return train(config, run_dir=tmp_path / "run", callbacks=callbacks)
 
 
-PIXELS = {"id": "tests.envs_for_tests:PixelSideEnv", "max_episode_steps": 10, "reward_threshold": 9.0}
+PIXELS = {"id": "tests.envs.toy:PixelSideEnv", "max_episode_steps": 10, "reward_threshold": 9.0}
 CUE_BUDGET = 30_720  # solved at 15,872 (seed 3)
 FROZEN_BUDGET = 15_360  # solved at 7,680 (seed 3)
 

@@ -86,7 +86,7 @@ def test_gymnasium_module_env_id_form_and_env_imports(tmp_path) -> None:
 def test_env_only_the_driver_registered_reaches_the_workers(local_ray, tmp_path) -> None:
     """A script registers an env in its own process only: the workers get the registration."""
     env_id = "DriverOnlyPixels-v0"
-    gym.register(env_id, entry_point="tests.envs_for_tests:PixelSideEnv", max_episode_steps=5)
+    gym.register(env_id, entry_point="tests.envs.toy:PixelSideEnv", max_episode_steps=5)
     try:
         config = make_small_config(execution="ray", env={"id": env_id}, ppo={"total_steps": 256})  # 4 iterations
         summary = trainer.train(config, run_dir=tmp_path / "run")
@@ -104,9 +104,9 @@ def test_env_only_the_driver_registered_reaches_the_workers(local_ray, tmp_path)
     ],
 )
 def test_env_failing_inside_a_worker_is_the_envs_error_and_nothing_restarts(local_ray, tmp_path, fail_on, message):
-    env = {"id": "tests.bad_envs:FailsInWorkerEnv", "kwargs": {"driver_pid": os.getpid(), "fail_on": fail_on}}
+    env = {"id": "tests.envs.bad:FailsInWorkerEnv", "kwargs": {"driver_pid": os.getpid(), "fail_on": fail_on}}
     config = make_small_config(execution="ray", env=env)
-    with pytest.raises(UserError, match=rf"^env 'tests\.bad_envs:FailsInWorkerEnv' {message}") as caught:
+    with pytest.raises(UserError, match=rf"^env 'tests\.envs\.bad:FailsInWorkerEnv' {message}") as caught:
         trainer.train(config, run_dir=tmp_path / "run", address=None)
     assert "rollout worker" not in str(caught.value)
 
@@ -120,9 +120,9 @@ def test_env_failing_inside_a_worker_is_the_envs_error_and_nothing_restarts(loca
     ],
 )
 def test_observation_that_drifts_mid_run_stops_with_env_worker_and_step(tmp_path, change: str, message: str) -> None:
-    env = {"id": "tests.bad_envs:DriftingObservationEnv", "kwargs": {"change": change, "at": 5}}
+    env = {"id": "tests.envs.bad:DriftingObservationEnv", "kwargs": {"change": change, "at": 5}}
     with pytest.raises(
-        UserError, match=rf"^env 'tests\.bad_envs:DriftingObservationEnv': {message} \(worker 0, env step 8\)$"
+        UserError, match=rf"^env 'tests\.envs\.bad:DriftingObservationEnv': {message} \(worker 0, env step 8\)$"
     ):
         trainer.train(make_small_config(env=env), run_dir=tmp_path / "run")
 
@@ -160,7 +160,7 @@ def _returns_as_format_1_evaluated(policy, episodes: int) -> list[float]:
 def test_dict_observation_checkpoint_exports_and_evaluates_the_same(tmp_path) -> None:
     """The exported program takes the dict of raw leaves (uint8 image, discrete cue) and acts as
     the checkpoint's deterministic policy does."""
-    env = {"id": "tests.envs_for_tests:PixelSideEnv", "kwargs": {"cue": True}, "max_episode_steps": 10}
+    env = {"id": "tests.envs.toy:PixelSideEnv", "kwargs": {"cue": True}, "max_episode_steps": 10}
     trainer.train(make_small_config(env=env, policy={"kind": "lstm"}), run_dir=tmp_path / "run")
     program = export_checkpoint(tmp_path / "run", tmp_path / "policy.pt2")
     assert evaluate(program, episodes=5)["returns"] == evaluate(tmp_path / "run", 5, deterministic=True)["returns"]
@@ -198,7 +198,7 @@ def test_plugins_register_once_per_process_even_after_the_drivers_spec(tmp_path)
 def test_value_that_overflows_float32_is_reset_with_the_reset_switch(inline_runtime, env: str) -> None:
     """Step 5 of every episode gives 1e300 (float64): with `env.on_error: reset` that env is reset
     and its step stored as a zero-reward termination, so nothing non-finite reaches the learner."""
-    config = make_small_config(env={"id": f"tests.bad_envs:{env}", "on_error": "reset"})
+    config = make_small_config(env={"id": f"tests.envs.bad:{env}", "on_error": "reset"})
     runtime = inline_runtime(config)
     rollout = runtime.workers[0].collect(runtime.learner.snapshot())
     data = rollout.tensors

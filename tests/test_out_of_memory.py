@@ -23,7 +23,7 @@ def test_worker_killed_for_memory_is_replaced_and_the_run_says_why_once(tmp_path
     monkeypatch.setenv("RAY_memory_monitor_refresh_ms", "100")
     monkeypatch.setenv("RAY_worker_killing_policy_by_group", "true")
     monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT))
-    env = {"id": "tests.ray_envs:MemoryHogCartPole", "kwargs": {"flag_file": str(tmp_path / "hog"), "hog_gb": 4.0}}
+    env = {"id": "tests.envs.faults:MemoryHogCartPole", "kwargs": {"flag_file": str(tmp_path / "hog"), "hog_gb": 4.0}}
     config = make_small_config(execution="ray", env=env, ppo={"total_steps": 1024}, workers={"num_workers": 1})
     summary = train(config, run_dir=tmp_path / "run")
     out = capsys.readouterr().out

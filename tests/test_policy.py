@@ -26,7 +26,7 @@ ACTION_SPACES = {
 }
 
 
-GRU = "tests.custom_networks:GRUCore"  # a custom core (docs/networks.md), state [1, B, H]
+GRU = "tests.envs.networks:GRUCore"  # a custom core (docs/networks.md), state [1, B, H]
 
 
 def make_policy(kind: str, space: spaces.Space, layers: int = 1, seed: int = 0) -> ActorCritic:

@@ -19,7 +19,7 @@ from trainer.evaluate import evaluate
 from trainer.export import export_checkpoint
 from trainer.runtime.checkpoint import load_checkpoint
 
-PIXELS = {"id": "tests.envs_for_tests:PixelSideEnv", "max_episode_steps": 10}
+PIXELS = {"id": "tests.envs.toy:PixelSideEnv", "max_episode_steps": 10}
 RUNS = {
     "mlp": ({"id": "CartPole-v1"}, "mlp"),
     "lstm": ({"id": "CartPole-v1"}, "lstm"),
@@ -167,7 +167,7 @@ BAD_PREDICT = [
         "dict",
         lambda p: p.predict({"image": np.zeros((3, 10, 10, 1), np.uint8), "cue": np.zeros(5, int)}),
         r"^predict: observation 'image' has shape \(3, 10, 10, 1\); expected \(5, 10, 10, 1\) "
-        r"\(a batch of 5, as 'cue' is\), as the env 'tests.envs_for_tests:PixelSideEnv' gives them$",
+        r"\(a batch of 5, as 'cue' is\), as the env 'tests.envs.toy:PixelSideEnv' gives them$",
         id="dict leaves of other batches",
     ),
     pytest.param(

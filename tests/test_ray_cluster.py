@@ -57,7 +57,7 @@ def test_workers_pinned_to_second_node_feed_the_learner(two_nodes):
 def test_training_survives_losing_a_node(two_nodes):
     cluster, second = two_nodes
     config = make_small_config(
-        execution="ray", env={"id": "tests.ray_envs:SlowCartPole"}, workers={"sample_timeout_s": 30.0}
+        execution="ray", env={"id": "tests.envs.faults:SlowCartPole"}, workers={"sample_timeout_s": 30.0}
     )
     messages: list[str] = []
     runtime = make_runtime(config, messages)

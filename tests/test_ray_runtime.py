@@ -17,6 +17,7 @@ from trainer.core.envs import probe_env
 from trainer.core.errors import UserError
 from trainer.core.messages import StaleRolloutError
 from trainer.runtime.ray_runtime import RayRuntime, WorkerFailedError
+from trainer.runtime.session import planned_steps
 
 pytestmark = pytest.mark.ray
 
@@ -93,7 +94,7 @@ def test_rollout_from_an_old_version_is_refused(local_ray):
 
 
 def test_killed_worker_is_replaced_and_training_stays_on_policy(local_ray):
-    slow = {"id": "tests.ray_envs:SlowCartPole", "kwargs": {"step_sleep_s": 0.02}, "max_episode_steps": 200}
+    slow = {"id": "tests.envs.faults:SlowCartPole", "kwargs": {"step_sleep_s": 0.02}, "max_episode_steps": 200}
     config = ray_config(env=slow)
     messages: list[str] = []
     runtime = make_runtime(config, messages)
@@ -120,18 +121,18 @@ def test_killed_worker_run_finishes_with_all_steps(local_ray, tmp_path):
     The env SIGKILLs its own worker process once, at a fixed step, so the death always lands
     inside a collection."""
     flag = tmp_path / "died-once"
-    env = {"id": "tests.ray_envs:DieOnceCartPole", "kwargs": {"flag_file": str(flag), "die_at_step": 40}}
+    env = {"id": "tests.envs.faults:DieOnceCartPole", "kwargs": {"flag_file": str(flag), "die_at_step": 40}}
     config = ray_config(env=env, ppo={"total_steps": 1280})
     summary = train(config, run_dir=tmp_path / "run")
     assert flag.exists()
-    assert summary["env_steps"] == config.num_iterations * config.steps_per_iteration
+    assert summary["env_steps"] == planned_steps(config)
     assert summary["worker_restarts"] == 1
 
 
 def test_hanging_worker_is_timed_out_and_replaced(local_ray, tmp_path):
     flag = tmp_path / "hung-once"
     config = ray_config(
-        env={"id": "tests.ray_envs:HangOnceCartPole", "kwargs": {"flag_file": str(flag), "hang_at_step": 30}},
+        env={"id": "tests.envs.faults:HangOnceCartPole", "kwargs": {"flag_file": str(flag), "hang_at_step": 30}},
         workers={"sample_timeout_s": 5.0},
     )
     messages: list[str] = []
@@ -146,8 +147,9 @@ def test_hanging_worker_is_timed_out_and_replaced(local_ray, tmp_path):
 
 
 def test_worker_that_keeps_failing_stops_the_run(local_ray, tmp_path):
+    hangs = {"flag_file": str(tmp_path / "f"), "hang_at_step": 10}
     config = ray_config(
-        env={"id": "tests.ray_envs:HangOnceCartPole", "kwargs": {"flag_file": str(tmp_path / "f"), "hang_at_step": 10}},
+        env={"id": "tests.envs.faults:HangOnceCartPole", "kwargs": hangs},
         workers={"sample_timeout_s": 3.0, "max_restarts": 0},
     )
     runtime = make_runtime(config)
@@ -160,14 +162,14 @@ def test_worker_that_keeps_failing_stops_the_run(local_ray, tmp_path):
 
 
 def test_env_exception_names_the_env_and_worker(local_ray):
-    runtime = make_runtime(ray_config(env={"id": "tests.ray_envs:BrokenCartPole", "kwargs": {"fail_at_step": 5}}))
+    runtime = make_runtime(ray_config(env={"id": "tests.envs.faults:BrokenCartPole", "kwargs": {"fail_at_step": 5}}))
     try:
         with pytest.raises(UserError) as excinfo:
             runtime.iterate()
     finally:
         runtime.close()
     message = str(excinfo.value)
-    assert "env 'tests.ray_envs:BrokenCartPole' raised RuntimeError: simulator exploded (worker " in message
+    assert "env 'tests.envs.faults:BrokenCartPole' raised RuntimeError: simulator exploded (worker " in message
     assert "Traceback" not in message
 
 

@@ -66,11 +66,11 @@ def test_env_error_exits_cleanly_with_one_message(tmp_path):
     before = ray_processes()
     proc = run_cli(
         "configs/cartpole.yaml", "--run-dir", str(tmp_path / "run"),
-        "--set", "env.id=tests.ray_envs:BrokenCartPole", "--set", "env.kwargs={fail_at_step: 5}", *SMALL_RUN,
+        "--set", "env.id=tests.envs.faults:BrokenCartPole", "--set", "env.kwargs={fail_at_step: 5}", *SMALL_RUN,
     )  # fmt: skip
     _out, err = proc.communicate(timeout=180)
     assert proc.returncode == 2
-    assert "error: env 'tests.ray_envs:BrokenCartPole' raised RuntimeError: simulator exploded (worker" in err
+    assert "error: env 'tests.envs.faults:BrokenCartPole' raised RuntimeError: simulator exploded (worker" in err
     assert "Traceback" not in err
     assert wait_for_no_new_ray_processes(before) == set()
 
@@ -96,7 +96,7 @@ def test_ctrl_c_is_answered_at_once_and_a_second_one_names_the_newest_checkpoint
     run_dir = tmp_path / "run"
     proc = run_cli(
         "configs/cartpole.yaml", "--run-dir", str(run_dir), "--set", "ppo.total_steps=10240000",
-        "--set", "env.id=tests.ray_envs:SlowCartPole", "--set", "env.kwargs={step_sleep_s: 0.02}",
+        "--set", "env.id=tests.envs.faults:SlowCartPole", "--set", "env.kwargs={step_sleep_s: 0.02}",
         "--set", "checkpoint.every=1", *SMALL_RUN,
     )  # fmt: skip
     lines: list = []

@@ -14,19 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import INLINE_ARGS, REPO_ROOT, cli
 from trainer import load_policy
 from trainer.runtime.checkpoint import CheckpointError, load_checkpoint
 
-INLINE = ["--set", "execution=inline", "--set", "ppo.rollout_steps=32", "--set", "workers.envs_per_worker=2"]
-
-
-def cli(*args: str, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    return subprocess.run(
-        [sys.executable, "-m", "trainer", *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
-        timeout=timeout, **kwargs,
-    )  # fmt: skip
+INLINE = INLINE_ARGS
 
 
 def start_cli(*args: str) -> subprocess.Popen:

@@ -115,7 +115,7 @@ def collect_twice(vector_env: str, env: dict) -> tuple[RolloutWorker, list]:
 
 
 def test_async_vector_env_collects_what_the_sync_one_does_in_torch_free_subprocesses(repo_on_path):
-    env = {"id": "tests.ray_envs:SlowCartPole", "kwargs": {"step_sleep_s": 0.001}}
+    env = {"id": "tests.envs.faults:SlowCartPole", "kwargs": {"step_sleep_s": 0.001}}
     sync_worker, sync = collect_twice("sync", env)
     async_worker, asynchronous = collect_twice("async", env)
     try:
@@ -134,8 +134,10 @@ def test_async_vector_env_collects_what_the_sync_one_does_in_torch_free_subproce
 
 
 def test_env_error_in_an_async_subprocess_names_the_env_and_worker(repo_on_path):
-    worker, snapshot = make_worker("async", {"id": "tests.ray_envs:BrokenCartPole", "kwargs": {"fail_at_step": 5}})
-    expected = r"^env 'tests\.ray_envs:BrokenCartPole' raised RuntimeError: .*simulator exploded.* \(worker 1, env step"
+    worker, snapshot = make_worker("async", {"id": "tests.envs.faults:BrokenCartPole", "kwargs": {"fail_at_step": 5}})
+    expected = (
+        r"^env 'tests\.envs\.faults:BrokenCartPole' raised RuntimeError: .*simulator exploded.* \(worker 1, env step"
+    )
     try:
         with pytest.raises(UserError, match=expected):
             worker.collect(snapshot)

@@ -132,7 +132,7 @@ def test_failing_trial_and_ctrl_c_keep_the_other_trials_and_resume_finishes(tmp_
     space.write_text("env.kwargs.nan_at_step: {grid: [5, 1000000, 1000000]}\n")
     out = tmp_path / "sweep"
     args = ["--space", str(space), "--trials", "1", "--scheduler", "fifo", "--out", str(out),
-            "--set", "execution=inline", "--set", "env.id=tests.bad_envs:NaNCartPole",
+            "--set", "execution=inline", "--set", "env.id=tests.envs.bad:NaNCartPole",
             "--set", "ppo.total_steps=20480"]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     process = subprocess.Popen(
@@ -154,7 +154,7 @@ def test_failing_trial_and_ctrl_c_keep_the_other_trials_and_resume_finishes(tmp_
     assert "continue it: the same command with --resume" in output
     table = {row["trial"]: row for row in rows(out)}
     assert table["trial_00000"]["status"] == "error"
-    assert "EnvStepError: env 'tests.bad_envs:NaNCartPole' returned a NaN" in table["trial_00000"]["reason"]
+    assert "EnvStepError: env 'tests.envs.bad:NaNCartPole' returned a NaN" in table["trial_00000"]["reason"]
     assert table["trial_00001"]["status"] == "completed" and table["trial_00001"]["env_steps"] == "20480"
     assert table["trial_00002"]["status"] == "unfinished"
 
@@ -173,9 +173,9 @@ def test_sweep_whose_every_trial_fails_gives_each_error_and_exits_2(tmp_path):
     space.write_text("env.kwargs.nan_at_step: {grid: [5, 6]}\n")
     out = tmp_path / "sweep"
     result = run("--space", str(space), "--trials", "1", "--scheduler", "fifo", "--out", str(out),
-                 "--set", "execution=inline", "--set", "env.id=tests.bad_envs:NaNCartPole")  # fmt: skip
+                 "--set", "execution=inline", "--set", "env.id=tests.envs.bad:NaNCartPole")  # fmt: skip
     assert result.returncode == 2, result.stdout + result.stderr
-    nan = "EnvStepError: env 'tests.bad_envs:NaNCartPole' returned a NaN or inf observation or reward (worker 0"
+    nan = "EnvStepError: env 'tests.envs.bad:NaNCartPole' returned a NaN or inf observation or reward (worker 0"
     lines = sorted(line for line in result.stdout.splitlines() if line.startswith("trial_"))
     assert len(lines) == 2 and all(f"steps, failed: {nan}" in line for line in lines), result.stdout
     assert result.stderr.startswith(f"error: no trial completed (2 failed); the first error, trial_00000: {nan}")

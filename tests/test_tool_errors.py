@@ -13,8 +13,8 @@ import pytest
 import torch
 
 import trainer
-from tests.conftest import make_small_config
-from tests.test_bad_input import SMALL, cli
+from tests.conftest import cli, make_small_config
+from tests.test_bad_input import SMALL
 
 CANNOT_RENDER = {
     "NoRenderModeEnv": "its constructor takes no render_mode; {off}, or give it a render_mode argument with which "
@@ -34,7 +34,7 @@ def one_error(result, message: str, within_s: float, started: float) -> None:
 def runs(tmp_path_factory) -> dict[str, Path]:
     """One-iteration runs: CartPole, and each env that cannot render (trained without video)."""
     root = tmp_path_factory.mktemp("tools")
-    envs = {"CartPole": "CartPole-v1", **{name: f"tests.bad_envs:{name}" for name in CANNOT_RENDER}}
+    envs = {"CartPole": "CartPole-v1", **{name: f"tests.envs.bad:{name}" for name in CANNOT_RENDER}}
     for name, env_id in envs.items():
         config = make_small_config(env={"id": env_id}, ppo={"total_steps": 64}, logging={"tensorboard": False})
         trainer.train(config, run_dir=root / name)
@@ -46,10 +46,10 @@ def test_video_of_an_env_that_cannot_render_is_refused_before_training(tmp_path,
     started = time.monotonic()
     result = cli(
         "train", "configs/cartpole.yaml", "--run-dir", str(tmp_path / "run"), *SMALL,
-        "--set", f"env.id=tests.bad_envs:{env}", "--set", "eval.every=1", "--set", "eval.video_every=1",
+        "--set", f"env.id=tests.envs.bad:{env}", "--set", "eval.every=1", "--set", "eval.video_every=1",
     )  # fmt: skip
     reason = CANNOT_RENDER[env].format(off="set eval.video_every: 0")
-    one_error(result, f"env 'tests.bad_envs:{env}' cannot render rgb_array frames: {reason}", 30, started)
+    one_error(result, f"env 'tests.envs.bad:{env}' cannot render rgb_array frames: {reason}", 30, started)
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
@@ -58,7 +58,7 @@ def test_evaluate_video_of_an_env_that_cannot_render_is_refused_before_any_episo
     started = time.monotonic()
     result = cli("evaluate", str(runs[env]), "--video", str(tmp_path / "videos"))
     reason = CANNOT_RENDER[env].format(off="evaluate without --video")
-    one_error(result, f"env 'tests.bad_envs:{env}' cannot render rgb_array frames: {reason}", 30, started)
+    one_error(result, f"env 'tests.envs.bad:{env}' cannot render rgb_array frames: {reason}", 30, started)
     assert not (tmp_path / "videos").exists()
 
 

@@ -7,10 +7,12 @@ import io
 
 import pytest
 
-from tests.test_buffer import make_buffer
+from tests.conftest import make_buffer
 from trainer.core.envs import probe_env
+from trainer.core.messages import EpisodeStats
 from trainer.runtime.progress import ProgressReporter
 from trainer.runtime.session import TrainingSession
+from trainer.runtime.stats import IterationStats
 
 
 @pytest.mark.parametrize("bootstrap_truncated", [True, False])
@@ -28,16 +30,34 @@ def test_truncated_step_bootstraps_only_when_asked(bootstrap_truncated):
     assert buffer.ret.item() == pytest.approx(expected + 0.5)
 
 
-def test_ratio_away_from_one_is_reported(small_config, inline_runtime, tmp_path):
-    config = small_config(execution="inline")
+class ReportsMetrics:
+    """A runtime whose iterations report the given learner metrics, one per iteration, and no episodes."""
+
+    def __init__(self, *metrics: dict[str, float]) -> None:
+        self.metrics = iter(metrics)
+        self.restarts, self.learner_restarts = [0], 0
+
+    def iterate(self) -> IterationStats:
+        return IterationStats(next(self.metrics), EpisodeStats(), [])
+
+    def close(self) -> None:
+        pass
+
+
+def test_ratio_away_from_one_is_reported(small_config, tmp_path):
+    config = small_config(checkpoint={"every": 0})
     out = io.StringIO()
     progress = ProgressReporter(1000, 1000.0, stream=out)
-    runtime = inline_runtime(config)
+    runtime = ReportsMetrics(
+        {"losses/first_minibatch_ratio_dev": 3e-7, "perf/policy_lag": 0.0},
+        {"losses/first_minibatch_ratio_dev": 0.2, "perf/policy_lag": 1.0},  # lag: expected
+        {"losses/first_minibatch_ratio_dev": 0.02},
+    )
     session = TrainingSession(config, tmp_path, probe_env(config.env), runtime, progress)
-    session._check_ratio({"losses/first_minibatch_ratio_dev": 3e-7, "perf/policy_lag": 0.0})
-    session._check_ratio({"losses/first_minibatch_ratio_dev": 0.2, "perf/policy_lag": 1.0})  # lag: expected
+    session.step()
+    session.step()
     assert out.getvalue() == ""
-    session._check_ratio({"losses/first_minibatch_ratio_dev": 0.02})
+    session.step()
     assert "WARNING: first-minibatch PPO ratio deviates from 1 by 2.00e-02" in out.getvalue()
-    session.writer.close(float("nan"), 0, ran=False)
+    session.finish(completed=True)
     assert session.ratio_warnings == 1

@@ -10,9 +10,9 @@ config travels inside as an extra file.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
-import os
 import stat
 import tempfile
 from pathlib import Path
@@ -26,6 +26,7 @@ from trainer.core.errors import UserError
 from trainer.core.policy import ActorCritic
 from trainer.core.spec import ROOT, example_observation
 from trainer.inference import EXPORTED, load_policy, stored_format
+from trainer.runtime.atomic import atomic_write
 from trainer.runtime.checkpoint import CheckpointError
 
 CONFIG_FILE = "config.yaml"
@@ -86,18 +87,13 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
         "observation": loaded.obs_spec.describe(),
     }
     extra_files = {CONFIG_FILE: dump_config(loaded.config), META_FILE: json.dumps(meta)}
-    tmp = None
+    data = io.BytesIO()
+    torch.export.save(program, data, extra_files=extra_files)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp.pt2")  # torch wants .pt2
-        os.close(fd)
-        torch.export.save(program, tmp, extra_files=extra_files)
-        os.replace(tmp, out)
+        atomic_write(out, data.getbuffer())
     except OSError as exc:
         raise ExportError(f"export: could not write {out}: {exc.strerror or exc}") from None
-    finally:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
     return out
 
 

@@ -9,7 +9,6 @@ its own seed from `seed`.
 from __future__ import annotations
 
 import copy
-import re
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +18,7 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from trainer.core.entry_points import ENTRY_POINT
 from trainer.core.errors import ConfigError, UserError
 
 
@@ -53,9 +53,6 @@ class EnvConfig(Section):
     on_error: Literal["stop", "reset"] = "stop"
     """An env that raises or returns NaN/inf: `stop` the run naming env, worker and step, or
     `reset` that env, record a zero-reward termination and count it (workers/env_failures)."""
-
-
-ENTRY_POINT = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
 class PolicyConfig(Section):
@@ -261,11 +258,6 @@ class Config(Section):
     @property
     def steps_per_iteration(self) -> int:
         return self.ppo.rollout_steps * self.total_envs
-
-    @property
-    def num_iterations(self) -> int:
-        """Iterations of a fresh run: ppo.total_steps rounded up to whole iterations."""
-        return -(-self.ppo.total_steps // self.steps_per_iteration)
 
     @property
     def sequence_length(self) -> int:

@@ -5,12 +5,11 @@ it stops the run at start in one line naming the attribute or method.
 
 from __future__ import annotations
 
-import importlib
-
 import torch
 from torch import nn
 
 from trainer.core.config import PolicyConfig
+from trainer.core.entry_points import load_entry_point
 from trainer.core.errors import UserError
 
 CHECK_T, CHECK_B = 3, 2  # the dummy sequence a core is tried on: 3 steps of 2 envs
@@ -21,12 +20,11 @@ class NetworkInterfaceError(UserError):
 
 
 def load_class(entry_point: str, key: str) -> type[nn.Module]:
+    def cannot_import(module_name: str, exc: ImportError) -> NetworkInterfaceError:
+        return NetworkInterfaceError(f"{key} {entry_point!r}: cannot import {module_name!r} ({exc})")
+
     module_name, _, name = entry_point.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise NetworkInterfaceError(f"{key} {entry_point!r}: cannot import {module_name!r} ({exc})") from None
-    cls = getattr(module, name, None)
+    _, cls = load_entry_point(entry_point, cannot_import)
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
         raise NetworkInterfaceError(f"{key} {entry_point!r}: {module_name} has no torch.nn.Module subclass {name!r}")
     return cls

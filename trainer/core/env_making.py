@@ -22,6 +22,7 @@ from gymnasium import spaces
 
 from trainer.core import wrappers as own_wrappers
 from trainer.core.config import EnvConfig, WrapperConfig
+from trainer.core.entry_points import load_entry_point
 from trainer.core.errors import UserError
 
 
@@ -87,9 +88,13 @@ def _import(name: str, what: str, extra: str | None = None):
     try:
         return importlib.import_module(name)
     except ImportError as exc:
-        package = PACKAGE_NAMES.get(name.split(".")[0], name)
-        remedy = f"pip install 'ray-ppo-trainer[{extra}]'" if extra else f"install {package}"
-        raise EnvBuildError(f"{what} needs {package}, which is not installed ({exc}): {remedy}") from None
+        raise _not_installed(name, exc, what, extra) from None
+
+
+def _not_installed(name: str, exc: ImportError, what: str, extra: str | None = None) -> EnvBuildError:
+    package = PACKAGE_NAMES.get(name.split(".")[0], name)
+    remedy = f"pip install 'ray-ppo-trainer[{extra}]'" if extra else f"install {package}"
+    return EnvBuildError(f"{what} needs {package}, which is not installed ({exc}): {remedy}")
 
 
 def ensure_registered(config: EnvConfig, spec: gym.envs.registration.EnvSpec | None) -> None:
@@ -128,11 +133,9 @@ def entry_point(env_id: str) -> Callable[..., gym.Env] | None:
     module_name, sep, attr = env_id.partition(":")
     if not sep or "/" in module_name:
         return None
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise EnvBuildError(f"env.id {env_id!r}: cannot import module {module_name!r} ({exc})") from None
-    factory = getattr(module, attr, None) if attr.isidentifier() else None
+    _, factory = load_entry_point(
+        env_id, lambda module, exc: EnvBuildError(f"env.id {env_id!r}: cannot import module {module!r} ({exc})")
+    )
     if factory is None and attr not in gym.registry:
         raise EnvBuildError(
             f"env.id {env_id!r}: module {module_name!r} has no attribute {attr!r} and registers no env id {attr!r}"
@@ -169,9 +172,8 @@ def _from_entry_point(entry_point: str, factory: Callable[..., gym.Env], kwargs:
 
 def _wrap(env: gym.Env, wrapper: WrapperConfig, where: str) -> gym.Env:
     if ":" in wrapper.name:
-        module_name, _, attr = wrapper.name.partition(":")
-        module = _import(module_name, where)
-        cls = getattr(module, attr, None)
+        module_name = wrapper.name.partition(":")[0]
+        module, cls = load_entry_point(wrapper.name, lambda name, exc: _not_installed(name, exc, where))
         known = [f"{module_name}:{name}" for name, value in vars(module).items() if isinstance(value, type)]
     else:
         try:

@@ -254,10 +254,6 @@ class RolloutSpec:
         per_step.append(Field("hidden", (C, *state_dims), torch.float32))  # state at each chunk start
         return cls(tuple(per_step))
 
-    @property
-    def names(self) -> list[str]:
-        return [f.name for f in self.fields]
-
     def allocate(self, envs: int, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
         return {f.name: torch.zeros(f.shape(envs), dtype=f.dtype, device=device) for f in self.fields}
 

@@ -148,8 +148,7 @@ class RolloutBuffer:
         return hidden.reshape(*hidden.shape[:axis], self.C * self.N, *hidden.shape[axis + 2 :])
 
     def _sequences(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        """[T, N, ...] -> [K, C*N, ...] (sequence s = chunk s // N, env s % N) -> columns `index`."""
-        tail = x.shape[2:]
-        return (
-            x.reshape(self.C, self.K, self.N, *tail).transpose(0, 1).reshape(self.K, self.C * self.N, *tail)[:, index]
-        )
+        """[T, N, ...] -> [K, B, ...]: sequence s = chunk s // N, env s % N, for s in `index`. Only
+        the picked sequences are copied (a gather over the [C, K, N, ...] view), never the field."""
+        sequences = x.reshape(self.C, self.K, self.N, *x.shape[2:])[index // self.N, :, index % self.N]  # [B, K, ...]
+        return sequences.transpose(0, 1)

@@ -40,5 +40,6 @@ class LearnerGroup:
         return gathered
 
     def close(self) -> None:
+        """Destroy the process group (this rank's part of it)."""
         if dist.is_initialized():
             dist.destroy_process_group()

@@ -75,9 +75,18 @@ class Learner:
         self.timer = PhaseTimer()
 
     def join(self, address: str, port: int) -> None:
-        """Enter the learners' process group (every rank calls this at once; rank 0 listens)."""
+        """Enter the learners' process group (every rank calls this at once; rank 0 listens). A
+        rank in the group already stays in it: a start retried after a rebuild asks again."""
+        if self.group is not None:
+            return
         timeout_s = self.config.learner.collective_timeout_s
         self.group = LearnerGroup(self.rank, self.world, address, port, self.device, timeout_s)
+
+    def close(self) -> None:
+        """Leave the learners' process group, where this rank ends (one learner has none)."""
+        if self.group is not None:
+            self.group.close()
+            self.group = None
 
     def snapshot(self) -> PolicySnapshot:
         weights = {k: v.detach().to("cpu", copy=True) for k, v in self.policy.state_dict().items()}
@@ -85,9 +94,16 @@ class Learner:
 
     def state_dict(self) -> dict:
         """Everything a resume needs to continue this learner exactly, as plain CPU data."""
+        return {**self.weights_state(), "optimizer": self.optimizer_state()}
+
+    def optimizer_state(self) -> dict:
+        return _to_cpu(self.optimizer.state_dict())
+
+    def weights_state(self) -> dict:
+        """The state without the optimizer's (a third of it): what acting and evaluation need
+        (the policy, its normalizer stats inside), with the counters and the normalizers."""
         return {
             "policy": {k: v.detach().cpu() for k, v in self.policy.state_dict().items()},
-            "optimizer": _to_cpu(self.optimizer.state_dict()),
             "obs_rms": {key: rms.state_dict() for key, rms in self.obs_rms.items()},
             "return_rms": self.return_rms.state_dict(),
             "version": self.version,
@@ -98,7 +114,8 @@ class Learner:
 
     def load_state_dict(self, state: dict) -> None:
         self.policy.load_state_dict(state["policy"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        if "optimizer" in state:  # absent only when it was lost with a learner's node (see LearnerGroup)
+            self.optimizer.load_state_dict(state["optimizer"])
         for group in self.optimizer.param_groups:  # the config's, not the checkpoint's: a resume may change them
             group["lr"], group["eps"] = self.config.ppo.lr, self.config.ppo.adam_eps
         for key, rms in self.obs_rms.items():

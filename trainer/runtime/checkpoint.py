@@ -20,6 +20,7 @@ import torch
 from trainer.core.envs import Probe
 from trainer.core.errors import UserError
 from trainer.core.normalization import RunningMeanStd
+from trainer.runtime.atomic import atomic_write, fsync_dir
 
 FORMAT_VERSION = 2  # 2: observations as a tree of leaves; format 1 (one flat vector) is upgraded on load
 CHECKPOINT_DIR = "checkpoints"
@@ -44,7 +45,7 @@ def save_checkpoint(run_dir: Path, state: dict, keep_last: int, is_best: bool) -
             link.unlink(missing_ok=True)
             os.link(path, link)
             os.replace(link, directory / BEST)
-        _fsync_dir(directory)
+        fsync_dir(directory)
     except OSError as exc:
         raise CheckpointError(
             f"could not write checkpoint {path}: {exc.strerror or exc}; earlier checkpoints are intact"
@@ -58,24 +59,7 @@ def _atomic_save(obj: dict, path: Path) -> None:
     # Serialize in memory first: a full disk then fails as a plain OSError on write().
     data = io.BytesIO()
     torch.save(obj, data)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data.getbuffer())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    atomic_write(path, data.getbuffer())
 
 
 def periodic_checkpoints(directory: Path) -> list[Path]:
@@ -188,7 +172,7 @@ def set_aside_later_checkpoints(directory: Path, iteration: int) -> tuple[list[P
     target.mkdir(exist_ok=True)
     for path in later:
         os.replace(path, target / path.name)
-    _fsync_dir(directory)
+    fsync_dir(directory)
     return later, target
 
 
@@ -289,7 +273,7 @@ def save_best_checkpoint(run_dir: Path, state: dict) -> Path:
     try:
         directory.mkdir(parents=True, exist_ok=True)
         _atomic_save({"format_version": FORMAT_VERSION, **state}, path)
-        _fsync_dir(directory)
+        fsync_dir(directory)
     except OSError as exc:
         raise CheckpointError(
             f"could not write {path}: {exc.strerror or exc}; earlier checkpoints are intact"

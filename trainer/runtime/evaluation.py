@@ -22,6 +22,7 @@ from trainer.core.video import check_renders
 from trainer.runtime.actors import ACTOR_LOST, kill_quietly, unwrap_user_errors, wait_started
 from trainer.runtime.callbacks import Callback, IterationReport
 from trainer.runtime.checkpoint import capture_rng
+from trainer.runtime.stats import LearnerState
 from workers.evaluation_worker import EvalOutcome, EvaluationWorker
 from workers.ray_worker import EvaluationActor
 
@@ -35,7 +36,7 @@ class Submitted:
 
     iteration: int
     env_steps: int
-    learner_state: object  # the state dict (inline) or its object-store reference (Ray)
+    learner_state: LearnerState  # its parts as dicts (inline) or object-store references (Ray)
     checkpoint: dict  # the session's checkpoint fields at that iteration, for best.pt
     record: bool
     result: object = None  # the EvalOutcome (inline) or its reference (Ray)
@@ -101,9 +102,9 @@ class Evaluation(Callback):
         record = bool(self.settings.video_every) and self.submitted % self.settings.video_every == 0
         job = Submitted(report.iteration, report.env_steps, state, session.checkpoint_state(), record)
         if self.remote:
-            job.result = self.worker.evaluate.remote(state, record)
+            job.result = self.worker.evaluate.remote(state.weights, record)
         else:
-            job.result = self.worker.evaluate(state, record)
+            job.result = self.worker.evaluate(state.weights, record)
         self.pending = job
         self.submitted += 1
 
@@ -143,7 +144,9 @@ class Evaluation(Callback):
         best = mean > self.best_return
         if best:
             self.best_return, self.best_step = mean, job.env_steps
-            learner = ray.get(job.learner_state) if self.remote else job.learner_state
+            parts = [job.learner_state.weights, job.learner_state.optimizer]
+            weights, optimizer = ray.get(parts) if self.remote else parts  # the optimizer's travels only now
+            learner = {**weights, "optimizer": optimizer}
             session.save_best(
                 {**job.checkpoint, "runtime": {"learner": learner, "worker_rng": [], "rng": capture_rng()}}
             )

@@ -10,7 +10,7 @@ from trainer.core.messages import EpisodeStats
 from trainer.core.timing import PhaseTimer
 from trainer.learning.learner import Learner
 from trainer.runtime.checkpoint import capture_rng, restore_rng, worker_rng_states
-from trainer.runtime.stats import IterationStats
+from trainer.runtime.stats import IterationStats, LearnerState
 from workers.rollout_worker import RolloutWorker
 
 
@@ -34,9 +34,9 @@ class InlineRuntime:
         episodes = EpisodeStats.concat([rollout.episodes for rollout in rollouts])
         return IterationStats(metrics, episodes, [rollout.timings for rollout in rollouts])
 
-    def learner_state(self) -> dict:
+    def learner_state(self) -> LearnerState:
         """The learner's state now: what evaluation acts with (and keeps for best.pt)."""
-        return self.learner.state_dict()
+        return LearnerState(self.learner.weights_state(), self.learner.optimizer_state())
 
     def state_dict(self) -> dict:
         return {
@@ -52,5 +52,6 @@ class InlineRuntime:
         restore_rng(state["rng"])
 
     def close(self) -> None:
+        self.learner.close()
         for worker in self.workers:
             worker.close()

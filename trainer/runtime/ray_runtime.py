@@ -35,7 +35,7 @@ from trainer.runtime.checkpoint import capture_rng, restore_rng, worker_rng_stat
 from trainer.runtime.placement import ensure_fits, scheduling_strategy
 from trainer.runtime.ray_connect import connect, disconnect
 from trainer.runtime.remote_learner import LearnerLost, RemoteLearner
-from trainer.runtime.stats import IterationStats
+from trainer.runtime.stats import IterationStats, LearnerState
 from workers.ray_worker import LIVENESS_GROUPS, RolloutWorkerActor
 
 
@@ -232,12 +232,10 @@ class RayRuntime:
                 "worker holds), or workers.num_workers per node, or give the node more memory"
             )
 
-    def learner_state(self):
-        """A reference to the learner's state after its newest update, for evaluation: it is in
-        the object store already, so handing it on costs the learner nothing."""
-        if self.learner.state_ref is None:
-            return ray.put(self._with_learner(self.learner.state_dict))
-        return self.learner.state_ref
+    def learner_state(self) -> LearnerState:
+        """The learner's state after its newest update, for evaluation: references to what is
+        in the object store already, so handing them on costs the learner nothing."""
+        return self._with_learner(self.learner.state)
 
     def state_dict(self) -> dict:
         worker_rng = [worker.rng_state.remote() for worker in self.workers]
@@ -256,7 +254,7 @@ class RayRuntime:
 
     def close(self) -> None:
         if self.learner is not None:
-            self.learner.kill()
+            self.learner.close()
         kill_quietly(*self.workers)
         if self.started_ray:
             disconnect()

@@ -27,6 +27,7 @@ from trainer.core.messages import PolicySnapshot, Rollout
 from trainer.learning.learner import Learner
 from trainer.runtime.actors import ACTOR_LOST, first_line, kill_quietly, last_line, lost_reason, unwrap_user_errors
 from trainer.runtime.placement import scheduling_strategy
+from trainer.runtime.stats import LearnerState
 from workers.actor import KeepsSetupError
 from workers.ray_worker import LIVENESS_GROUPS
 
@@ -52,16 +53,19 @@ class LearnerActor(KeepsSetupError, Learner):
     def snapshot(self) -> PolicySnapshot:
         return super().snapshot()
 
-    @ray.method(num_returns=2, enable_task_events=False)
-    def learn_from(self, submitted_at: float, *rollouts: Rollout) -> tuple[dict[str, float], dict | None]:
-        """Update from this rank's rollouts; return the metrics and the new state (rank 0 only:
-        every rank holds the same one). The rollouts come as the call's own arguments, which Ray
-        resolves before it runs: small ones travel inside the call, large ones are pulled into
-        this node's object store at once, with no round trip per rollout. `submitted_at`: the
+    @ray.method(num_returns=3, enable_task_events=False)
+    def learn_from(self, submitted_at: float, *rollouts: Rollout) -> tuple[dict[str, float], dict | None, dict | None]:
+        """Update from this rank's rollouts; return the metrics and the new state, as its weights
+        and its optimizer's (rank 0 only: every rank holds the same). The rollouts come as the
+        call's own arguments, which Ray resolves before it runs: small ones travel inside the call,
+        large ones are pulled into this node's object store at once, with no round trip per rollout. `submitted_at`: the
         driver's clock at the call, so the transfer is timed (across nodes, as well as their
         clocks agree)."""
         self.timer.add("transfer", max(0.0, time.time() - submitted_at))
-        return self.learn(list(rollouts)), (self.state_dict() if self.rank == 0 else None)
+        metrics = self.learn(list(rollouts))
+        if self.rank:
+            return metrics, None, None
+        return metrics, self.weights_state(), self.optimizer_state()
 
     @ray.method(concurrency_group="liveness", enable_task_events=False)
     def alive(self) -> bool:
@@ -85,7 +89,7 @@ class RemoteLearner:
     def __init__(self, config: Config, probe: Probe, log: Callable[[str], None]) -> None:
         self.config, self.probe, self.log = config, probe, log
         self.restarts = 0
-        self.state_ref = None  # the state after the newest update, in the object store
+        self.newest: LearnerState | None = None  # the state after the newest update, in the object store
         self.loaded_state: dict | None = None  # a resumed run's state, until the first update
         self.placement = None
         self.actors = self._spawn()
@@ -204,30 +208,38 @@ class RemoteLearner:
 
     def finish_update(self, refs: list) -> dict[str, float]:
         results, lost = [], None
-        for rank, (metrics_ref, state_ref) in enumerate(refs):  # every rank must finish; each failure is read
+        for rank, (metrics_ref, *state_refs) in enumerate(refs):  # every rank must finish; each failure is read
             try:
                 results.append(self.get(metrics_ref, rank))
             except LearnerLost as exc:
                 lost = lost or exc
                 with suppress(Exception):
-                    ray.get(state_ref)
+                    ray.get(state_refs)
         if lost is not None:
             raise lost
-        metrics = results[0]
-        state_ref = refs[0][1]
-        self.state_ref, self.loaded_state = state_ref, None
-        ray.wait([state_ref], timeout=0, fetch_local=True)  # a second copy, on the driver's node
-        return metrics
+        self.newest, self.loaded_state = LearnerState(*refs[0][1:]), None
+        # The weights get a second copy on the driver's node (they survive the learner's node); the
+        # optimizer's state stays in the learner node's object store until a checkpoint reads it.
+        ray.wait([self.newest.weights], timeout=0, fetch_local=True)
+        return results[0]
+
+    def state(self) -> LearnerState:
+        """The newest state, for evaluation: after an update it is in the object store already."""
+        if self.newest is not None:
+            return self.newest
+        full = self.state_dict()
+        return LearnerState(ray.put({k: v for k, v in full.items() if k != "optimizer"}), ray.put(full["optimizer"]))
 
     def state_dict(self) -> dict:
-        if self.state_ref is not None:
-            return self.get(self.state_ref)
+        if self.newest is not None:
+            weights, optimizer = self.get(self.newest.weights), self.get(self.newest.optimizer)
+            return {**weights, "optimizer": optimizer}
         if self.loaded_state is not None:
             return self.loaded_state
         return self.get(self.actor.state_dict.remote())
 
     def load_state_dict(self, state: dict) -> None:
-        self.state_ref, self.loaded_state = None, state  # first: a learner that dies loading it is rebuilt with it
+        self.newest, self.loaded_state = None, state  # first: a learner that dies loading it is rebuilt with it
         state_ref = ray.put(state)
         for ref in [actor.load_state_dict.remote(state_ref) for actor in self.actors]:
             self.get(ref)
@@ -250,15 +262,31 @@ class RemoteLearner:
             self.load_state_dict(state)
 
     def _newest_state(self) -> tuple[dict | None, str]:
-        if self.state_ref is not None:
+        if self.newest is not None:
+            lost = (ray_errors.ObjectLostError, ray_errors.GetTimeoutError, ray_errors.RayActorError)
             try:
-                return ray.get(self.state_ref, timeout=60), "its state after the last update"
-            except (ray_errors.ObjectLostError, ray_errors.GetTimeoutError, ray_errors.RayActorError):
-                pass
-            raise LearnerFailedError("the learner died and its newest state was lost with it (its node is gone)")
+                weights = ray.get(self.newest.weights, timeout=60)
+            except lost:
+                raise LearnerFailedError(
+                    "the learner died and its newest state was lost with it (its node is gone)"
+                ) from None
+            try:
+                return {**weights, "optimizer": ray.get(self.newest.optimizer, timeout=60)}, (
+                    "its state after the last update"
+                )
+            except lost:  # it lived on the learner's node, now gone: Adam's moments start again
+                return weights, "its weights after the last update (its optimizer's state was lost with its node)"
         if self.loaded_state is not None:
             return self.loaded_state, "the state it was resumed with"
         return None, "scratch (no update had finished)"
+
+    def close(self) -> None:
+        """The run's end: ranks leave their process group (a slow or dead one is not waited for
+        past a few seconds), then stop."""
+        if self.world > 1:
+            with suppress(Exception):
+                ray.wait([actor.close.remote() for actor in self.actors], num_returns=self.world, timeout=10)
+        self.kill()
 
     def kill(self) -> None:
         """Stop every rank (and free their placement group)."""

@@ -16,6 +16,7 @@ import yaml
 
 from trainer.core.config import Config, dump_config
 from trainer.core.errors import UserError
+from trainer.runtime.atomic import atomic_write
 from trainer.runtime.checkpoint import CHECKPOINT_DIR, periodic_checkpoints
 
 LOCK = ".lock"
@@ -155,19 +156,8 @@ def holder_text() -> str:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write to a temporary file beside `path`, fsync, then rename over it: readers see the old
-    file or the new one, never half of one."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """`text` as UTF-8, written atomically (see `atomic_write`)."""
+    atomic_write(path, text.encode())
 
 
 def write_json(path: Path, data: dict) -> None:

@@ -1,4 +1,4 @@
-"""What a runtime reports to the session after one iteration."""
+"""What a runtime reports to the session: after one iteration, and the learner's state for evaluation."""
 
 from __future__ import annotations
 
@@ -15,3 +15,14 @@ class IterationStats:
     episodes: EpisodeStats
     worker_timings: list[dict[str, float]]
     restarts: int = 0
+
+
+@dataclass(frozen=True)
+class LearnerState:
+    """The learner's state after an update, in two parts: `weights` (the policy with its
+    normalizer stats, the counters: what acting needs) travels every iteration; `optimizer` (Adam's
+    moments, two thirds of the bytes) stays where it was made until a checkpoint asks for it. Each
+    is a dict in-process, an object-store reference under Ray."""
+
+    weights: object
+    optimizer: object

@@ -46,7 +46,3 @@ class EpisodeTracker:
     @property
     def mean_return(self) -> float:
         return float(np.mean(self.recent)) if self.recent else float("nan")
-
-    @property
-    def solved(self) -> bool:
-        return self.solved_at_step is not None

@@ -1,4 +1,4 @@
-"""Deterministic toy envs for tests, loaded as entry points (`tests.envs_for_tests:StepCounterEnv`)."""
+"""Deterministic toy envs for tests, loaded as entry points (`tests.envs.toy:StepCounterEnv`)."""
 
 from __future__ import annotations
 

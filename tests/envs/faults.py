@@ -1,4 +1,4 @@
-"""Envs for the Ray fault tests, loaded by workers through `tests.ray_envs:Class` entry points."""
+"""Envs for the Ray fault tests, loaded by workers through `tests.envs.faults:Class` entry points."""
 
 from __future__ import annotations
 

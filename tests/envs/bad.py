@@ -9,13 +9,12 @@ import numpy as np
 from gymnasium import spaces
 
 
-class NaNCartPole(gym.Wrapper):
-    """CartPole whose observation turns NaN on step `nan_at_step` of every episode."""
+class SpoiledStepCartPole(gym.Wrapper):
+    """CartPole whose step `at` of every episode returns what `spoil(obs, reward)` makes of it."""
 
-    def __init__(self, nan_at_step: int = 5) -> None:
+    def __init__(self, at: int) -> None:
         super().__init__(gym.make("CartPole-v1"))
-        self.nan_at_step = nan_at_step
-        self.steps = 0
+        self.at, self.steps = at, 0
 
     def reset(self, **kwargs):
         self.steps = 0
@@ -24,9 +23,22 @@ class NaNCartPole(gym.Wrapper):
     def step(self, action):
         obs, reward, terminated, truncated, info = self.env.step(action)
         self.steps += 1
-        if self.steps == self.nan_at_step:
-            obs = np.full_like(obs, np.nan)
+        if self.steps == self.at:
+            obs, reward = self.spoil(obs, reward)
         return obs, reward, terminated, truncated, info
+
+    def spoil(self, obs, reward):
+        raise NotImplementedError
+
+
+class NaNCartPole(SpoiledStepCartPole):
+    """CartPole whose observation turns NaN on step `nan_at_step` of every episode."""
+
+    def __init__(self, nan_at_step: int = 5) -> None:
+        super().__init__(at=nan_at_step)
+
+    def spoil(self, obs, reward):
+        return np.full_like(obs, np.nan), reward
 
 
 class SequenceObservationEnv(gym.Env):
@@ -159,22 +171,15 @@ class NoFramesEnv(NoRenderModeEnv):
         return None
 
 
-class HugeRewardCartPole(gym.Wrapper):
+class HugeRewardCartPole(SpoiledStepCartPole):
     """CartPole whose reward on step `at` of every episode is 1e300: finite as the float64 the
     vector env keeps, inf as the float32 a rollout stores."""
 
     def __init__(self, at: int = 5) -> None:
-        super().__init__(gym.make("CartPole-v1"))
-        self.at, self.steps = at, 0
+        super().__init__(at=at)
 
-    def reset(self, **kwargs):
-        self.steps = 0
-        return self.env.reset(**kwargs)
-
-    def step(self, action):
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        self.steps += 1
-        return obs, 1e300 if self.steps == self.at else reward, terminated, truncated, info
+    def spoil(self, obs, reward):
+        return obs, 1e300
 
 
 class HugeObservationEnv(gym.Env):
