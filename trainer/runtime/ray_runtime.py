@@ -127,7 +127,9 @@ class RayRuntime:
 
     def _collect(self) -> tuple[list, list]:
         if self._in_flight is None:
-            self._in_flight = self._start_collection(self.learner.snapshot())
+            snapshot = self.learner.snapshot()
+            self._in_flight = self._start_collection(snapshot)
+            self.learner.wait_for(snapshot)  # (one made before an update is covered by the update's wait)
         return self._finish_collection(*self._in_flight)
 
     def _learn(self, rollout_refs: list) -> dict[str, float]:

@@ -191,11 +191,12 @@ class RemoteLearner:
                 probes, probed_at = [actor.alive.remote() for actor in self.actors], now
 
     def snapshot(self):
-        """The policy snapshot's reference, once it exists: workers handed a snapshot that never
-        comes would wait on it, and be taken for stuck instead of the learner."""
-        ref = self.actor.snapshot.remote()
-        self._wait_alive(ref)  # not fetched here: a dead learner's error reaches the workers
-        return ref
+        return self.actor.snapshot.remote()
+
+    def wait_for(self, ref) -> None:
+        """Wait until a call's result exists (not fetched), the learner's liveness watched: workers
+        handed a snapshot that never comes would wait on it, and be taken for stuck instead."""
+        self._wait_alive(ref)
 
     def submit_update(self, rollout_refs: list) -> list:
         """Each rank gets the rollouts of its own workers, as the arguments of its call."""
