@@ -15,8 +15,10 @@ import yaml
 
 import trainer
 from tests.conftest import REPO_ROOT, make_small_config
-from trainer.core.config import Config, Section, derive_seed, dump_config, load_config, parse_yaml, read_yaml
+from trainer.core.config import Config, Section, dump_config, load_config
 from trainer.core.errors import ConfigError, UserError
+from trainer.core.seeding import derive_seed
+from trainer.core.yaml_files import parse_yaml, read_yaml
 
 SMALL_YAML = """\
 execution: inline

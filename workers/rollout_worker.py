@@ -15,13 +15,14 @@ import numpy as np
 import torch
 
 from trainer.core.acting import Acting, finished_episodes
-from trainer.core.config import Config, derive_seed
+from trainer.core.config import Config
 from trainer.core.env_making import ensure_registered
 from trainer.core.envs import ObservationMismatch, make_vector_env
 from trainer.core.errors import UserError
 from trainer.core.messages import EpisodeStats, PolicySnapshot, Rollout
 from trainer.core.normalization import RunningMeanStd
 from trainer.core.policy import build_policy, rollout_spec
+from trainer.core.seeding import derive_seed
 from trainer.core.spec import OBS_PREFIX, ObsSpec, pick_leaf
 from trainer.core.timing import PhaseTimer
 

@@ -7,11 +7,12 @@ from __future__ import annotations
 import torch
 from gymnasium import spaces
 
-from trainer.core.config import Config, derive_seed
+from trainer.core.config import Config
 from trainer.core.errors import UserError
 from trainer.core.messages import PolicySnapshot, Rollout, check_rollout
 from trainer.core.normalization import MomentStats, RunningMeanStd
 from trainer.core.policy import build_policy, rollout_spec
+from trainer.core.seeding import derive_seed
 from trainer.core.spec import ObsSpec
 from trainer.core.timing import PhaseTimer
 from trainer.learning.buffer import RolloutBuffer

@@ -18,7 +18,8 @@ from typing import Any, get_args, get_origin
 
 from pydantic import BaseModel
 
-from trainer.core.config import Config, ConfigError, load_config, read_yaml, set_key
+from trainer.core.config import Config, ConfigError, load_config, set_key
+from trainer.core.yaml_files import read_yaml
 
 SAMPLERS = ("choice", "uniform", "loguniform", "randint", "grid")
 RANDINT_CHECKED = 1000  # each check is a config validation, ~0.1 ms
