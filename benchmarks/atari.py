@@ -51,12 +51,12 @@ def config_for(execution: str, overlap: bool, envs: int, rollout_steps: int, ite
 def run_ours(execution: str, overlap: bool, envs: int, rollout_steps: int, iterations: int) -> dict:
     import ray
 
-    from trainer.core.envs import probe_env
+    from trainer.core.envs import probe_run
     from trainer.runtime.inline import InlineRuntime
     from trainer.runtime.ray_runtime import RayRuntime
 
     config = config_for(execution, overlap, envs, rollout_steps, iterations + 1)
-    probe = probe_env(config.env, config.policy)
+    probe = probe_run(config)
     with children_reaped(wait=execution == "ray"):
         timing = Timing(created=time.perf_counter())
         runtime = RayRuntime(config, probe, log=log) if execution == "ray" else InlineRuntime(config, probe)

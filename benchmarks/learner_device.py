@@ -11,32 +11,24 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
 
 import torch
 
 from trainer.core.config import load_config
-from trainer.core.envs import probe_env
+from trainer.core.envs import probe_run
 from trainer.learning.learner import Learner
 from workers.rollout_worker import RolloutWorker
 
 
 def time_update(config, rollouts, device: str, threads: int, repeats: int) -> float:
-    probe = probe_env(config.env, config.policy)
+    probe = probe_run(config)
     overrides = [f"learner.device={device}", f"learner.torch_threads={threads}"]
-    learner = Learner(load_config(config, overrides), probe.observation_space, probe.action_space)
+    learner = Learner(load_config(config, overrides), probe)
     times = []
     for _ in range(repeats + 1):  # the first update warms up kernels and allocator
         learner.version = rollouts[0].version
-        for slot, rollout in enumerate(rollouts):
-            learner.receive(slot, rollout)
-        if device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        learner.update()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
+        # The update's own phase (its end waits for the device): the rollouts' copy in is left out.
+        times.append(learner.update(rollouts)["perf/learn_s"])
     return min(times[1:])
 
 
@@ -59,9 +51,9 @@ def main() -> None:
             f"ppo.rollout_steps={args.steps}",
         ],
     )
-    worker = RolloutWorker(config, 0)
-    probe = probe_env(config.env, config.policy)
-    snapshot = Learner(config, probe.observation_space, probe.action_space).snapshot()
+    probe = probe_run(config)
+    worker = RolloutWorker(config, 0, probe)
+    snapshot = Learner(config, probe).snapshot()
     rollouts = [worker.collect(snapshot)]
     seconds = {f"cpu_{args.cpu_threads}_threads": time_update(config, rollouts, "cpu", args.cpu_threads, args.repeats)}
     if torch.cuda.is_available():

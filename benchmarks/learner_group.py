@@ -58,11 +58,11 @@ def buffer_per_learner(learners: int) -> dict:
     """Bytes of rollout buffer each learner holds for an Atari-size batch (84x84x4 uint8 frames,
     8 workers x 8 envs x 128 steps), computed from the rollout spec."""
     from trainer.core.config import load_config
-    from trainer.core.envs import probe_env
+    from trainer.core.envs import probe_run
     from trainer.core.policy import build_policy, rollout_spec
 
     config = load_config(REPO_ROOT / "configs/atari_breakout.yaml", ["workers.num_workers=8"])
-    probe = probe_env(config.env, config.policy)
+    probe = probe_run(config)
     spec = rollout_spec(probe.obs_spec, build_policy(probe.obs_spec, probe.action_space, config), config)
     total = spec.nbytes(config.total_envs)
     return {"envs": config.total_envs, "steps": config.ppo.rollout_steps, "bytes_per_learner": total // learners}

@@ -77,14 +77,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from trainer.core.config import load_config
-    from trainer.core.envs import probe_env
+    from trainer.core.envs import probe_run
     from trainer.runtime.ray_runtime import RayRuntime
 
     probes = sorted(set(args.probe))
     last = probes[-1]
     config = load_config(args.config, args.overrides)
     config = load_config(config, [f"ppo.total_steps={last * config.steps_per_iteration}", "execution=ray"])
-    probe = probe_env(config.env, config.policy)
+    probe = probe_run(config)
     runtime = RayRuntime(config, probe, log=lambda m: print(m, file=sys.stderr))
     readings: dict[int, dict] = {}
     times: dict[int, float] = {}
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         processes = trainer_processes(runtime)
         for iteration in range(1, last + 1):
             if iteration > 1:
-                restarts += runtime.iterate().restarts
+                restarts = sum(runtime.iterate().worker_restarts)
             if iteration in probes:
                 times[iteration] = time.perf_counter()
                 try:

@@ -57,7 +57,9 @@ def throughput(spec: dict) -> dict:
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import DummyVecEnv
 
-    import trainer.core.envs  # noqa: F401  (registers MaskedVelocityCartPole-v1)
+    from trainer.core.env_making import register_own_env
+
+    register_own_env("MaskedVelocityCartPole-v1")
 
     if "torch_threads" in spec:  # as many as our learner gets, where the row says so
         torch.set_num_threads(spec["torch_threads"])

@@ -138,10 +138,10 @@ def process_table(found: dict, cpu_before: dict[int, float], iterations: int) ->
 
 def payload_bytes(config) -> tuple[int, int]:
     """(one worker's rollout, the snapshot) in bytes, from the same specs the runtime allocates by."""
-    from trainer.core.envs import probe_env
+    from trainer.core.envs import probe_run
     from trainer.core.policy import build_policy, rollout_spec
 
-    probe = probe_env(config.env, config.policy)
+    probe = probe_run(config)
     policy = build_policy(probe.obs_spec, probe.action_space, config)
     rollout = rollout_spec(probe.obs_spec, policy, config).allocate(config.workers.envs_per_worker)
     rollout_bytes = sum(t.numel() * t.element_size() for t in rollout.values())

@@ -68,7 +68,7 @@ def time_iterations(runtime, timing: Timing, warmup: int, measured: int) -> None
         tick = time.perf_counter()
         stats = runtime.iterate()
         wall = time.perf_counter() - tick
-        timing.restarts += stats.restarts
+        timing.restarts = sum(stats.worker_restarts)  # since the runtime started
         timing.iterations.append(
             {
                 "iteration_s": wall,
@@ -82,10 +82,10 @@ def time_iterations(runtime, timing: Timing, warmup: int, measured: int) -> None
 
 def time_ours(config, execution: str, warmup: int, measured: int) -> Timing:
     """Build the runtime, run `warmup` then `measured` iterations, close it."""
-    from trainer.core.envs import probe_env
+    from trainer.core.envs import probe_run
     from trainer.runtime.inline import InlineRuntime
 
-    probe = probe_env(config.env, config.policy)
+    probe = probe_run(config)
     with children_reaped(wait=execution == "ray"):
         timing = Timing(created=time.perf_counter())
         if execution == "ray":

@@ -37,16 +37,16 @@ def worker_cpu_s(worker) -> float:
 
 def measure(source, vector_env: str, envs: int, rollouts: int) -> dict:
     from trainer.core.config import load_config
-    from trainer.core.envs import probe_env
+    from trainer.core.envs import probe_run
     from trainer.learning.learner import Learner
     from workers.rollout_worker import RolloutWorker
 
     overrides = ["execution=inline", f"workers.envs_per_worker={envs}", f"workers.vector_env={vector_env}"]
     config = load_config(source, [*overrides, f"ppo.rollout_steps={T}", "ppo.num_minibatches=1"])
-    probe = probe_env(config.env, config.policy)
-    snapshot = Learner(config, probe.observation_space, probe.action_space).snapshot()
+    probe = probe_run(config)
+    snapshot = Learner(config, probe).snapshot()
     started = time.perf_counter()
-    worker = RolloutWorker(config, worker_index=0)
+    worker = RolloutWorker(config, 0, probe)
     build_s = time.perf_counter() - started
     try:
         worker.collect(snapshot)

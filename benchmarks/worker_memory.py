@@ -34,10 +34,11 @@ MEASURE = """
 import json, os, time, psutil
 def build(mode):
     from trainer.core.config import load_config
+    from trainer.core.envs import probe_run
     from workers.rollout_worker import RolloutWorker
     config = load_config({'execution': 'inline', 'workers': {'envs_per_worker': 8, 'vector_env': mode}})
     global worker
-    worker = RolloutWorker(config, 0)
+    worker = RolloutWorker(config, 0, probe_run(config))
 if __name__ == '__main__':
     STAGE
     me = psutil.Process()

@@ -18,7 +18,7 @@ import torch
 from gymnasium import spaces
 
 from trainer.core.config import Config, PolicyConfig, PPOConfig, load_config
-from trainer.core.envs import probe_env
+from trainer.core.envs import probe_run
 from trainer.core.policy import ActorCritic, build_policy
 from trainer.core.spec import ObsLeaf, ObsSpec, RolloutSpec
 from trainer.learning.buffer import RolloutBuffer
@@ -73,7 +73,7 @@ def make_buffer(T: int, N: int, K: int = 1, state_shape: tuple[int, int] = (0, 0
         rollout_steps=T,
         sequence_length=K,
     )
-    return RolloutBuffer(spec, num_envs=N, envs_per_worker=N, sequence_length=K, device=torch.device("cpu"))
+    return RolloutBuffer(spec, num_envs=N, envs_per_worker=N, device=torch.device("cpu"))
 
 
 def buffer_tensors(buffer: RolloutBuffer) -> dict[str, torch.Tensor]:
@@ -112,7 +112,7 @@ def inline_runtime() -> Iterator[Callable[[Config], InlineRuntime]]:
     made: list[InlineRuntime] = []
 
     def make(config: Config) -> InlineRuntime:
-        probe = probe_env(config.env, config.policy)
+        probe = probe_run(config)
         runtime = InlineRuntime(config, probe)
         made.append(runtime)
         return runtime

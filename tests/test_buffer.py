@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from tests.conftest import buffer_tensors, make_buffer
+from trainer.learning.distributed import LocalCollective
 from trainer.learning.ppo import ppo_loss
 
 ENVS = {
@@ -67,7 +68,7 @@ def test_stored_rollouts_are_ordinary_tensors_that_backpropagate(small_config, i
     buffer.compute_advantages(0.99, 0.95)
     batch = next(buffer.minibatches(config.ppo.num_minibatches, torch.Generator().manual_seed(0)))
     logprob, entropy, value = learner.policy.evaluate_actions(batch.obs, batch.actions, batch.hidden, batch.first)
-    ppo_loss(batch, logprob, entropy, value, config.ppo).loss.backward()
+    ppo_loss(batch, logprob, entropy, value, config.ppo, LocalCollective()).loss.backward()
     grads = [p.grad for p in learner.policy.parameters()]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
     assert sum(g.abs().sum() for g in grads) > 0

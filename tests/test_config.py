@@ -15,10 +15,13 @@ import yaml
 
 import trainer
 from tests.conftest import REPO_ROOT, make_small_config
-from trainer.core.config import Config, Section, dump_config, load_config
+from trainer.core.config import OPAQUE_FIELDS, Config, Section, dump_config, is_opaque, load_config
 from trainer.core.errors import ConfigError, UserError
 from trainer.core.seeding import derive_seed
 from trainer.core.yaml_files import parse_yaml, read_yaml
+from trainer.runtime.metrics import flat_hparams
+from trainer.runtime.resume import config_changes
+from trainer.sweep.space import is_config_key
 
 SMALL_YAML = """\
 execution: inline
@@ -301,7 +304,7 @@ def test_timestamp_seed_trains_and_the_same_seed_trains_the_same(inline_runtime)
     def one_iteration(seed: int) -> tuple[dict, float]:
         runtime = inline_runtime(make_small_config(seed=seed))
         stats = runtime.iterate()
-        return runtime.learner_state().weights["policy"], stats.metrics["losses/value"]
+        return runtime.policy_weights().weights["policy"], stats.metrics["losses/value"]
 
     weights, value_loss = one_iteration(TIMESTAMP_SEED)
     again, value_loss_again = one_iteration(TIMESTAMP_SEED)
@@ -309,3 +312,22 @@ def test_timestamp_seed_trains_and_the_same_seed_trains_the_same(inline_runtime)
     assert value_loss == value_loss_again
     assert all(torch.equal(weights[name], again[name]) for name in weights)
     assert not all(torch.equal(weights[name], other[name]) for name in weights)
+
+
+def test_opaque_settings_are_the_mappings_and_stay_whole_in_hparams_resume_and_sweeps() -> None:
+    """The settings typed as a mapping hold the user's keys, not config keys: TensorBoard's hparams
+    log each as text, a resume reports its change in one line, a sweep may set any key inside it."""
+    assert OPAQUE_FIELDS == {"env.kwargs", "workers.resources", "eval.env"}
+    assert is_opaque("env.kwargs.a.b") and not is_opaque("env.kwargsx") and not is_opaque("env.id")
+    old = load_config({"env": {"kwargs": {"a.b": 1}}, "eval": {"env": {"kwargs": {"q": 1}}}})
+    new = load_config(old, ["env.kwargs.c=2", "workers.resources.slot=1", "eval.env.kwargs.q=2", "ppo.lr=0.001"])
+    hparams = flat_hparams(new)
+    assert [(key, value) for key, value in hparams.items() if is_opaque(key)] == [
+        ("env.kwargs", "{'a.b': 1, 'c': 2}"), ("workers.resources", "{'slot': 1.0}"),
+        ("eval.env", "{'kwargs': {'q': 2}}")]  # fmt: skip
+    assert hparams["ppo.lr"] == 0.001 and hparams["eval.every"] == 0  # the other mappings are sections
+    assert config_changes(old.model_dump(), new) == [
+        "env.kwargs {'a.b': 1} -> {'a.b': 1, 'c': 2}", "eval.env {'kwargs': {'q': 1}} -> {'kwargs': {'q': 2}}",
+        "ppo.lr 0.00025 -> 0.001", "workers.resources {} -> {'slot': 1.0}"]  # fmt: skip
+    assert all(is_config_key(field) and is_config_key(f"{field}.any.key") for field in OPAQUE_FIELDS)
+    assert not is_config_key("env.wrappers.0.kwargs") and not is_config_key("ppo.lr.x")

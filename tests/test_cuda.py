@@ -10,7 +10,7 @@ from gymnasium import spaces
 
 from tests.conftest import buffer_tensors, make_small_config, vector_policy
 from trainer.core.config import PolicyConfig
-from trainer.core.envs import probe_env
+from trainer.core.envs import probe_run
 from trainer.core.normalization import RunningMeanStd
 from trainer.runtime.inline import InlineRuntime
 
@@ -22,7 +22,7 @@ pytestmark = [
 
 def runtime_for(**overrides) -> InlineRuntime:
     config = make_small_config(execution="inline", **overrides)
-    probe = probe_env(config.env, config.policy)
+    probe = probe_run(config)
     return InlineRuntime(config, probe)
 
 

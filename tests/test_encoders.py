@@ -13,7 +13,7 @@ from trainer.core.config import Config, PolicyConfig
 from trainer.core.encoders import ObsEncoder, pick_cnn
 from trainer.core.policy import build_policy
 from trainer.core.preprocessing import ObsPreprocessor
-from trainer.core.spec import ObsSpec
+from trainer.core.spec import ObsSpec, state_shape
 
 
 def image(*shape: int, dtype=np.uint8) -> spaces.Box:
@@ -104,7 +104,7 @@ def test_dict_policy_trains_every_encoder(kind: str) -> None:
     obs = spec.stack([space.sample() for _ in range(K * B)])
     obs = {key: x.reshape(K, B, *x.shape[1:]) for key, x in obs.items()}
     first = torch.zeros(K, B, dtype=torch.bool)
-    hidden = torch.zeros([B if d is None else d for d in policy.state_dims])
+    hidden = torch.zeros(state_shape(policy.state_dims, B))
     logprob, entropy, value = policy.evaluate_actions(obs, torch.randint(0, 3, (K, B, 1)), hidden, first)
     assert logprob.shape == entropy.shape == value.shape == (K, B)
     (logprob.sum() + value.sum()).backward()

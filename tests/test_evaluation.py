@@ -1,13 +1,15 @@
 """Evaluation during training and the session's callbacks: eval/* scalars at the env steps of
 the weights they evaluated, the same returns as `trainer evaluate` on those weights, best.pt
-following the eval return, videos, evaluation beside training under Ray, and a callback that
-stops the run cleanly."""
+following the eval return, videos, evaluation beside training under Ray, a callback that
+stops the run cleanly, and a user's callback doing through its SessionView what evaluation does."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
+import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import trainer
@@ -15,7 +17,8 @@ from tests.conftest import make_small_config
 from trainer import Callback
 from trainer.evaluate import evaluate
 from trainer.inference import load_policy
-from trainer.runtime.checkpoint import load_checkpoint
+from trainer.runtime.callbacks import fetch
+from trainer.runtime.checkpoint import BEST, CHECKPOINT_DIR, load_checkpoint
 
 STEPS_PER_ITERATION = 64  # the small config: 16 steps x 2 workers x 2 envs
 
@@ -108,6 +111,61 @@ def test_plain_functions_are_callbacks_too(tmp_path):
     config = make_small_config(ppo={"total_steps": 3 * STEPS_PER_ITERATION}, logging={"tensorboard": False})
     summary = trainer.train(config, run_dir=tmp_path / "run", callbacks=[lambda report: seen.append(report.env_steps)])
     assert seen == [64, 128, 192] and summary["interrupted_by"] is None
+
+
+class LowestValueLoss(Callback):
+    """A user's callback: a scalar of its own, best.pt by its own measure, its state kept across a
+    resume, a field in summary.json: all through the public SessionView."""
+
+    name = "lowest_value_loss"
+    saves_best = True
+
+    def __init__(self) -> None:
+        self.best, self.best_iteration, self.started_with, self.kept = math.inf, None, None, None
+
+    def on_start(self, session) -> None:
+        self.session, self.started_with = session, self.best
+
+    def on_iteration(self, report):
+        loss = report.scalars["losses/value"]
+        self.session.write_scalars({"custom/twice_value_loss": 2 * loss}, report.env_steps)
+        if loss < self.best:
+            self.best, self.best_iteration = loss, report.iteration
+            weights = self.session.policy_weights()
+            self.kept = {k: v.clone() for k, v in fetch(weights.learner.weights)["policy"].items()}
+            self.session.save_best(weights)
+
+    def state_dict(self) -> dict:
+        return {"best": self.best, "best_iteration": self.best_iteration}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best, self.best_iteration = state["best"], state["best_iteration"]
+
+    def summary(self) -> dict:
+        return {"lowest_value_loss": self.best}
+
+
+@pytest.mark.parametrize("execution", ["inline", pytest.param("ray", marks=pytest.mark.ray)])
+def test_a_users_callback_writes_scalars_keeps_best_weights_and_its_state(request, tmp_path, execution):
+    if execution == "ray":
+        request.getfixturevalue("local_ray")
+    run = tmp_path / "run"
+    config = make_small_config(execution=execution, ppo={"total_steps": 6 * STEPS_PER_ITERATION})
+    first = LowestValueLoss()
+    summary = trainer.train(config, run_dir=run, callbacks=[first])
+    twice, losses = _scalars(run, "custom/twice_value_loss"), _scalars(run, "losses/value")
+    assert sorted(twice) == [STEPS_PER_ITERATION * i for i in range(1, 7)]
+    assert all(twice[step] == pytest.approx(2 * losses[step], rel=1e-6) for step in twice)
+    assert summary["lowest_value_loss"] == first.best == pytest.approx(min(losses.values()), rel=1e-6)
+    _, best = load_checkpoint(run / CHECKPOINT_DIR / BEST)
+    assert best["iteration"] == first.best_iteration and best["env_steps"] == first.best_iteration * STEPS_PER_ITERATION
+    assert all(torch.equal(best["runtime"]["learner"]["policy"][k], v) for k, v in first.kept.items())
+    assert "exp_avg" in next(iter(best["runtime"]["learner"]["optimizer"]["state"].values()))  # resumable
+    assert load_checkpoint(run)[1]["callbacks"]["lowest_value_loss"] == first.state_dict()
+
+    again = LowestValueLoss()
+    trainer.train(config, overrides=["ppo.total_steps=512"], resume=run, callbacks=[again])
+    assert again.started_with == first.best  # its state came back with the checkpoint
 
 
 @pytest.mark.ray

@@ -8,42 +8,25 @@ import contextlib
 import json
 import os
 import signal
-import threading
 import time
 
 import psutil
 import pytest
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tests.conftest import make_small_config
+from tests.helpers import SLOW_ENV, kill_learner_when, learner_processes, tensorboard_steps
 from trainer import train
 from trainer.core.errors import UserError
 from trainer.runtime.checkpoint import load_checkpoint
+from trainer.runtime.learner_group import LearnerFailedError
 from trainer.runtime.placement import ClusterTooSmall, Demand, ensure_fits, run_demands, unplaced
-from trainer.runtime.remote_learner import LearnerFailedError
 
 pytestmark = pytest.mark.ray
-
-SLOW_ENV = {"id": "tests.envs.faults:SlowCartPole", "kwargs": {"step_sleep_s": 0.004}}
 
 
 def ray_config(**overrides):
     return make_small_config(execution="ray", **overrides)
-
-
-def tensorboard_steps(run_dir) -> list[int]:
-    events = EventAccumulator(str(run_dir))
-    events.Reload()
-    return [event.step for event in events.Scalars("perf/steps_per_s")]
-
-
-def learner_processes() -> list[psutil.Process]:
-    found = []
-    for proc in psutil.process_iter(["cmdline"]):
-        if "ray::LearnerActor" in " ".join(proc.info["cmdline"] or []):
-            found.append(proc)
-    return found
 
 
 def stopped_learners() -> list[psutil.Process]:
@@ -53,29 +36,6 @@ def stopped_learners() -> list[psutil.Process]:
             if proc.status() == psutil.STATUS_STOPPED:
                 found.append(proc)
     return found
-
-
-def kill_learner_when(
-    ready, delay_s: float = 0.0, one: bool = False, sig: signal.Signals = signal.SIGKILL
-) -> threading.Thread:
-    """Send `sig` (SIGKILL) to the learner's process once, `delay_s` after `ready()` first holds
-    (`one`: only one of several learner ranks)."""
-
-    def run() -> None:
-        deadline = time.monotonic() + 120
-        while not ready() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(delay_s)
-        procs = []
-        while not procs and time.monotonic() < deadline:
-            procs = learner_processes()
-            time.sleep(0.05)
-        for proc in procs[-1:] if one else procs:
-            proc.send_signal(sig)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread
 
 
 @pytest.mark.parametrize("overlap", [False, True])

@@ -81,7 +81,7 @@ def collect_one(small_config, inline_runtime):
 def test_learner_refuses_a_rollout_from_another_version(small_config, inline_runtime) -> None:
     """Invariant 6."""
     learner, rollouts = collect_one(small_config, inline_runtime)
-    learner.learn(rollouts)
+    learner.update(rollouts)
     assert learner.version == 1
     obs_before = learner.buffer.obs["obs"].clone()
     with pytest.raises(StaleRolloutError, match=r"version 0, learner is at 1"):
@@ -90,7 +90,7 @@ def test_learner_refuses_a_rollout_from_another_version(small_config, inline_run
         learner.receive(1, dataclasses.replace(rollouts[1], version=7))
     assert torch.equal(learner.buffer.obs["obs"], obs_before)  # nothing was copied in
     with pytest.raises(RuntimeError, match=r"workers \[0, 1\]"):
-        learner.update()  # the refused rollouts do not count as arrived
+        learner.update([])  # the refused rollouts do not count as arrived
 
 
 @pytest.mark.parametrize(

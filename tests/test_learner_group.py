@@ -10,13 +10,13 @@ import time
 import pytest
 
 from tests.conftest import make_small_config
-from tests.test_faults import SLOW_ENV, kill_learner_when, learner_processes, tensorboard_steps
+from tests.helpers import SLOW_ENV, kill_learner_when, learner_processes, tensorboard_steps
 from trainer import train
 from trainer.core.config import load_config
 from trainer.core.errors import UserError
 from trainer.runtime.checkpoint import load_checkpoint
+from trainer.runtime.learner_group import LearnerFailedError
 from trainer.runtime.placement import ClusterTooSmall
-from trainer.runtime.remote_learner import LearnerFailedError
 
 pytestmark = pytest.mark.ray
 

@@ -194,6 +194,30 @@ def test_plugins_register_once_per_process_even_after_the_drivers_spec(tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
+def test_importing_the_env_modules_changes_nothing_until_an_env_is_made() -> None:
+    """Importing registers no env id and sets no forkserver preload, process-wide: the trainer's
+    own id is registered once when a config names it, in the driver and in the subprocesses of
+    an async vector env; the preload, before the first of those starts."""
+    code = (
+        "import gymnasium as gym\n"
+        "from multiprocessing.forkserver import _forkserver as server\n"
+        "ids, preloaded = set(gym.registry), list(server._preload_modules)\n"
+        "import trainer.core.env_making, trainer.core.envs\n"
+        "print(sorted(set(gym.registry) - ids), server._preload_modules == preloaded)\n"
+        "config = trainer.core.config.EnvConfig(id='MaskedVelocityCartPole-v1')\n"
+        "trainer.core.env_making.make_env(config).close()\n"
+        "envs = trainer.core.envs.make_vector_env(config, 2, mode='async')\n"
+        "print(sorted(set(gym.registry) - ids), server._preload_modules, envs.reset(seed=1)[0].shape)\n"
+        "envs.close()\n"
+    )
+    proc = subprocess.run([sys.executable, "-W", "error", "-c", code], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.splitlines() == [
+        "[] True",
+        "['MaskedVelocityCartPole-v1'] ['__main__', 'trainer.core.env_making'] (2, 2)",
+    ]
+
+
 @pytest.mark.parametrize("env", ["HugeRewardCartPole", "HugeObservationEnv"])
 def test_value_that_overflows_float32_is_reset_with_the_reset_switch(inline_runtime, env: str) -> None:
     """Step 5 of every episode gives 1e300 (float64): with `env.on_error: reset` that env is reset

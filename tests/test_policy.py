@@ -9,14 +9,17 @@ import numpy as np
 import pytest
 import torch
 from gymnasium import spaces
+from torch import nn
 from torch.distributions import Categorical, Normal
 
 from tests.conftest import vector_policy
-from trainer.core.config import PolicyConfig
+from tests.envs.networks import GRUCore
+from trainer.core.config import Config, PolicyConfig
+from trainer.core.custom_networks import NetworkInterfaceError
 from trainer.core.distributions import DiagGaussian, MultiCategorical, distribution_for
 from trainer.core.errors import UserError
 from trainer.core.policy import ActorCritic, Tanh
-from trainer.core.spec import ObsSpec
+from trainer.core.spec import ObsSpec, state_shape
 
 OBS_DIM = 5
 ACTION_SPACES = {
@@ -27,6 +30,7 @@ ACTION_SPACES = {
 
 
 GRU = "tests.envs.networks:GRUCore"  # a custom core (docs/networks.md), state [1, B, H]
+RESIDUAL = "tests.envs.networks:ResidualMLPCore"  # a custom core without memory
 
 
 def make_policy(kind: str, space: spaces.Space, layers: int = 1, seed: int = 0) -> ActorCritic:
@@ -131,7 +135,7 @@ def test_initial_hidden_fed_straight_into_evaluate_actions(kind: str) -> None:
     inference_state = policy.initial_hidden(B)
     assert inference_state.is_inference()
     with_inference = grads(inference_state)
-    with_clone = grads(torch.zeros([B if d is None else d for d in policy.state_dims]))
+    with_clone = grads(torch.zeros(state_shape(policy.state_dims, B)))
     assert len(with_inference) == len(with_clone) > 0
     for a, b in zip(with_inference, with_clone):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
@@ -256,3 +260,47 @@ def test_tanh_matches_torch_tanh_in_value_and_gradient() -> None:
     torch.testing.assert_close(grad, expected, atol=1e-6, rtol=1e-5)
     with torch.inference_mode():  # rollouts: torch's own kernel
         assert torch.equal(Tanh()(x), torch.tanh(x))
+
+
+@pytest.mark.parametrize("kind, recurrent", [("mlp", False), ("lstm", True), (GRU, True), (RESIDUAL, False)])
+def test_the_config_and_the_built_policy_agree_on_recurrent(kind: str, recurrent: bool) -> None:
+    """One meaning of "recurrent": the policy's state holds numbers. The config, asked before any
+    policy exists, says the same, so the buffer's sequence length K fits the policy."""
+    config = PolicyConfig(kind=kind, hidden_sizes=[16], lstm_hidden_size=10)
+    policy = vector_policy(OBS_DIM, spaces.Discrete(3), config)
+    assert policy.recurrent == config.recurrent == recurrent
+    assert Config(policy=config).sequence_length == (Config().ppo.sequence_length if recurrent else 1)
+
+
+class MemorylessOnInstances(nn.Module):
+    """A core without memory that says so only in `__init__`: the config cannot see it."""
+
+    def __init__(self, input_size: int, policy: PolicyConfig) -> None:
+        super().__init__()
+        self.linear = nn.Linear(input_size, 8)
+        self.output_size, self.state_dims = 8, ()
+
+    def forward(self, x, state, first):
+        return self.linear(x), state
+
+
+class MemoryOnInstances(GRUCore):
+    """Declares no memory in the class body, then a GRU state in `__init__`."""
+
+    state_dims = ()
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        (
+            "MemorylessOnInstances",
+            r"has no memory \(state_dims \(\)\) but its class does not declare it: write state_dims",
+        ),
+        ("MemoryOnInstances", r"declares state_dims = \(\) in the class body but \(1, None, 10\) on its instances"),
+    ],
+)
+def test_a_core_whose_class_and_instances_disagree_on_memory_is_refused(name: str, message: str) -> None:
+    config = PolicyConfig(kind=f"tests.test_policy:{name}", lstm_hidden_size=10)
+    with pytest.raises(NetworkInterfaceError, match=rf"^{name} {message}"):
+        vector_policy(OBS_DIM, spaces.Discrete(3), config)

@@ -12,7 +12,7 @@ import ray
 from ray.cluster_utils import Cluster
 
 from tests.conftest import REPO_ROOT, make_small_config
-from trainer.core.envs import probe_env
+from trainer.core.envs import probe_run
 from trainer.runtime.ray_runtime import RayRuntime
 
 pytestmark = pytest.mark.ray
@@ -35,7 +35,7 @@ def node_of(_actor) -> str:
 
 
 def make_runtime(config, messages):
-    probe = probe_env(config.env, config.policy)
+    probe = probe_run(config)
     return RayRuntime(config, probe, log=messages.append)
 
 
@@ -72,7 +72,7 @@ def test_training_survives_losing_a_node(two_nodes):
         time.sleep(0.1)
     finally:
         runtime.close()
-    assert sum(s.restarts for s in stats) >= 1
+    assert sum(stats[-1].worker_restarts) >= 1
     assert any("died" in m for m in messages), messages
     assert all(s.metrics["losses/first_minibatch_ratio_dev"] < 1e-5 for s in stats)
 

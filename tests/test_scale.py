@@ -14,7 +14,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from tests.conftest import REPO_ROOT, make_small_config
 from trainer import train
-from trainer.core.envs import probe_env
+from trainer.core.envs import probe_run
 from trainer.core.errors import UserError
 from trainer.learning.learner import Learner
 from trainer.runtime.ray_runtime import RayRuntime
@@ -85,7 +85,7 @@ def test_workers_spread_over_four_nodes_feed_one_learner(four_nodes):
         env={"id": LATENCY_ENV, "kwargs": {"step_s": 0.001}},
         workers={"num_workers": 8, "num_cpus": 0.5},
     )
-    probe = probe_env(config.env, config.policy)
+    probe = probe_run(config)
     runtime = RayRuntime(config, probe, log=lambda message: None)
     try:
         nodes = ray.get(
@@ -104,9 +104,9 @@ def test_workers_spread_over_four_nodes_feed_one_learner(four_nodes):
 
 def make_worker(vector_env: str, env: dict) -> tuple[RolloutWorker, object]:
     config = make_small_config(env=env, workers={"envs_per_worker": 3, "vector_env": vector_env})
-    probe = probe_env(config.env, config.policy)
-    snapshot = Learner(config, probe.observation_space, probe.action_space).snapshot()
-    return RolloutWorker(config, worker_index=1), snapshot
+    probe = probe_run(config)
+    snapshot = Learner(config, probe).snapshot()
+    return RolloutWorker(config, 1, probe), snapshot
 
 
 def collect_twice(vector_env: str, env: dict) -> tuple[RolloutWorker, list]:

@@ -35,10 +35,10 @@ class ReportsMetrics:
 
     def __init__(self, *metrics: dict[str, float]) -> None:
         self.metrics = iter(metrics)
-        self.restarts, self.learner_restarts = [0], 0
 
     def iterate(self) -> IterationStats:
-        return IterationStats(next(self.metrics), EpisodeStats(), [])
+        metrics = next(self.metrics)
+        return IterationStats(metrics, EpisodeStats(), [], policy_lag=int(metrics.pop("perf/policy_lag", 0)))
 
     def close(self) -> None:
         pass

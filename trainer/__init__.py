@@ -1,9 +1,9 @@
 """A distributed PPO trainer: Ray rollout workers, a central learner, TensorBoard monitoring.
 
 `train(config, callbacks=[...])` trains; `load_policy(path).predict(obs)` acts with the result;
-`Callback` and `IterationReport` are the session's hooks (trainer/runtime/callbacks.py)."""
+`Callback`, `IterationReport` and `SessionView` are the session's hooks (trainer/runtime/callbacks.py)."""
 
-__all__ = ["Callback", "IterationReport", "load_policy", "train"]
+__all__ = ["Callback", "IterationReport", "SessionView", "load_policy", "train"]
 
 # Lazy: rollout workers import trainer.core and need none of the runtime's modules.
 _HOMES = {
@@ -11,6 +11,7 @@ _HOMES = {
     "load_policy": "trainer.inference",
     "Callback": "trainer.runtime.callbacks",
     "IterationReport": "trainer.runtime.callbacks",
+    "SessionView": "trainer.runtime.callbacks",
 }
 
 

@@ -1,5 +1,5 @@
 """Export a checkpoint as a self-contained inference program (torch.export, `.pt2`), written
-atomically to an output path checked before any work; and read one back.
+atomically to an output path checked before any work (trainer/inference.py reads one back).
 
 Why torch.export: the artifact is a graph plus weights that `torch.export.load` runs with no
 Python class of ours and without unpickling code; TorchScript is in maintenance mode, and ONNX
@@ -12,25 +12,20 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import stat
 import tempfile
 from pathlib import Path
 
 import torch
-import yaml
 from torch import nn
 
-from trainer.core.config import Config, dump_config, load_config
+from trainer.core.config import dump_config
 from trainer.core.errors import UserError
 from trainer.core.policy import ActorCritic
-from trainer.core.spec import ROOT, example_observation
-from trainer.inference import EXPORTED, load_policy, stored_format
+from trainer.core.spec import ROOT, example_observation, state_shape
+from trainer.inference import CONFIG_FILE, EXPORTED, META_FILE, load_policy, stored_format
 from trainer.runtime.atomic import atomic_write
 from trainer.runtime.checkpoint import CheckpointError
-
-CONFIG_FILE = "config.yaml"
-META_FILE = "meta.json"
 
 
 class ExportError(UserError):
@@ -49,11 +44,8 @@ class InferencePolicy(nn.Module):
         self.single = policy.preprocess.spec.is_single
 
     def forward(self, obs, hidden: torch.Tensor, first: torch.Tensor):
-        leaves = {ROOT: obs} if self.single else obs
-        (actor_x, _), hidden = self.policy.features(
-            {k: x.unsqueeze(0) for k, x in leaves.items()}, hidden, first.unsqueeze(0)
-        )
-        return self.policy.dist.mode(self.policy.actor_head(actor_x[0])), hidden
+        params, _, hidden = self.policy.step(obs, hidden, first)
+        return self.policy.dist.mode(params), hidden
 
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
@@ -73,13 +65,16 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
     leaves = {leaf.key: example_observation(leaf, (2,)) for leaf in loaded.obs_spec.leaves}
     obs, obs_dims = (leaves[ROOT], {0: batch}) if module.single else (leaves, {k: {0: batch} for k in leaves})
     dims = policy.state_dims
-    hidden = torch.zeros([2 if d is None else d for d in dims])
+    hidden = torch.zeros(state_shape(dims, 2))
     with torch.no_grad():
         program = torch.export.export(
             module,
             (obs, hidden, torch.ones(2, dtype=torch.bool)),
             dynamic_shapes=(obs_dims, {dims.index(None): batch}, {0: batch}),
         )
+    # The shared step also computes the value, which the program does not return: drop that work.
+    program.graph_module.graph.eliminate_dead_code()
+    program.graph_module.recompile()
     meta = {
         "checkpoint": str(loaded.path),
         "iteration": loaded.iteration,
@@ -115,37 +110,3 @@ def unwritable(directory: Path) -> str | None:
             return f"cannot write in {existing} ({exc.strerror or exc})"
         return None
     return None
-
-
-def load_exported(path: str | Path) -> tuple[Config, nn.Module, tuple[int | None, ...]]:
-    """The config, the runnable module and the recurrent state's dims of an exported policy."""
-    extra = {CONFIG_FILE: "", META_FILE: ""}
-    torch_log = logging.getLogger("torch.export")
-    level = torch_log.level
-    torch_log.setLevel(logging.ERROR)  # it logs a traceback for each format it tries before failing
-    try:
-        program = torch.export.load(path, extra_files=extra)
-    except Exception as exc:  # any failure to read means "not a usable artifact"
-        raise CheckpointError(
-            f"{path} is a damaged exported program (torch.export.load raised {type(exc).__name__}); export its "
-            "checkpoint again: python -m trainer export CHECKPOINT OUT"
-        ) from None
-    finally:
-        torch_log.setLevel(level)
-    if not extra[CONFIG_FILE] or not extra[META_FILE]:
-        raise CheckpointError(
-            f"{path} is a torch.export program, but not a policy this trainer exported (it holds no {CONFIG_FILE} "
-            "and meta.json); evaluate its checkpoint, or export that with: python -m trainer export CHECKPOINT OUT"
-        )
-    try:
-        config = load_config(yaml.safe_load(extra[CONFIG_FILE]))
-        meta = json.loads(extra[META_FILE])
-        if "state_dims" in meta:
-            dims = tuple(meta["state_dims"])
-        else:  # exported by format-1 trainers: (L, H) of a [2, L, B, H] state
-            layers, size = meta["state_shape"]
-            dims = (2, layers, None, size)
-    except (UserError, yaml.YAMLError, ValueError, TypeError, KeyError) as exc:
-        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise CheckpointError(f"{path} holds a config or meta.json this trainer cannot read ({detail})") from None
-    return config, program.module(), dims

@@ -4,29 +4,35 @@
 preprocessing (observation normalizer, /255, one-hot) applied inside, and returns env actions:
 the same acting code as the workers (trainer/core/acting.py); what it cannot act on (a shape,
 dtype, NaN, state or episode_start that does not fit) it refuses in one line. A checkpoint loads
-on the CPU wherever it was written; an exported `.pt2` runs without our network classes,
-deterministically. Which of the two a file is, its content says, not its name.
+on the CPU wherever it was written; an exported `.pt2` (written by trainer/export.py, read here)
+runs without our network classes, deterministically. Which of the two a file is, its content
+says, not its name.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 from gymnasium import spaces
+from torch import nn
 
 from trainer.core.acting import Acting
 from trainer.core.config import Config, load_config
 from trainer.core.envs import probe_env
 from trainer.core.errors import UserError
 from trainer.core.policy import ActorCritic, build_policy
-from trainer.core.spec import ROOT, ObsLeaf, ObsSpec, pick_leaf
+from trainer.core.spec import ROOT, ObsLeaf, ObsSpec, is_recurrent, pick_leaf, state_shape
 from trainer.runtime.checkpoint import CheckpointError, check_spaces, load_checkpoint
 
 EXPORTED, CHECKPOINT = "exported program", "checkpoint"
+CONFIG_FILE, META_FILE = "config.yaml", "meta.json"  # the extra files of an exported program
 
 
 class PredictError(UserError):
@@ -34,13 +40,15 @@ class PredictError(UserError):
 
 
 class ExportedNetwork:
-    """An exported program behind the acting interface of ActorCritic (deterministic only)."""
+    """An exported program behind the acting interface of ActorCritic (deterministic only). The
+    program is ActorCritic.step (trainer/export.py:InferencePolicy), taking a plain Box's
+    observation as its tensor."""
 
     def __init__(self, module, state_dims: tuple[int | None, ...], single: bool) -> None:
         self.module, self.state_dims, self.single = module, state_dims, single
 
     def initial_hidden(self, batch_size: int) -> torch.Tensor:
-        return torch.zeros([batch_size if d is None else d for d in self.state_dims])
+        return torch.zeros(state_shape(self.state_dims, batch_size))
 
     def act(self, obs, hidden, first, deterministic=True, generator=None):
         if not deterministic:
@@ -67,7 +75,7 @@ class Policy:
 
     @property
     def recurrent(self) -> bool:
-        return 0 not in self.network.state_dims  # a policy without memory has an empty state
+        return is_recurrent(self.network.state_dims)
 
     def predict(self, obs, state=None, episode_start=None, deterministic: bool = True):
         """obs (one, or a batch of B, as the env gives them) -> (action, state).
@@ -200,8 +208,6 @@ def load_policy(target: str | Path, seed: int = 0) -> Policy:
             "directory"
         )
     if found == EXPORTED:
-        from trainer.export import load_exported
-
         config, module, state_dims = load_exported(target)
         probe = probe_env(config.env, config.policy)
         network = ExportedNetwork(module, state_dims, probe.obs_spec.is_single)
@@ -228,3 +234,37 @@ def load_policy(target: str | Path, seed: int = 0) -> Policy:
         state["iteration"],
         seed,
     )
+
+
+def load_exported(path: str | Path) -> tuple[Config, nn.Module, tuple[int | None, ...]]:
+    """The config, the runnable module and the recurrent state's dims of an exported policy."""
+    extra = {CONFIG_FILE: "", META_FILE: ""}
+    torch_log = logging.getLogger("torch.export")
+    level = torch_log.level
+    torch_log.setLevel(logging.ERROR)  # it logs a traceback for each format it tries before failing
+    try:
+        program = torch.export.load(path, extra_files=extra)
+    except Exception as exc:  # any failure to read means "not a usable artifact"
+        raise CheckpointError(
+            f"{path} is a damaged exported program (torch.export.load raised {type(exc).__name__}); export its "
+            "checkpoint again: python -m trainer export CHECKPOINT OUT"
+        ) from None
+    finally:
+        torch_log.setLevel(level)
+    if not extra[CONFIG_FILE] or not extra[META_FILE]:
+        raise CheckpointError(
+            f"{path} is a torch.export program, but not a policy this trainer exported (it holds no {CONFIG_FILE} "
+            "and meta.json); evaluate its checkpoint, or export that with: python -m trainer export CHECKPOINT OUT"
+        )
+    try:
+        config = load_config(yaml.safe_load(extra[CONFIG_FILE]))
+        meta = json.loads(extra[META_FILE])
+        if "state_dims" in meta:
+            dims = tuple(meta["state_dims"])
+        else:  # exported by format-1 trainers: (L, H) of a [2, L, B, H] state
+            layers, size = meta["state_shape"]
+            dims = (2, layers, None, size)
+    except (UserError, yaml.YAMLError, ValueError, TypeError, KeyError) as exc:
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CheckpointError(f"{path} holds a config or meta.json this trainer cannot read ({detail})") from None
+    return config, program.module(), dims

@@ -7,13 +7,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-from gymnasium import spaces
 
 from trainer.core.config import Config
 from trainer.core.env_making import ensure_registered
+from trainer.core.envs import Probe
 from trainer.core.episodes import EpisodeResults, run_episodes
 from trainer.core.policy import build_policy
-from trainer.core.spec import ObsSpec
 from trainer.core.video import gif_bytes, mp4_bytes
 
 
@@ -29,14 +28,12 @@ class EvalOutcome:
 
 
 class EvaluationWorker:
-    def __init__(
-        self, config: Config, observation_space: spaces.Space, action_space: spaces.Space, registry_spec=None
-    ) -> None:
+    def __init__(self, config: Config, probe: Probe) -> None:
         self.config = config
         torch.set_num_threads(config.workers.torch_threads)
-        ensure_registered(config.eval_env, registry_spec)
-        self.obs_spec = ObsSpec.from_space(observation_space, config.env.id, config.policy.image_layout)
-        self.policy = build_policy(self.obs_spec, action_space, config)
+        ensure_registered(config.eval_env, probe.registry_spec)
+        self.obs_spec = probe.obs_spec
+        self.policy = build_policy(self.obs_spec, probe.action_space, config)
         self.policy.requires_grad_(False)
 
     def evaluate(self, learner_state: dict, record: bool = False) -> EvalOutcome:

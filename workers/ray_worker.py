@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import ray
 
 from trainer.core.config import Config
+from trainer.core.envs import Probe
 from trainer.core.messages import EpisodeStats, PolicySnapshot, Rollout
 from workers.actor import KeepsSetupError
 from workers.evaluation_worker import EvalOutcome, EvaluationWorker
@@ -31,10 +32,10 @@ class RolloutWorkerActor(KeepsSetupError, RolloutWorker):
     thread of its own while a collection runs, so the driver can tell a slow env from a stuck one.
     An env that cannot be made or reset is the env's error, raised by the first collection."""
 
-    def __init__(self, config: Config, worker_index: int, registry_spec=None) -> None:
+    def __init__(self, config: Config, worker_index: int, probe: Probe) -> None:
         os.nice(config.workers.nice)  # see WorkersConfig.nice: the learner goes first on shared cores
         self.vector_steps = 0  # progress() answers also when the envs could not be built
-        super().__init__(config, worker_index, registry_spec)
+        super().__init__(config, worker_index, probe)
 
     # The per-iteration calls record no Ray task events: at a few tasks an iteration, a long run
     # would grow the GCS's task-event table by ~4 MB a minute (up to Ray's 100k-task cap).
@@ -55,9 +56,9 @@ class EvaluationActor(KeepsSetupError, EvaluationWorker):
     """The evaluation worker as a Ray actor, at the rollout workers' lower CPU priority; an eval
     env that cannot be made is kept and raised by the first evaluation, as the env's error."""
 
-    def __init__(self, config: Config, *args) -> None:
+    def __init__(self, config: Config, probe: Probe) -> None:
         os.nice(config.workers.nice)
-        super().__init__(config, *args)
+        super().__init__(config, probe)
 
     @ray.method(enable_task_events=False)
     def evaluate(self, learner_state: dict, record: bool = False) -> EvalOutcome:

@@ -17,13 +17,13 @@ import torch
 from trainer.core.acting import Acting, finished_episodes
 from trainer.core.config import Config
 from trainer.core.env_making import ensure_registered
-from trainer.core.envs import ObservationMismatch, make_vector_env
+from trainer.core.envs import ObservationMismatch, Probe, check_same_spaces, make_vector_env
 from trainer.core.errors import UserError
 from trainer.core.messages import EpisodeStats, PolicySnapshot, Rollout
 from trainer.core.normalization import RunningMeanStd
-from trainer.core.policy import build_policy, rollout_spec
+from trainer.core.policy import build_policy
 from trainer.core.seeding import derive_seed
-from trainer.core.spec import OBS_PREFIX, ObsSpec, pick_leaf
+from trainer.core.spec import OBS_PREFIX, pick_leaf
 from trainer.core.timing import PhaseTimer
 
 
@@ -32,21 +32,21 @@ class EnvStepError(UserError):
 
 
 class RolloutWorker:
-    def __init__(self, config: Config, worker_index: int, registry_spec=None) -> None:
-        """`registry_spec`: the driver's registration of `env.id`, for ids only it registered."""
+    def __init__(self, config: Config, worker_index: int, probe: Probe) -> None:
+        """`probe`: what the driver derived from the env (spaces, ObsSpec, RolloutSpec, and its
+        registration of `env.id`, for ids only it registered)."""
         self.config = config
         self.index = worker_index
         E = config.workers.envs_per_worker
         torch.set_num_threads(config.workers.torch_threads)
-        ensure_registered(config.env, registry_spec)
-        self.envs = make_vector_env(config.env, E, mode=config.workers.vector_env, registry_spec=registry_spec)
-        space = self.envs.single_observation_space
-        self.obs_spec = ObsSpec.from_space(space, config.env.id, config.policy.image_layout)
-        self.action_space = self.envs.single_action_space
+        ensure_registered(config.env, probe.registry_spec)
+        self.envs = make_vector_env(config.env, E, mode=config.workers.vector_env, registry_spec=probe.registry_spec)
+        check_same_spaces(self.envs, probe, f"rollout worker {worker_index}", config.env.id)
+        self.obs_spec, self.action_space = probe.obs_spec, probe.action_space
         self.policy = build_policy(self.obs_spec, self.action_space, config)
         self.policy.requires_grad_(False)
         self.acting = Acting(self.policy, self.action_space, E)
-        self.rollout_spec = rollout_spec(self.obs_spec, self.policy, config)
+        self.rollout_spec = probe.rollout_spec
         # What this worker saw since the snapshot, per vector leaf; the learner merges the deltas.
         self.obs_delta = {leaf.key: RunningMeanStd(leaf.shape) for leaf in self.obs_spec.vector_leaves}
         self.return_delta = RunningMeanStd(())
@@ -86,7 +86,8 @@ class RolloutWorker:
         """Run T steps on every env with the snapshot's policy; return plain CPU tensors."""
         started = time.perf_counter()
         self.load(snapshot)
-        T, E, K = self.config.ppo.rollout_steps, self.config.workers.envs_per_worker, self.config.sequence_length
+        spec, E = self.rollout_spec, self.config.workers.envs_per_worker
+        T, K = spec.rollout_steps, spec.sequence_length
         acting = self.acting
         data = self.rollout_spec.allocate(E)
         obs = {key: data[OBS_PREFIX + key] for key in self.obs_spec.keys}

@@ -10,12 +10,12 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from trainer.core.entry_points import ENTRY_POINT
+from trainer.core.entry_points import ENTRY_POINT, load_entry_point
 from trainer.core.errors import ConfigError
 from trainer.core.yaml_files import parse_yaml, read_yaml
 
@@ -57,7 +57,7 @@ class PolicyConfig(Section):
     kind: str = "mlp"
     """`mlp`: no memory; `lstm`: an LSTM core after the encoder and torso; or the entry point
     `package.module:Class` of your own core (docs/networks.md), which trains on sequences of
-    ppo.sequence_length steps like the LSTM."""
+    ppo.sequence_length steps like the LSTM unless its class declares `state_dims = ()`."""
     encoder: str = "auto"
     """`auto`: a CNN per image leaf and the flat features of the others, concatenated; or the
     entry point `package.module:Class` of your own encoder (docs/networks.md)."""
@@ -74,8 +74,14 @@ class PolicyConfig(Section):
 
     @property
     def recurrent(self) -> bool:
-        """Trains on sequences with a recurrent state (the LSTM, and any custom core)."""
-        return self.kind != "mlp"
+        """Whether the policy will have memory, and so train on sequences: told from the config for
+        what is decided before any policy exists (the size checks at load, `Config.sequence_length`).
+        A built policy's `recurrent` (its state holds numbers: spec.is_recurrent) is the truth,
+        and this agrees with it: mlp has no memory, lstm has, and a custom core has unless its
+        class declares `state_dims = ()`; build_core refuses a core whose instances disagree."""
+        if self.kind in ("mlp", "lstm"):
+            return self.kind == "lstm"
+        return _declared_state_dims(self.kind) != ()
 
     @field_validator("kind", "encoder")
     @classmethod
@@ -92,12 +98,23 @@ class PolicyConfig(Section):
         return self
 
 
+def _declared_state_dims(entry_point: str) -> object:
+    """What a custom core's class declares as `state_dims` (None where only its instances set it,
+    or where it does not import: building the policy then says why)."""
+    try:
+        _, cls = load_entry_point(entry_point, lambda module_name, exc: exc)
+    except ImportError:
+        return None
+    return getattr(cls, "state_dims", None)
+
+
 class PPOConfig(Section):
     total_steps: int = Field(default=500_000, gt=0)
     rollout_steps: int = Field(default=128, gt=0)
     """T: steps each env takes per iteration."""
     sequence_length: int = Field(default=16, gt=0)
-    """K: BPTT length of the LSTM's training sequences (the MLP trains on single steps)."""
+    """K: BPTT length of the training sequences of a policy with memory (one without, such as the
+    MLP, trains on single steps)."""
     num_minibatches: int = Field(default=4, gt=0)
     update_epochs: int = Field(default=4, gt=0)
     lr: float = Field(default=2.5e-4, gt=0)
@@ -259,7 +276,7 @@ class Config(Section):
 
     @property
     def sequence_length(self) -> int:
-        """K used by the buffer: the LSTM trains on sequences, the MLP on single steps."""
+        """K used by the buffer: a policy with memory trains on sequences, one without on single steps."""
         return self.ppo.sequence_length if self.policy.recurrent else 1
 
     @property
@@ -315,6 +332,29 @@ class Config(Section):
                 f"of one iteration (rollout_steps x num_workers x envs_per_worker)"
             )
         return self
+
+
+def _opaque_fields(model: type[BaseModel], prefix: str = "") -> set[str]:
+    found = set()
+    for name, field in model.model_fields.items():
+        kind = field.annotation
+        if isinstance(kind, type) and issubclass(kind, BaseModel):
+            found |= _opaque_fields(kind, f"{prefix}{name}.")
+        elif get_origin(kind) is dict:
+            found.add(f"{prefix}{name}")
+    return found
+
+
+OPAQUE_FIELDS = frozenset(_opaque_fields(Config))
+"""The settings typed as a mapping (env.kwargs, workers.resources, eval.env): their keys are the
+user's (the env's arguments, Ray resource names, the env keys evaluation replaces), not config
+keys. Each is one value wherever the config is walked: logged as hparams, compared on resume;
+a sweep may set it whole or any key inside it. (Lists, env.wrappers, are one value too.)"""
+
+
+def is_opaque(path: str) -> bool:
+    """Whether the dotted `path` is an opaque setting or a key inside one (`env.kwargs.seed`)."""
+    return any(path == field or path.startswith(f"{field}.") for field in OPAQUE_FIELDS)
 
 
 def load_config(source: str | Path | dict | Config, overrides: str | Sequence[str] = ()) -> Config:

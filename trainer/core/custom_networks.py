@@ -11,6 +11,7 @@ from torch import nn
 from trainer.core.config import PolicyConfig
 from trainer.core.entry_points import load_entry_point
 from trainer.core.errors import UserError
+from trainer.core.spec import is_recurrent, state_shape
 
 CHECK_T, CHECK_B = 3, 2  # the dummy sequence a core is tried on: 3 steps of 2 envs
 
@@ -43,7 +44,8 @@ def build_core(policy: PolicyConfig, input_size: int) -> nn.Module:
             f"{name} declares no valid state_dims (got {dims!r}): set state_dims = () for a core without "
             "memory, or the recurrent state's dims with None at the batch axis, e.g. (1, None, 64)"
         )
-    state = torch.zeros([CHECK_B if d is None else d for d in dims or (None, 0)])
+    _expect_memory_as_configured(core, policy, name)
+    state = torch.zeros(state_shape(core_state_dims(core), CHECK_B))
     first = torch.zeros(CHECK_T, CHECK_B, dtype=torch.bool)
     first[0], first[1, 0] = True, True
     with torch.no_grad():
@@ -58,6 +60,29 @@ def build_core(policy: PolicyConfig, input_size: int) -> nn.Module:
     if dims:
         _expect_shape(new_state, tuple(state.shape), f"{name}.forward returned a state", "state_dims with B")
     return core
+
+
+def core_state_dims(core: nn.Module) -> tuple[int | None, ...]:
+    """The state dims the trainer allocates for a core: its own, or (None, 0), an empty `[B, 0]`
+    state, for a core without memory."""
+    return tuple(core.state_dims) or (None, 0)
+
+
+def _expect_memory_as_configured(core: nn.Module, policy: PolicyConfig, name: str) -> None:
+    """The config decided from the class whether the core has memory (PolicyConfig.recurrent:
+    sequences or single steps); the built core's state must say the same."""
+    dims = core.state_dims
+    if is_recurrent(core_state_dims(core)) == policy.recurrent:
+        return
+    if policy.recurrent:
+        raise NetworkInterfaceError(
+            f"{name} has no memory (state_dims {dims!r}) but its class does not declare it: write state_dims = () "
+            "in the class body, so the config knows before building it that the core trains on single steps"
+        )
+    raise NetworkInterfaceError(
+        f"{name} declares state_dims = () in the class body but {dims!r} on its instances; declare the recurrent "
+        "state's dims in one place"
+    )
 
 
 def build_encoder(policy: PolicyConfig, spec, preprocess: nn.Module, example: dict[str, torch.Tensor]) -> nn.Module:

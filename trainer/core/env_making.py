@@ -62,20 +62,29 @@ class MaskedVelocityCartPole(gym.ObservationWrapper):
         return observation[[0, 2]]
 
 
-gym.register(
-    "MaskedVelocityCartPole-v1",
-    entry_point=MaskedVelocityCartPole,
-    max_episode_steps=500,
-    reward_threshold=475.0,
-)
-
+OWN_ENVS = {
+    "MaskedVelocityCartPole-v1": {
+        "entry_point": MaskedVelocityCartPole,
+        "max_episode_steps": 500,
+        "reward_threshold": 475.0,
+    },
+}
+"""The trainer's own gymnasium ids, registered when a config names one (never at import)."""
 
 _registered: set[str] = set()  # plugin modules that registered their ids in this process
 
 
+def register_own_env(env_id: str) -> None:
+    """Register `env_id` with gymnasium if it is one of OWN_ENVS and not registered yet."""
+    if env_id in OWN_ENVS and env_id not in gym.registry:
+        gym.register(env_id, **OWN_ENVS[env_id])
+
+
 def register_plugins(config: EnvConfig) -> None:
-    """Import `env.imports` and the plugin package an id's prefix names, so gymnasium knows the id
-    (once per process: registering twice makes gymnasium warn about every id)."""
+    """Import `env.imports` and the plugin package an id's prefix names, and register the trainer's
+    own ids, so gymnasium knows the id (once per process: registering twice makes gymnasium warn
+    about every id)."""
+    register_own_env(config.id)
     for name in config.imports:
         _import(name, f"env.imports {name!r}")
     for prefix, plugin in PLUGINS.items():

@@ -8,25 +8,34 @@ made by env_making.py, in this process (sync) or in a subprocess per env (async)
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 from dataclasses import dataclass
-from functools import partial
+from functools import cache, partial
 
 import gymnasium as gym
+import torch
 from gymnasium import spaces
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, VectorEnv
 
-from trainer.core.config import EnvConfig, PolicyConfig
+from trainer.core.config import Config, EnvConfig, PolicyConfig
 from trainer.core.distributions import distribution_for
 from trainer.core.env_making import entry_point, make_env, make_registered_env
 from trainer.core.errors import UserError
-from trainer.core.spec import ObsSpec
+from trainer.core.policy import build_policy, rollout_spec
+from trainer.core.spec import ObsSpec, RolloutSpec
 
-# Subprocesses of async vector envs fork from a server that has imported the main module once
-# (a Ray worker's, or the CLI's) and the env-making code, not torch: each starts in milliseconds
-# and shares those pages. A script that starts them needs the `if __name__ == "__main__":` guard.
 ASYNC_CONTEXT = "forkserver"
-multiprocessing.get_context(ASYNC_CONTEXT).set_forkserver_preload(["__main__", "trainer.core.env_making"])
+
+
+@cache
+def _preload_forkserver() -> None:
+    """Tell the forkserver what to import, once per process before its first async vector env.
+
+    Their subprocesses fork from a server that has imported the main module once (a Ray worker's,
+    or the CLI's) and the env-making code, not torch: each starts in milliseconds and shares those
+    pages. A script that starts them needs the `if __name__ == "__main__":` guard."""
+    multiprocessing.get_context(ASYNC_CONTEXT).set_forkserver_preload(["__main__", "trainer.core.env_making"])
 
 
 class CheckObservations(gym.ObservationWrapper):
@@ -58,6 +67,7 @@ def make_vector_env(
     registration of `env.id`, for the subprocesses."""
     if mode == "async":
         factory = partial(make_registered_env, config, registry_spec)
+        _preload_forkserver()
         return AsyncVectorEnv(
             [factory] * num_envs, context=ASYNC_CONTEXT, autoreset_mode=AutoresetMode.SAME_STEP, daemon=True
         )
@@ -77,13 +87,16 @@ def make_vector_env(
 
 @dataclass(frozen=True)
 class Probe:
-    """What one throwaway env tells before anything runs."""
+    """What one throwaway env tells before anything runs. With the run's `rollout_spec` (see
+    `probe_run`) it is what learner, workers and evaluation worker are built from: frozen data,
+    derived once on the driver."""
 
     observation_space: spaces.Space
     action_space: spaces.Space
     reward_threshold: float | None
     obs_spec: ObsSpec
     registry_spec: gym.envs.registration.EnvSpec | None  # shipped to workers that lack the id
+    rollout_spec: RolloutSpec | None = None
 
 
 def probe_env(config: EnvConfig, policy: PolicyConfig | None = None) -> Probe:
@@ -100,3 +113,24 @@ def probe_env(config: EnvConfig, policy: PolicyConfig | None = None) -> Probe:
         return Probe(env.observation_space, env.action_space, threshold, obs_spec, registry_spec)
     finally:
         env.close()
+
+
+def probe_run(config: Config) -> Probe:
+    """The env's probe with this run's RolloutSpec (its fields, K included), from a policy built
+    on the meta device: shapes only, nothing allocated."""
+    probe = probe_env(config.env, config.policy)
+    with torch.device("meta"):
+        policy = build_policy(probe.obs_spec, probe.action_space, config)
+    return dataclasses.replace(probe, rollout_spec=rollout_spec(probe.obs_spec, policy, config))
+
+
+def check_same_spaces(envs: VectorEnv, probe: Probe, who: str, env_id: str) -> None:
+    """A worker's envs must have the spaces the driver's probe found (its policy and rollout fields
+    are built from them): a node with another version of the env's package is refused here."""
+    here = (envs.single_observation_space, envs.single_action_space)
+    if here != (probe.observation_space, probe.action_space):
+        raise UserError(
+            f"{who}: env {env_id!r} has observation space {here[0]} and action space {here[1]} on this node, "
+            f"but {probe.observation_space} and {probe.action_space} on the driver; install the same version "
+            "of the env's package everywhere"
+        )

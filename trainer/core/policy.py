@@ -19,11 +19,11 @@ from gymnasium import spaces
 from torch import nn
 
 from trainer.core.config import Config
-from trainer.core.custom_networks import build_core, build_encoder
+from trainer.core.custom_networks import build_core, build_encoder, core_state_dims
 from trainer.core.distributions import ActionDistribution, distribution_for
 from trainer.core.encoders import ObsEncoder, layer_init
 from trainer.core.preprocessing import ObsPreprocessor
-from trainer.core.spec import ROOT, ObsSpec, RolloutSpec, example_observation
+from trainer.core.spec import ROOT, ObsSpec, RolloutSpec, example_observation, is_recurrent, state_shape
 
 Obs = dict[str, torch.Tensor] | torch.Tensor  # leaves by key; a plain Box observation may be its tensor
 
@@ -87,11 +87,15 @@ class ActorCritic(nn.Module):
         """The batch axis of the recurrent state."""
         return self.state_dims.index(None)
 
+    @property
+    def recurrent(self) -> bool:
+        """Whether the policy has memory: a state that holds numbers (spec.is_recurrent)."""
+        return is_recurrent(self.state_dims)
+
     @torch.inference_mode()
     def initial_hidden(self, batch_size: int) -> torch.Tensor:
         """Zero state `[2, L, B, H]` for rollouts. Inference tensors: never fed to autograd directly."""
-        shape = [batch_size if d is None else d for d in self.state_dims]
-        return torch.zeros(shape, device=self.actor_head.weight.device)
+        return torch.zeros(state_shape(self.state_dims, batch_size), device=self.actor_head.weight.device)
 
     def encode(self, obs: Obs) -> torch.Tensor:
         """Stored observation leaves `[..., *shape]` -> concatenated features `[..., F0]`."""
@@ -105,6 +109,16 @@ class ActorCritic(nn.Module):
         where that is cheaper: training discards it."""
         raise NotImplementedError
 
+    def step(
+        self, obs: Obs, hidden: torch.Tensor, first: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One step, the one that every actor runs (rollouts, evaluation and `predict` through
+        `act`, bootstrapping through `value`, the exported program through InferencePolicy): obs
+        leaves `[B, ...]` (or a plain Box's tensor), state, first `[B]` -> action distribution
+        parameters `[B, P]`, value `[B]`, next state."""
+        (actor_x, critic_x), hidden = self.features(_one_step(obs), hidden, first.unsqueeze(0))
+        return self.actor_head(actor_x[0]), self.critic_head(critic_x[0]).squeeze(-1), hidden
+
     def act(
         self,
         obs: Obs,
@@ -114,16 +128,13 @@ class ActorCritic(nn.Module):
         generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """One rollout step on obs leaves `[B, ...]` -> action, logprob `[B]`, value `[B]`, next state."""
-        (actor_x, critic_x), hidden = self.features(_one_step(obs), hidden, first.unsqueeze(0))
-        params = self.actor_head(actor_x[0])
+        params, value, hidden = self.step(obs, hidden, first)
         action = self.dist.mode(params) if deterministic else self.dist.sample(params, generator)
-        value = self.critic_head(critic_x[0]).squeeze(-1)
         return action, self.dist.log_prob(params, action), value, hidden
 
     def value(self, obs: Obs, hidden: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
         """V(obs) `[B]` for bootstrapping, continuing from `hidden` (reset where `first`)."""
-        (_, critic_x), _ = self.features(_one_step(obs), hidden, first.unsqueeze(0))
-        return self.critic_head(critic_x[0]).squeeze(-1)
+        return self.step(obs, hidden, first)[1]
 
     def evaluate_actions(
         self, obs: Obs, actions: torch.Tensor, hidden: torch.Tensor, first: torch.Tensor
@@ -268,7 +279,7 @@ class CoreActorCritic(ActorCritic):
 
     @property
     def state_dims(self) -> tuple[int | None, ...]:
-        return tuple(self.core.state_dims) or (None, 0)
+        return core_state_dims(self.core)
 
     def features(self, obs, hidden, first, final_state: bool = True):
         out, state = self.core(self.encode(obs), hidden, first)

@@ -220,7 +220,20 @@ class Field:
         return self.dims.index(None)
 
     def shape(self, envs: int) -> tuple[int, ...]:
-        return tuple(envs if d is None else d for d in self.dims)
+        return state_shape(self.dims, envs)
+
+
+def state_shape(dims: tuple[int | None, ...], batch: int) -> tuple[int, ...]:
+    """Dims with None at the batch axis (a policy's `state_dims`, a rollout field's dims) -> the
+    shape for a batch of `batch`: (2, L, None, H) -> (2, L, batch, H)."""
+    return tuple(batch if d is None else d for d in dims)
+
+
+def is_recurrent(state_dims: tuple[int | None, ...]) -> bool:
+    """Whether a policy with this state layout has memory: its state holds numbers. The MLP's
+    (2, 0, None, 0) and a memoryless core's (None, 0) do not. The one definition of "recurrent";
+    `PolicyConfig.recurrent` tells the same from the config where no policy exists yet."""
+    return bool(state_dims) and 0 not in state_dims
 
 
 OBS_PREFIX = "obs/"
@@ -229,9 +242,12 @@ OBS_PREFIX = "obs/"
 @dataclass(frozen=True)
 class RolloutSpec:
     """Every tensor field a rollout carries, derived from the obs spec, the action distribution,
-    the policy's recurrent state and the rollout sizes."""
+    the policy's recurrent state and the rollout sizes: T steps, cut into sequences of K (the
+    LSTM's unroll length; T for a memoryless policy)."""
 
     fields: tuple[Field, ...]
+    rollout_steps: int  # T
+    sequence_length: int  # K
 
     @classmethod
     def build(
@@ -252,7 +268,7 @@ class RolloutSpec:
         per_step.append(Field("bootstrap_value", (T, None), torch.float32))  # V(final obs) where truncated
         per_step.append(Field("last_value", (None,), torch.float32))  # V(obs after the last step)
         per_step.append(Field("hidden", (C, *state_dims), torch.float32))  # state at each chunk start
-        return cls(tuple(per_step))
+        return cls(tuple(per_step), rollout_steps, sequence_length)
 
     def allocate(self, envs: int, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
         return {f.name: torch.zeros(f.shape(envs), dtype=f.dtype, device=device) for f in self.fields}

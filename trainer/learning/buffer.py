@@ -35,13 +35,11 @@ class Minibatch:
 class RolloutBuffer:
     """Every field of `spec` as `[..., N, ...]` (N = all envs) on the learner's device."""
 
-    def __init__(
-        self, spec: RolloutSpec, *, num_envs: int, envs_per_worker: int, sequence_length: int, device: torch.device
-    ) -> None:
+    def __init__(self, spec: RolloutSpec, *, num_envs: int, envs_per_worker: int, device: torch.device) -> None:
         self.spec = spec
         self.tensors = spec.allocate(num_envs, device)
         self.T, self.N = self.tensors["reward"].shape
-        self.K, self.C = sequence_length, self.T // sequence_length
+        self.K, self.C = spec.sequence_length, self.T // spec.sequence_length
         self.envs_per_worker = envs_per_worker
         self.device = device
         self.advantage = torch.zeros(self.T, self.N, device=device)

@@ -4,19 +4,20 @@ takes rollouts in, runs the PPO epochs. A plain class, so a Ray actor can wrap i
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
-from gymnasium import spaces
 
 from trainer.core.config import Config
+from trainer.core.envs import Probe
 from trainer.core.errors import UserError
 from trainer.core.messages import PolicySnapshot, Rollout, check_rollout
 from trainer.core.normalization import MomentStats, RunningMeanStd
-from trainer.core.policy import build_policy, rollout_spec
+from trainer.core.policy import build_policy
 from trainer.core.seeding import derive_seed
-from trainer.core.spec import ObsSpec
 from trainer.core.timing import PhaseTimer
 from trainer.learning.buffer import RolloutBuffer
-from trainer.learning.distributed import LearnerGroup
+from trainer.learning.distributed import Collective, LocalCollective, ProcessGroup
 from trainer.learning.ppo import LossTerms, ppo_loss
 
 
@@ -32,26 +33,27 @@ def resolve_device(name: str) -> torch.device:
 class Learner:
     """One learner, or rank `rank` of `world` data-parallel ones (see `join`): a rank holds the
     buffer of workers [rank * W / world, (rank + 1) * W / world) and computes, with the others,
-    what one learner computes on the whole buffer."""
+    what one learner computes on the whole buffer. `max_policy_lag`: how many versions older than
+    the learner a rollout may be (the runtime's choice: 1 where it collects during updates)."""
 
     def __init__(
         self,
         config: Config,
-        observation_space: spaces.Space,
-        action_space: spaces.Space,
+        probe: Probe,
         rank: int = 0,
         world: int = 1,
+        max_policy_lag: int = 0,
     ) -> None:
         self.config = config
         self.rank, self.world = rank, world
         self.num_workers = config.workers.num_workers // world  # this rank's workers
         self.first_env = rank * config.total_envs // world
-        self.group: LearnerGroup | None = None
+        self.collective: Collective = LocalCollective()  # a ProcessGroup once `join`ed
         torch.manual_seed(derive_seed(config.seed, "learner"))  # no rank in it: all start alike
         torch.set_num_threads(config.learner.torch_threads)
         self.device = resolve_device(config.learner.device)
-        self.obs_spec = ObsSpec.from_space(observation_space, config.env.id, config.policy.image_layout)
-        self.policy = build_policy(self.obs_spec, action_space, config).to(self.device)
+        self.obs_spec = probe.obs_spec
+        self.policy = build_policy(self.obs_spec, probe.action_space, config).to(self.device)
         # One fused kernel on a GPU; on a CPU, foreach (multi-tensor) ops beat the per-tensor loop.
         implementation = {"fused": True} if self.device.type == "cuda" else {"foreach": True}
         self.optimizer = torch.optim.Adam(
@@ -60,14 +62,13 @@ class Learner:
         self.obs_rms = {leaf.key: RunningMeanStd(leaf.shape) for leaf in self.obs_spec.vector_leaves}
         self.return_rms = RunningMeanStd(())
         self.buffer = RolloutBuffer(
-            rollout_spec(self.obs_spec, self.policy, config),
+            probe.rollout_spec,
             num_envs=config.total_envs // world,
             envs_per_worker=config.workers.envs_per_worker,
-            sequence_length=config.sequence_length,
             device=self.device,
         )
         self._expected = self.buffer.expected_shapes()
-        self.max_policy_lag = 1 if config.workers.overlap and config.execution == "ray" else 0
+        self.max_policy_lag = max_policy_lag
         self._shuffle = torch.Generator().manual_seed(derive_seed(config.seed, "minibatches"))
         self.version = 0
         self.iteration = 0
@@ -78,16 +79,15 @@ class Learner:
     def join(self, address: str, port: int) -> None:
         """Enter the learners' process group (every rank calls this at once; rank 0 listens). A
         rank in the group already stays in it: a start retried after a rebuild asks again."""
-        if self.group is not None:
+        if isinstance(self.collective, ProcessGroup):
             return
         timeout_s = self.config.learner.collective_timeout_s
-        self.group = LearnerGroup(self.rank, self.world, address, port, self.device, timeout_s)
+        self.collective = ProcessGroup(self.rank, self.world, address, port, self.device, timeout_s)
 
     def close(self) -> None:
         """Leave the learners' process group, where this rank ends (one learner has none)."""
-        if self.group is not None:
-            self.group.close()
-            self.group = None
+        self.collective.close()
+        self.collective = LocalCollective()
 
     def snapshot(self) -> PolicySnapshot:
         weights = {k: v.detach().to("cpu", copy=True) for k, v in self.policy.state_dict().items()}
@@ -115,7 +115,7 @@ class Learner:
 
     def load_state_dict(self, state: dict) -> None:
         self.policy.load_state_dict(state["policy"])
-        if "optimizer" in state:  # absent only when it was lost with a learner's node (see LearnerGroup)
+        if "optimizer" in state:  # absent when it was lost with a learner's node
             self.optimizer.load_state_dict(state["optimizer"])
         for group in self.optimizer.param_groups:  # the config's, not the checkpoint's: a resume may change them
             group["lr"], group["eps"] = self.config.ppo.lr, self.config.ppo.adam_eps
@@ -134,28 +134,21 @@ class Learner:
         self.buffer.store(slot, rollout)
         self._received[slot] = (rollout.obs_delta, rollout.return_delta)
 
-    def learn(self, rollouts: list[Rollout]) -> dict[str, float]:
-        """One iteration's learner side: every worker's rollout in slot order, then the update.
-        Returns its scalars by TensorBoard tag, phase times included."""
+    def update(self, rollouts: list[Rollout]) -> dict[str, float]:
+        """One iteration's learner side: this rank's workers' rollouts in slot order into the
+        buffer, then the PPO epochs, the normalizers' merge and the next policy version. Returns
+        its scalars by TensorBoard tag, phase times included."""
         with self.timer.phase("copy"):
             for slot, rollout in enumerate(rollouts):
                 self.receive(slot, rollout)
-        lag = self.version - min(rollout.version for rollout in rollouts)
-        metrics = self.update()
-        metrics["perf/policy_lag"] = float(lag)
-        return metrics | self.timer.take()
-
-    def update(self) -> dict[str, float]:
-        """Run the PPO epochs on the full buffer, then merge the workers' normalizer deltas
-        and move to the next policy version."""
         missing = set(range(self.num_workers)) - set(self._received)
         if missing:
             raise RuntimeError(f"update() before rollouts from workers {sorted(missing)} arrived")
         with self.timer.phase("learn"):
-            metrics = self._update()
-        return metrics
+            metrics = self._optimize()
+        return metrics | self.timer.take()
 
-    def _update(self) -> dict[str, float]:
+    def _optimize(self) -> dict[str, float]:
         ppo = self.config.ppo
         if ppo.anneal_lr:
             fraction = 1.0 - self.env_steps / self.config.ppo.total_steps
@@ -165,7 +158,7 @@ class Learner:
         self.buffer.compute_advantages(ppo.gamma, ppo.gae_lambda, reward, ppo.bootstrap_truncated)
 
         metrics, stopped_early = self._run_epochs()
-        metrics["losses/explained_variance"] = explained_variance(self.buffer.value, self.buffer.ret, self.group)
+        metrics["losses/explained_variance"] = explained_variance(self.buffer.value, self.buffer.ret, self.collective)
         metrics["losses/stopped_early"] = float(stopped_early)
         metrics["charts/learning_rate"] = self.optimizer.param_groups[0]["lr"]
         self._merge_deltas()
@@ -186,20 +179,18 @@ class Learner:
         sums = torch.zeros(len(names), device=self.device)
         first_ratio_dev = None
         count = 0
-        shard = None if self.group is None else (self.first_env, self.config.total_envs)
+        shard = (self.first_env, self.config.total_envs)
         for _ in range(ppo.update_epochs):
             for batch in self.buffer.minibatches(ppo.num_minibatches, self._shuffle, shard):
                 terms = self._loss(batch)
                 if first_ratio_dev is None:
-                    first_ratio_dev = terms.ratio_max_dev.reshape(1)
-                    if self.group is not None:
-                        first_ratio_dev = self.group.max(first_ratio_dev.clone())
+                    first_ratio_dev = self.collective.max(terms.ratio_max_dev.reshape(1).clone())
                 self.optimizer.zero_grad(set_to_none=True)
                 terms.loss.backward()
                 values = torch.stack([getattr(terms, name).detach().to(sums.dtype) for name in names[:-1]])
-                if self.group is not None:
-                    with self.timer.phase("allreduce"):  # perf/allreduce_s: the collective's share of learn_s
-                        values = self._sum_gradients_and(values)  # one collective: gradients and terms
+                # perf/allreduce_s, with several learners: the collective's share of learn_s
+                with self.timer.phase("allreduce") if self.world > 1 else nullcontext():
+                    values = self.collective.sum_gradients(list(self.policy.parameters()), values)
                 grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), ppo.max_grad_norm)
                 self.optimizer.step()
                 sums += torch.cat([values, grad_norm.detach().to(sums.dtype).reshape(1)])
@@ -218,21 +209,7 @@ class Learner:
             zero = sum((p * 0).sum() for p in self.policy.parameters())
             return LossTerms(zero, *(zero.detach() for _ in range(6)))
         logprob, entropy, value = self.policy.evaluate_actions(batch.obs, batch.actions, batch.hidden, batch.first)
-        return ppo_loss(batch, logprob, entropy, value, self.config.ppo, self.group)
-
-    def _sum_gradients_and(self, values: torch.Tensor) -> torch.Tensor:
-        """Sum every rank's gradients (their losses are parts of one mean, so the sum is the whole
-        minibatch's gradient) and `values` in one all-reduce; the summed values are returned."""
-        params = list(self.policy.parameters())
-        for p in params:
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
-        flat = self.group.sum(torch.cat([p.grad.reshape(-1) for p in params] + [values]))
-        offset = 0
-        for p in params:
-            p.grad.copy_(flat[offset : offset + p.numel()].view(p.shape))
-            offset += p.numel()
-        return flat[offset:]
+        return ppo_loss(batch, logprob, entropy, value, self.config.ppo, self.collective)
 
     def _normalizer_summary(self) -> dict[str, float]:
         summary = {"normalizer/return_std": self.return_rms.var.sqrt().item()}
@@ -253,8 +230,7 @@ class Learner:
         # not depend on arrival order, and every rank ends with the same ones.
         first_slot = self.rank * self.num_workers
         received = [(first_slot + slot, *self._received[slot]) for slot in sorted(self._received)]
-        if self.group is not None:
-            received = sorted(item for part in self.group.gather(received) for item in part)
+        received = sorted(item for part in self.collective.gather(received) for item in part)
         for _, obs_delta, return_delta in received:
             for key, rms in self.obs_rms.items():
                 rms.merge(obs_delta[key])
@@ -263,16 +239,13 @@ class Learner:
         self.policy.preprocess.freeze(self.obs_rms)
 
 
-def explained_variance(predicted: torch.Tensor, target: torch.Tensor, group: LearnerGroup | None = None) -> float:
-    """1 - Var(target - predicted) / Var(target): 1 is perfect, 0 is no better than the mean;
-    with a group, over every rank's buffer."""
-    if group is None:
-        var = target.var().item()
-        return float("nan") if var == 0 else 1.0 - (target - predicted).var().item() / var
+def explained_variance(predicted: torch.Tensor, target: torch.Tensor, collective: Collective) -> float:
+    """1 - Var(target - predicted) / Var(target) over every rank's buffer: 1 is perfect, 0 is no
+    better than the mean."""
     residual, target = (target - predicted).double(), target.double()
     moments = torch.stack([torch.tensor(float(target.numel()), dtype=torch.float64, device=target.device),
                            target.sum(), (target**2).sum(), residual.sum(), (residual**2).sum()])  # fmt: skip
-    n, t1, t2, r1, r2 = group.sum(moments).tolist()
+    n, t1, t2, r1, r2 = collective.sum(moments).tolist()
     var = (t2 - t1 * t1 / n) / (n - 1)
     return float("nan") if var <= 0 else 1.0 - ((r2 - r1 * r1 / n) / (n - 1)) / var
 

@@ -11,7 +11,7 @@ import torch
 
 from trainer.core.config import PPOConfig
 from trainer.learning.buffer import Minibatch
-from trainer.learning.distributed import LearnerGroup
+from trainer.learning.distributed import Collective
 
 
 @dataclass
@@ -33,23 +33,20 @@ def ppo_loss(
     entropy: torch.Tensor,
     value: torch.Tensor,
     config: PPOConfig,
-    group: LearnerGroup | None = None,
+    collective: Collective,
 ) -> LossTerms:
-    """With a `group`, `batch` is this rank's part of the minibatch: every mean is this part's
-    sum over the whole minibatch's count, and advantages are normalized with the whole
+    """`batch` is this rank's part of the minibatch (all of it, with one learner): every mean is
+    this part's sum over the whole minibatch's count, and advantages are normalized with the whole
     minibatch's mean and std, so the ranks' terms (and gradients) add up to one learner's."""
-    if group is None:
-        mean, normalize = torch.mean, _standardize
-    else:
 
-        def mean(x: torch.Tensor) -> torch.Tensor:
-            return x.sum() / batch.count
+    def mean(x: torch.Tensor) -> torch.Tensor:
+        return x.sum() / batch.count
 
-        def normalize(advantage: torch.Tensor) -> torch.Tensor:
-            with torch.no_grad():
-                center = group.sum(advantage.sum().reshape(1)) / batch.count
-                var = group.sum(((advantage - center) ** 2).sum().reshape(1)) / (batch.count - 1)
-            return (advantage - center) / (var.sqrt() + 1e-8)
+    def normalize(advantage: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            center = collective.sum(advantage.sum().reshape(1)) / batch.count
+            var = collective.sum(((advantage - center) ** 2).sum().reshape(1)) / (batch.count - 1)
+        return (advantage - center) / (var.sqrt() + 1e-8)
 
     log_ratio = logprob - batch.logprob
     ratio = log_ratio.exp()
@@ -73,7 +70,3 @@ def ppo_loss(
         clip_fraction = mean(((ratio - 1).abs() > config.clip_coef).float())
         ratio_max_dev = (ratio - 1).abs().max() if ratio.numel() else ratio.new_zeros(())
     return LossTerms(loss, policy_loss, value_loss, entropy_mean, approx_kl, clip_fraction, ratio_max_dev)
-
-
-def _standardize(advantage: torch.Tensor) -> torch.Tensor:
-    return (advantage - advantage.mean()) / (advantage.std() + 1e-8)

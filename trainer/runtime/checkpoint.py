@@ -111,6 +111,8 @@ def load_checkpoint(target: str | Path) -> tuple[Path, dict]:
         )
     state["runtime"]["learner"].setdefault("env_steps", state["env_steps"])  # not kept before elastic resume
     state.setdefault("learner_restarts", 0)
+    # Before callbacks kept state of their own, evaluation's was kept as "eval".
+    state.setdefault("callbacks", {"evaluation": state.pop("eval")} if "eval" in state else {})
     return path, state
 
 

@@ -20,9 +20,7 @@ from trainer.core.config import Config
 from trainer.core.envs import Probe
 from trainer.core.video import check_renders
 from trainer.runtime.actors import ACTOR_LOST, kill_quietly, unwrap_user_errors, wait_started
-from trainer.runtime.callbacks import Callback, IterationReport
-from trainer.runtime.checkpoint import capture_rng
-from trainer.runtime.stats import LearnerState
+from trainer.runtime.callbacks import Callback, IterationReport, PolicyWeights, SessionView
 from workers.evaluation_worker import EvalOutcome, EvaluationWorker
 from workers.ray_worker import EvaluationActor
 
@@ -32,12 +30,9 @@ FINAL_WAIT_S = 600.0  # how long the end of a run waits for the evaluation still
 
 @dataclass
 class Submitted:
-    """An evaluation on its way: which weights, and the session's state when they were made."""
+    """An evaluation on its way: of which weights, recording a video or not."""
 
-    iteration: int
-    env_steps: int
-    learner_state: LearnerState  # its parts as dicts (inline) or object-store references (Ray)
-    checkpoint: dict  # the session's checkpoint fields at that iteration, for best.pt
+    weights: PolicyWeights
     record: bool
     result: object = None  # the EvalOutcome (inline) or its reference (Ray)
 
@@ -50,7 +45,10 @@ def check_video(config: Config) -> None:
 
 
 class Evaluation(Callback):
+    """An ordinary callback: all it uses of the session is its SessionView."""
+
     name = "evaluation"
+    saves_best = True
 
     def __init__(self, config: Config, probe: Probe, log) -> None:
         self.config, self.settings, self.probe, self.log = config, config.eval, probe, log
@@ -66,16 +64,15 @@ class Evaluation(Callback):
     def load_state_dict(self, state: dict) -> None:
         self.submitted, self.best_return, self.best_step = state["submitted"], state["best_return"], state["best_step"]
 
-    def on_start(self, session) -> None:
+    def on_start(self, session: SessionView) -> None:
         self.session = session
         self.worker = self._spawn()
 
     def _spawn(self):
-        args = (self.config, self.probe.observation_space, self.probe.action_space)
         if not self.remote:
-            return EvaluationWorker(*args)
+            return EvaluationWorker(self.config, self.probe)
         actor = ray.remote(EvaluationActor).options(num_cpus=self.settings.num_cpus, max_restarts=0)
-        actor = actor.remote(*args, self.probe.registry_spec)
+        actor = actor.remote(self.config, self.probe)
         wait_started([actor], self.config.workers.sample_timeout_s)  # not counted against the first evaluation
         return actor
 
@@ -90,21 +87,18 @@ class Evaluation(Callback):
                 self.skipped += 1
                 if self.skipped == 1:
                     self.log(
-                        f"evaluation of iteration {self.pending.iteration} still runs at iteration {report.iteration}; "
+                        f"evaluation of iteration {self.pending.weights.iteration} still runs at iteration "
+                        f"{report.iteration}; "
                         "skipping this one (an evaluation takes longer than eval.every iterations)"
                     )
         scalars["eval/skipped"] = float(self.skipped)
         report.scalars.update(scalars)
 
     def _submit(self, report: IterationReport) -> None:
-        session = self.session
-        state = session.runtime.learner_state()
         record = bool(self.settings.video_every) and self.submitted % self.settings.video_every == 0
-        job = Submitted(report.iteration, report.env_steps, state, session.checkpoint_state(), record)
-        if self.remote:
-            job.result = self.worker.evaluate.remote(state.weights, record)
-        else:
-            job.result = self.worker.evaluate(state.weights, record)
+        job = Submitted(self.session.policy_weights(), record)
+        evaluate = self.worker.evaluate.remote if self.remote else self.worker.evaluate
+        job.result = evaluate(job.weights.learner.weights, record)
         self.pending = job
         self.submitted += 1
 
@@ -131,37 +125,34 @@ class Evaluation(Callback):
     def _finish(self, job: Submitted, outcome: EvalOutcome) -> dict[str, float]:
         """Log an evaluation at the env step of its weights; keep them as best.pt if they beat
         the best so far."""
-        session = self.session
-        scalars = {**outcome.scalars, "eval/policy_iteration": float(job.iteration)}
-        session.write_scalars(scalars, job.env_steps)
+        session, iteration, env_steps = self.session, job.weights.iteration, job.weights.env_steps
+        scalars = {**outcome.scalars, "eval/policy_iteration": float(iteration)}
+        session.write_scalars(scalars, env_steps)
         mean = outcome.scalars["eval/return_mean"]
         self.last_return = mean
         if outcome.video_mp4 is not None:
-            path = session.path / VIDEO_DIR / f"eval_step_{job.env_steps:09d}.mp4"
+            path = session.path / VIDEO_DIR / f"eval_step_{env_steps:09d}.mp4"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(outcome.video_mp4)
-            session.writer.write_animation("eval/video", outcome.video_gif, outcome.frame_shape, job.env_steps)
+            session.write_animation("eval/video", outcome.video_gif, outcome.frame_shape, env_steps)
         best = mean > self.best_return
         if best:
-            self.best_return, self.best_step = mean, job.env_steps
-            parts = [job.learner_state.weights, job.learner_state.optimizer]
-            weights, optimizer = ray.get(parts) if self.remote else parts  # the optimizer's travels only now
-            learner = {**weights, "optimizer": optimizer}
-            session.save_best(
-                {**job.checkpoint, "runtime": {"learner": learner, "worker_rng": [], "rng": capture_rng()}}
-            )
+            self.best_return, self.best_step = mean, env_steps
+            session.save_best(job.weights)
         self.log(
-            f"eval of the weights after iteration {job.iteration} (env step {job.env_steps}): return {mean:.1f} "
+            f"eval of the weights after iteration {iteration} (env step {env_steps}): return {mean:.1f} "
             f"+- {outcome.scalars['eval/return_std']:.1f}, length {outcome.scalars['eval/length_mean']:.0f}, "
             f"{len(outcome.returns)} episodes" + (" (best so far: best.pt)" if best else "")
         )
-        return {**scalars, "eval/env_step": float(job.env_steps)}
+        return {**scalars, "eval/env_step": float(env_steps)}
 
-    def on_end(self, session, completed: bool) -> None:
+    def on_end(self, session: SessionView, completed: bool) -> None:
         try:
             if completed and self.pending is not None:
                 if not self._collect(wait_s=FINAL_WAIT_S) and self.pending is not None:
-                    self.log(f"the last evaluation (iteration {self.pending.iteration}) did not finish; left out")
+                    self.log(
+                        f"the last evaluation (iteration {self.pending.weights.iteration}) did not finish; left out"
+                    )
         finally:
             if self.remote and self.worker is not None:
                 kill_quietly(self.worker)

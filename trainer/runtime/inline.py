@@ -6,7 +6,7 @@ import torch
 
 from trainer.core.config import Config
 from trainer.core.envs import Probe
-from trainer.core.messages import EpisodeStats
+from trainer.core.messages import EpisodeStats, Rollout
 from trainer.core.timing import PhaseTimer
 from trainer.learning.learner import Learner
 from trainer.runtime.checkpoint import capture_rng, restore_rng, worker_rng_states
@@ -14,29 +14,45 @@ from trainer.runtime.stats import IterationStats, LearnerState
 from workers.rollout_worker import RolloutWorker
 
 
+class InProcessLearner(Learner):
+    """The learner behind the same handle the Ray runtime drives (trainer/runtime/base.py:
+    LearnerHandle), here an update that is done when it is started."""
+
+    restarts = 0  # it dies with this process
+
+    def start_update(self, rollouts: list[Rollout]) -> dict[str, float]:
+        return self.update(rollouts)
+
+    def finish_update(self, pending: dict[str, float]) -> dict[str, float]:
+        return pending
+
+    def state(self) -> LearnerState:
+        return LearnerState(self.weights_state(), self.optimizer_state())
+
+
 class InlineRuntime:
-    """Learner and workers in this process, no Ray: for debugging, profiling and fast tests."""
+    """Learner and workers in this process, no Ray: for debugging, profiling and fast tests.
+    Workers collect between updates, never during one: no policy lag."""
 
     def __init__(self, config: Config, probe: Probe) -> None:
-        self.learner = Learner(config, probe.observation_space, probe.action_space)
-        self.workers = [RolloutWorker(config, i) for i in range(config.workers.num_workers)]
+        self.learner = InProcessLearner(config, probe, max_policy_lag=0)
+        self.workers = [RolloutWorker(config, i, probe) for i in range(config.workers.num_workers)]
         # One process for both sides, which take turns: the learner's thread count holds.
         torch.set_num_threads(config.learner.torch_threads)
-        self.restarts = [0] * config.workers.num_workers  # in-process workers are never replaced
-        self.learner_restarts = 0
 
     def iterate(self) -> IterationStats:
         snapshot = self.learner.snapshot()
         timer = PhaseTimer()
         with timer.phase("collect"):
             rollouts = [worker.collect(snapshot) for worker in self.workers]
-        metrics = self.learner.learn(rollouts) | timer.take()
+        metrics = self.learner.finish_update(self.learner.start_update(rollouts)) | timer.take()
         episodes = EpisodeStats.concat([rollout.episodes for rollout in rollouts])
-        return IterationStats(metrics, episodes, [rollout.timings for rollout in rollouts])
+        return IterationStats(
+            metrics, episodes, [rollout.timings for rollout in rollouts], worker_restarts=[0] * len(self.workers)
+        )
 
-    def learner_state(self) -> LearnerState:
-        """The learner's state now: what evaluation acts with (and keeps for best.pt)."""
-        return LearnerState(self.learner.weights_state(), self.learner.optimizer_state())
+    def policy_weights(self) -> LearnerState:
+        return self.learner.state()
 
     def state_dict(self) -> dict:
         return {

@@ -11,7 +11,7 @@ import torch
 from trainer.core.config import Config
 from trainer.core.envs import Probe
 from trainer.core.errors import UserError
-from trainer.core.policy import build_policy, rollout_spec
+from trainer.core.policy import build_policy
 
 GB = 1e9
 
@@ -29,7 +29,7 @@ def estimate_bytes(config: Config, probe: Probe) -> tuple[int, int]:
     copy per worker and evaluation actor."""
     with torch.device("meta"):  # shapes only: a network too big to fit is not allocated to find out
         policy = build_policy(probe.obs_spec, probe.action_space, config)
-    rollouts = rollout_spec(probe.obs_spec, policy, config).nbytes(config.workers.envs_per_worker)
+    rollouts = probe.rollout_spec.nbytes(config.workers.envs_per_worker)
     rollouts *= config.workers.num_workers
     buffer = rollouts + 2 * 4 * config.steps_per_iteration
     copies = 1 if config.execution == "inline" else 3 + int(config.workers.overlap)

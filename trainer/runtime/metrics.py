@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -18,8 +18,9 @@ from tensorboard.compat.proto.summary_pb2 import Summary
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 
-from trainer.core.config import Config, dump_config
+from trainer.core.config import Config, dump_config, is_opaque
 from trainer.core.errors import UserError
+from trainer.core.messages import EpisodeStats
 from trainer.core.timing import PHASE_PREFIX, PHASE_SUFFIX, is_phase, phase_tag
 from trainer.runtime.stats import IterationStats
 
@@ -41,6 +42,7 @@ def iteration_scalars(
             scalars[f"charts/episodic_{name}_max"] = float(np.max(values))
     scalars["charts/episodes"] = float(len(episodes.returns))
     scalars["perf/steps_per_s"] = steps_per_s
+    scalars["perf/policy_lag"] = float(stats.policy_lag)
     scalars["perf/iteration_s"] = iteration_s
     for tag, seconds in stats.metrics.items():
         if is_phase(tag):
@@ -61,6 +63,21 @@ def iteration_scalars(
         scalars[f"workers/{index}/restarts"] = float(count)
     scalars["workers/restarts_total"] = float(sum(restarts))
     return scalars
+
+
+def iteration_tags(metrics: Iterable[str], worker_timings: Iterable[str], config: Config) -> tuple[set[str], set[str]]:
+    """The tags iteration_scalars gives, from the tags of the runtime's metrics and of one
+    worker's timings: (those of every iteration, those only of one in which an episode ended).
+    Read off iteration_scalars itself, so that they cannot drift from it."""
+    workers = config.workers.num_workers
+    values, timings = dict.fromkeys(metrics, 1.0), dict.fromkeys(worker_timings, 1.0)
+
+    def tags(episodes: EpisodeStats) -> set[str]:
+        stats = IterationStats(metrics=values, episodes=episodes, worker_timings=[timings] * workers)
+        return set(iteration_scalars(stats, 1.0, 1.0, [0] * workers, config))
+
+    every = tags(EpisodeStats())
+    return every, tags(EpisodeStats(returns=[1.0], lengths=[1])) - every
 
 
 class TensorBoardWriteError(UserError):
@@ -155,13 +172,13 @@ class MetricsWriter:
 
 
 def flat_hparams(config: Config) -> dict[str, float | int | str | bool]:
-    """`section.key: value` for every scalar config value (lists and dicts as text)."""
+    """`section.key: value` for every scalar config value (lists and opaque mappings as text)."""
     flat: dict[str, float | int | str | bool] = {}
 
     def walk(prefix: str, node: dict) -> None:
         for key, value in node.items():
             name = f"{prefix}{key}"
-            if isinstance(value, dict) and name not in ("env.kwargs", "workers.resources"):
+            if isinstance(value, dict) and not is_opaque(name):
                 walk(f"{name}.", value)
             elif isinstance(value, bool | int | float | str):
                 flat[name] = value

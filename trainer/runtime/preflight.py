@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 
 from trainer.core.config import Config
-from trainer.core.envs import Probe, probe_env
+from trainer.core.envs import Probe, probe_env, probe_run
 from trainer.core.errors import UserError
 from trainer.core.policy import build_policy
 from trainer.runtime.checkpoint import check_spaces, describe_spaces
@@ -22,7 +22,7 @@ def preflight(config: Config, checkpoint: dict | None, address: str | None = Non
     address = address or os.environ.get("RAY_ADDRESS")
     if config.execution == "ray" and address:
         check_cluster(address)
-    probe = probe_env(config.env, config.policy)
+    probe = probe_run(config)
     if checkpoint is not None:
         check_spaces(checkpoint, probe, config.env.id, checkpoint["path"])
         check_policy_fits(checkpoint, config, probe, checkpoint["path"])

@@ -6,7 +6,7 @@ workers), and the rollout itself, whose reference the driver hands on as an argu
 learner's one update call, so Ray delivers every rollout with that call.
 A worker that dies, or takes no env step for `workers.sample_timeout_s`, is replaced and its share
 collected again with the same snapshot, so an iteration never mixes versions or half rollouts. A
-learner that dies is rebuilt from its newest state (see remote_learner.py).
+learner that dies is rebuilt from its newest state (see learner_group.py).
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ from trainer.runtime.actors import (
     wait_started,
 )
 from trainer.runtime.checkpoint import capture_rng, restore_rng, worker_rng_states
+from trainer.runtime.learner_group import LearnerGroup, LearnerLost
 from trainer.runtime.placement import ensure_fits, scheduling_strategy
 from trainer.runtime.ray_connect import connect, disconnect
-from trainer.runtime.remote_learner import LearnerLost, RemoteLearner
 from trainer.runtime.stats import IterationStats, LearnerState
 from workers.ray_worker import LIVENESS_GROUPS, RolloutWorkerActor
 
@@ -64,18 +64,21 @@ class RayRuntime:
         log: Callable[[str], None] = print,
     ) -> None:
         self.config = config
-        self.registry_spec = probe.registry_spec
+        self.probe = probe
         self.log = log
         self.restarts = [0] * config.workers.num_workers
         self.failures_in_a_row = [0] * config.workers.num_workers
         self.said_memory = False  # the advice on a worker killed for memory is given once
-        self._in_flight: tuple | None = None  # (snapshot, pending collections) started ahead
-        self.learner: RemoteLearner | None = None
+        # With workers.overlap, the workers collect the next rollouts during an update, with the
+        # policy from before it: the learner accepts rollouts one version behind.
+        self.max_policy_lag = 1 if config.workers.overlap else 0
+        self._in_flight: tuple | None = None  # (snapshot, pending collections, their lag) started ahead
+        self.learner: LearnerGroup | None = None
         self.workers: list = []
         self.started_ray = connect(config, address)
         try:
             ensure_fits(config, log, embedded=self.started_ray)
-            self.learner = RemoteLearner(config, probe, log)
+            self.learner = LearnerGroup(config, probe, self.max_policy_lag, log)
             self.workers = [self._spawn(index) for index in range(config.workers.num_workers)]
             self._with_learner(self.learner.wait_ready)
             wait_started(self.workers, config.workers.sample_timeout_s)
@@ -96,10 +99,6 @@ class RayRuntime:
         the driver a few calls a minute, not 64 a second."""
         return self.config.workers.sample_timeout_s / 4
 
-    @property
-    def learner_restarts(self) -> int:
-        return self.learner.restarts if self.learner is not None else 0
-
     def _spawn(self, index: int):
         workers = self.config.workers
         return (
@@ -110,35 +109,36 @@ class RayRuntime:
                 scheduling_strategy=scheduling_strategy("SPREAD"),
                 max_restarts=0,
             )
-            .remote(self.config, index, self.registry_spec)
+            .remote(self.config, index, self.probe)
         )
 
     def iterate(self) -> IterationStats:
         """One iteration. With `workers.overlap`, the workers collect the next rollout (with the
         snapshot these rollouts used) while the learner updates: one version of policy lag.
         A learner that dies is rebuilt and its part of the iteration retried."""
-        restarts_before = sum(self.restarts)
         timer = PhaseTimer()
         with timer.phase("collect"):
-            infos, rollout_refs = self._with_learner(self._collect)
+            infos, rollout_refs, lag = self._with_learner(self._collect)
         metrics = self._with_learner(lambda: self._learn(rollout_refs)) | timer.take()
         episodes = EpisodeStats.concat([info.episodes for info in infos])
-        return IterationStats(metrics, episodes, [info.timings for info in infos], sum(self.restarts) - restarts_before)
+        timings = [info.timings for info in infos]
+        return IterationStats(metrics, episodes, timings, lag, list(self.restarts), self.learner.restarts)
 
-    def _collect(self) -> tuple[list, list]:
+    def _collect(self) -> tuple[list, list, int]:
         if self._in_flight is None:
             snapshot = self.learner.snapshot()
-            self._in_flight = self._start_collection(snapshot)
+            self._in_flight = (*self._start_collection(snapshot), 0)
             self.learner.wait_for(snapshot)  # (one made before an update is covered by the update's wait)
-        return self._finish_collection(*self._in_flight)
+        snapshot, pending, lag = self._in_flight
+        return *self._finish_collection(snapshot, pending), lag
 
     def _learn(self, rollout_refs: list) -> dict[str, float]:
-        if self.config.workers.overlap:
+        if self.max_policy_lag:
             next_snapshot = self.learner.snapshot()  # runs before the update on the actor
-            learned = self.learner.submit_update(rollout_refs)
-            self._in_flight = self._start_collection(next_snapshot)
+            learned = self.learner.start_update(rollout_refs)
+            self._in_flight = (*self._start_collection(next_snapshot), 1)
         else:
-            learned = self.learner.submit_update(rollout_refs)
+            learned = self.learner.start_update(rollout_refs)
             self._in_flight = None
         return self.learner.finish_update(learned)
 
@@ -234,7 +234,7 @@ class RayRuntime:
                 "worker holds), or workers.num_workers per node, or give the node more memory"
             )
 
-    def learner_state(self) -> LearnerState:
+    def policy_weights(self) -> LearnerState:
         """The learner's state after its newest update, for evaluation: references to what is
         in the object store already, so handing them on costs the learner nothing."""
         return self._with_learner(self.learner.state)

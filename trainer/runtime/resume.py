@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from trainer.core.config import Config, load_config
+from trainer.core.config import Config, is_opaque, load_config
 from trainer.core.envs import Probe
 from trainer.core.errors import UserError
 from trainer.core.policy import build_policy
@@ -29,16 +29,16 @@ def resolve_resume(resume: str | Path | None, run_dir: str | Path | None) -> str
 
 
 def config_changes(saved: dict, config: Config) -> list[str]:
-    """`key: old -> new` for every setting the resumed run changes."""
+    """`key: old -> new` for every setting the resumed run changes (an opaque mapping as one)."""
     changes: list[str] = []
 
     def walk(prefix: str, old: dict, new: dict) -> None:
         for key in sorted(set(old) | set(new)):
-            before, after = old.get(key), new.get(key)
-            if isinstance(before, dict) and isinstance(after, dict) and key not in ("kwargs", "resources"):
-                walk(f"{prefix}{key}.", before, after)
-            elif before != after and f"{prefix}{key}" != "name":
-                changes.append(f"{prefix}{key} {before!r} -> {after!r}")
+            name, before, after = f"{prefix}{key}", old.get(key), new.get(key)
+            if isinstance(before, dict) and isinstance(after, dict) and not is_opaque(name):
+                walk(f"{name}.", before, after)
+            elif before != after and name != "name":
+                changes.append(f"{name} {before!r} -> {after!r}")
 
     walk("", saved, config.model_dump())
     return changes

@@ -18,9 +18,10 @@ from pathlib import Path
 from trainer.core.config import Config
 from trainer.core.envs import Probe
 from trainer.core.errors import UserError
-from trainer.runtime.callbacks import IterationReport, as_callbacks, callback_name
+from trainer.runtime.callbacks import IterationReport, PolicyWeights, SessionView, as_callbacks, callback_name, fetch
 from trainer.runtime.checkpoint import (
     CHECKPOINT_DIR,
+    capture_rng,
     describe_spaces,
     periodic_checkpoints,
     save_best_checkpoint,
@@ -36,6 +37,7 @@ from trainer.runtime.ray_connect import watch_embedded_ray
 from trainer.runtime.ray_runtime import RayRuntime
 from trainer.runtime.resume import config_changes, resolve_run
 from trainer.runtime.run_dir import create_run_dir, release_run_dir, run_path, write_json
+from trainer.runtime.stats import IterationStats
 from trainer.runtime.stopping import GracefulStop
 from trainer.runtime.tracking import WINDOW, EpisodeTracker
 
@@ -211,23 +213,27 @@ class TrainingSession:
         self.config, self.path, self.spaces = config, path, describe_spaces(probe)
         self.runtime, self.progress = runtime, progress
         self.callbacks = list(callbacks)
-        self.evaluation = next((c for c in self.callbacks if isinstance(c, Evaluation)), None)
+        self.view = SessionView(self)
+        self.best_by_callback = any(callback.saves_best for callback in self.callbacks)
         self.stopped_by: str | None = None  # the callback that stopped the run
         self.tracker = EpisodeTracker(probe.reward_threshold)
         self.iteration, self.env_steps, self.wall_before = 0, 0, 0.0
-        self.learner_restarts_before = 0
+        # Restarts over the run: the earlier sessions' (from the checkpoint) plus this runtime's.
+        self.worker_restarts, self.learner_restarts = [0] * config.workers.num_workers, 0
         if checkpoint is not None:
             runtime.load_state_dict(checkpoint["runtime"])
-            saved = checkpoint["restarts"][: len(runtime.restarts)]
-            runtime.restarts[: len(saved)] = saved  # a resume onto more or fewer workers keeps what it can
-            self.learner_restarts_before = checkpoint["learner_restarts"]
+            saved = checkpoint["restarts"][: config.workers.num_workers]  # a resume onto more or fewer workers
+            self.worker_restarts[: len(saved)] = saved  # keeps what it can
+            self.learner_restarts = checkpoint["learner_restarts"]
             self.tracker.load_state_dict(checkpoint["tracker"])
             self.iteration, self.env_steps = checkpoint["iteration"], checkpoint["env_steps"]
             self.wall_before = checkpoint["wall_time_s"]
-            if self.evaluation is not None and "eval" in checkpoint:
-                self.evaluation.load_state_dict(checkpoint["eval"])
+            for callback in self.callbacks:
+                if callback_name(callback) in checkpoint["callbacks"]:
+                    callback.load_state_dict(checkpoint["callbacks"][callback_name(callback)])
             progress.message(f"resumed at iteration {self.iteration}, env step {self.env_steps}")
         self.first_iteration, self.first_step = self.iteration, self.env_steps
+        self.restarts_before = (list(self.worker_restarts), self.learner_restarts)
         self.planned_steps = planned_steps(config, self.env_steps)
         self.saved_at, self.best_saved = self.iteration, self.tracker.best_mean_return
         # A resume drops what an earlier session wrote after its checkpoint; a fresh start in a
@@ -239,10 +245,6 @@ class TrainingSession:
         self.ended: float | None = None  # when the loop ended: waiting for a last evaluation is not training
         self.ratio_warnings = 0
         self.writing_checkpoint = threading.Lock()  # see abandon()
-
-    @property
-    def learner_restarts(self) -> int:
-        return self.learner_restarts_before + self.runtime.learner_restarts
 
     def run(self, stop: GracefulStop) -> None:
         """Iterate to the step budget, a stop request or a callback's stop, then end the session."""
@@ -270,7 +272,7 @@ class TrainingSession:
 
     def begin(self) -> None:
         for callback in self.callbacks:
-            callback.on_start(self)
+            callback.on_start(self.view)
         self.start = time.perf_counter()  # the evaluation actor's start-up is not training time
         self.driver_cpu = time.process_time()
 
@@ -292,7 +294,7 @@ class TrainingSession:
         """Tell the callbacks, then stop the runtime and close the writer."""
         try:
             for callback in self.callbacks:
-                callback.on_end(self, completed)
+                callback.on_end(self.view, completed)
         finally:
             self._close(discard=not completed)
 
@@ -337,9 +339,6 @@ class TrainingSession:
         finally:
             release_run_dir(self.path, discard=discard and not ran)
 
-    def write_scalars(self, scalars: dict[str, float], env_step: int) -> None:
-        self.writer.write(scalars, env_step)
-
     def _iterate(self) -> IterationReport:
         iteration_start = time.perf_counter()
         stats = self.runtime.iterate()
@@ -348,14 +347,17 @@ class TrainingSession:
         self.tracker.add(stats.episodes.returns, self.env_steps)
         now = time.perf_counter()
         steps_per_s = (self.env_steps - self.first_step) / (now - self.start)
-        scalars = iteration_scalars(stats, now - iteration_start, steps_per_s, self.runtime.restarts, self.config)
+        workers_before, learner_before = self.restarts_before
+        self.worker_restarts = [a + b for a, b in zip(workers_before, stats.worker_restarts)]
+        self.learner_restarts = learner_before + stats.learner_restarts
+        scalars = iteration_scalars(stats, now - iteration_start, steps_per_s, self.worker_restarts, self.config)
         scalars["learner/restarts"] = float(self.learner_restarts)
         cpu = time.process_time()  # this process, Ray's threads in it included; the previous write too
         scalars["perf/driver_cpu_s"], self.driver_cpu = cpu - self.driver_cpu, cpu
         if len(self.tracker.recent) >= WINDOW:  # what solved_at_step and the summary judge by
             scalars["charts/mean_return_last20"] = self.tracker.mean_return
         self.writer.write(scalars, self.env_steps)
-        self._check_ratio(stats.metrics)
+        self._check_ratio(stats)
         self.progress.update(self.env_steps, self.tracker.mean_return, steps_per_s)
         report = IterationReport(self.iteration, self.env_steps, scalars, self.path, self.wall_time_s)
         for callback in self.callbacks:
@@ -364,11 +366,11 @@ class TrainingSession:
                 self.progress.message(f"{callback_name(callback)} stopped the run at env step {self.env_steps}")
         return report
 
-    def _check_ratio(self, metrics: dict[str, float]) -> None:
+    def _check_ratio(self, stats: IterationStats) -> None:
         """Warn loudly when the first minibatch's PPO ratio is not 1 on an on-policy iteration:
         workers and learner then disagree on normalization, hidden states or resets."""
-        deviation = metrics["losses/first_minibatch_ratio_dev"]
-        if deviation > RATIO_TOLERANCE and metrics.get("perf/policy_lag", 0.0) == 0.0:
+        deviation = stats.metrics["losses/first_minibatch_ratio_dev"]
+        if deviation > RATIO_TOLERANCE and stats.policy_lag == 0:
             self.ratio_warnings += 1
             if self.ratio_warnings in (1, 10, 100) or self.ratio_warnings % 1000 == 0:
                 self.progress.message(
@@ -383,13 +385,13 @@ class TrainingSession:
             "iteration": self.iteration,
             "env_steps": self.env_steps,
             "wall_time_s": self.wall_time_s,
-            "restarts": list(self.runtime.restarts),
+            "restarts": list(self.worker_restarts),
             "learner_restarts": self.learner_restarts,
             "tracker": self.tracker.state_dict(),
             "spaces": self.spaces,
         }
-        if self.evaluation is not None:
-            state["eval"] = self.evaluation.state_dict()
+        states = {callback_name(callback): callback.state_dict() for callback in self.callbacks}
+        state["callbacks"] = {name: value for name, value in states.items() if value is not None}
         return state
 
     def full_state(self) -> dict:
@@ -397,17 +399,19 @@ class TrainingSession:
         return {**self.checkpoint_state(), "runtime": self.runtime.state_dict()}
 
     def _save(self) -> None:
-        # With evaluation on, best.pt follows the eval return (see evaluation.py), else the
-        # training episodes' mean return.
+        # best.pt follows the training episodes' mean return, unless a callback keeps it (evaluation).
         improved = self.tracker.best_mean_return > self.best_saved or self.saved_at == 0
         state = self.full_state()
         self.writer.flush()  # every point up to this checkpoint is on disk before it exists
         with self.writing_checkpoint:
-            save_checkpoint(self.path, state, self.config.checkpoint.keep_last, improved and self.evaluation is None)
+            save_checkpoint(self.path, state, self.config.checkpoint.keep_last, improved and not self.best_by_callback)
         self.saved_at, self.best_saved = self.iteration, max(self.best_saved, self.tracker.best_mean_return)
 
-    def save_best(self, state: dict) -> None:
-        save_best_checkpoint(self.path, state)
+    def save_best(self, weights: PolicyWeights) -> Path:
+        """best.pt of `weights`' moment: the optimizer's state of then is fetched only now."""
+        learner = {**fetch(weights.learner.weights), "optimizer": fetch(weights.learner.optimizer)}
+        runtime = {"learner": learner, "worker_rng": [], "rng": capture_rng()}
+        return save_best_checkpoint(self.path, {**weights.session_state, "runtime": runtime})
 
     @property
     def wall_time_s(self) -> float:
@@ -429,9 +433,8 @@ class TrainingSession:
             "reward_threshold": tracker.reward_threshold,
             "solved_at_step": tracker.solved_at_step,
             "execution": config.execution,
-            "worker_restarts": sum(self.runtime.restarts),
+            "worker_restarts": sum(self.worker_restarts),
             "learner_restarts": self.learner_restarts,
             "interrupted_by": stopped_by,
             "run_dir": str(self.path),
-            **(self.evaluation.summary() if self.evaluation is not None else {}),
-        }
+        } | {key: value for callback in self.callbacks for key, value in callback.summary().items()}

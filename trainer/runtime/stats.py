@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from trainer.core.messages import EpisodeStats
 
 
 @dataclass
 class IterationStats:
-    """What a runtime reports to the driver after one iteration."""
+    """What a runtime reports to the driver after one iteration. `policy_lag`: how many versions
+    the rollouts' policy was behind the one they updated (the runtime's choice: 1 where workers
+    collect during updates). The restart counts are this runtime's so far."""
 
     metrics: dict[str, float]
     episodes: EpisodeStats
     worker_timings: list[dict[str, float]]
-    restarts: int = 0
+    policy_lag: int = 0
+    worker_restarts: list[int] = field(default_factory=list)
+    learner_restarts: int = 0
 
 
 @dataclass(frozen=True)

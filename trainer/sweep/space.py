@@ -14,11 +14,11 @@ import copy
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, get_args, get_origin
+from typing import Any, get_args
 
 from pydantic import BaseModel
 
-from trainer.core.config import Config, ConfigError, load_config, set_key
+from trainer.core.config import Config, ConfigError, is_opaque, load_config, set_key
 from trainer.core.yaml_files import read_yaml
 
 SAMPLERS = ("choice", "uniform", "loguniform", "randint", "grid")
@@ -161,21 +161,22 @@ def _example(sampler: str) -> str:
 
 
 def _takes_integers(key: str) -> bool:
-    """Whether the config setting `key` is an int (or an int or null)."""
+    """Whether the config key `key` (see is_config_key) is an int (or an int or null)."""
+    if is_opaque(key):
+        return False  # a key inside a mapping setting (env.kwargs): its type is the env's
     model: type[BaseModel] = Config
     *sections, name = key.split(".")
     for part in sections:
-        field = model.model_fields.get(part)
-        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
-            return False  # a key inside a mapping setting (env.kwargs): its type is the env's
-        model = field.annotation
+        model = model.model_fields[part].annotation
     kind = model.model_fields[name].annotation
     return kind is int or set(get_args(kind)) == {int, type(None)}
 
 
 def is_config_key(key: str) -> bool:
-    """A dotted path to a setting of Config (a key inside a mapping setting such as env.kwargs
-    counts: its keys are the env's)."""
+    """A dotted path to a setting of Config, or to a key inside an opaque one (`env.kwargs.seed`:
+    its keys are the env's, see OPAQUE_FIELDS)."""
+    if is_opaque(key):
+        return True
     model: type[BaseModel] = Config
     parts = key.split(".")
     for index, part in enumerate(parts):
@@ -183,8 +184,7 @@ def is_config_key(key: str) -> bool:
         if field is None:
             return False
         kind = field.annotation
-        if isinstance(kind, type) and issubclass(kind, BaseModel):
-            model = kind
-            continue
-        return index == len(parts) - 1 or get_origin(kind) is dict
+        if not (isinstance(kind, type) and issubclass(kind, BaseModel)):
+            return index == len(parts) - 1
+        model = kind
     return False  # a whole section

@@ -1,7 +1,8 @@
 """The TensorBoard tags a sweep trial reports to Tune, known from its config alone, so a misspelled
-`--metric` is refused before any trial starts. It mirrors what trainer/runtime/metrics.py's
-iteration_scalars, the learner, the session and evaluation name; tests/test_sweep.py compares it
-with what real trials report."""
+`--metric` is refused before any trial starts. Those that trainer/runtime/metrics.py's
+iteration_scalars makes are read off it; the others are named here as the learner, the workers,
+the session and evaluation name them. tests/test_sweep.py compares them with what real trials
+report."""
 
 from __future__ import annotations
 
@@ -9,31 +10,30 @@ import difflib
 
 from trainer.core.config import Config
 from trainer.core.errors import UserError
+from trainer.core.timing import phase_tag
+from trainer.runtime.metrics import iteration_tags
 
 LOSSES = ("total", "policy", "value", "entropy", "approx_kl", "clip_fraction", "grad_norm",
           "first_minibatch_ratio_dev", "explained_variance", "stopped_early")  # fmt: skip
-PERF = ("steps_per_s", "iteration_s", "driver_cpu_s", "policy_lag", "slowest_rollout_s", "coordination_s")
 OBS_STATS = ("count", "mean_avg", "std_mean", "std_min", "std_max")  # of an env with vector observations
-WORKER = ("forward_s", "env_s", "rollout_s", "steps_per_s", "env_failures", "restarts")  # workers/<i>/...
-EPISODE_TAGS = (
-    *(f"charts/episodic_{name}_{stat}" for name in ("return", "length") for stat in ("mean", "min", "max")),
-    "charts/mean_return_last20",
-)  # absent from an iteration in which no episode ended (the last one, until 20 have)
+LEARNER = ("charts/learning_rate", "normalizer/return_std", *(f"losses/{name}" for name in LOSSES),
+           *(f"normalizer/obs_{name}" for name in OBS_STATS))  # fmt: skip
+WORKER_TIMINGS = (*(phase_tag(phase) for phase in ("forward", "env", "rollout")), "env_failures")  # per worker
+SESSION = ("learner/restarts", "perf/driver_cpu_s")
+RETURN_WINDOW = "charts/mean_return_last20"  # the session's, once 20 episodes have ended
 EVAL_RESULT_TAGS = ("eval/return_mean", "eval/return_std", "eval/length_mean", "eval/policy_iteration", "eval/env_step")
 
 
 def trial_tags(config: Config) -> tuple[set[str], set[str]]:
     """(the tags of every iteration, the tags of only some: episode returns, evaluation results)."""
-    phases = ["collect", "copy", "learn"]  # perf/<phase>_s and its share of the iteration
+    phases = ["collect", "copy", "learn"]  # the runtime's perf/<phase>_s (iteration_scalars adds its share)
     phases += ["allreduce"] * (config.learner.num_learners > 1) + ["transfer"] * (config.execution == "ray")
-    every = {"charts/episodes", "charts/learning_rate", "learner/restarts", "workers/restarts_total"}
-    every |= {f"losses/{name}" for name in LOSSES} | {f"perf/{name}" for name in PERF}
-    every |= {f"perf/{phase}_{unit}" for phase in phases for unit in ("s", "share")}
-    every |= {"normalizer/return_std"} | {f"normalizer/obs_{name}" for name in OBS_STATS}
-    every |= {f"workers/{index}/{name}" for index in range(config.workers.num_workers) for name in WORKER}
+    metrics = {*LEARNER, *(phase_tag(phase) for phase in phases)}
     if config.learner.device != "cpu":  # "auto" too: on a node with a GPU
-        every.add("perf/learner_gpu_memory_mb")
-    some = set(EPISODE_TAGS)
+        metrics.add("perf/learner_gpu_memory_mb")
+    every, some = iteration_tags(metrics, WORKER_TIMINGS, config)
+    every |= set(SESSION)
+    some.add(RETURN_WINDOW)
     if config.eval.every:
         every.add("eval/skipped")
         some |= set(EVAL_RESULT_TAGS) | ({"eval/stochastic_return_mean"} if config.eval.deterministic else set())

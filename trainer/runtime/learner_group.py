@@ -54,7 +54,9 @@ class LearnerActor(KeepsSetupError, Learner):
         return super().snapshot()
 
     @ray.method(num_returns=3, enable_task_events=False)
-    def learn_from(self, submitted_at: float, *rollouts: Rollout) -> tuple[dict[str, float], dict | None, dict | None]:
+    def update_shard(
+        self, submitted_at: float, *rollouts: Rollout
+    ) -> tuple[dict[str, float], dict | None, dict | None]:
         """Update from this rank's rollouts; return the metrics and the new state, as its weights
         and its optimizer's (rank 0 only: every rank holds the same). The rollouts come as the
         call's own arguments, which Ray resolves before it runs: small ones travel inside the call,
@@ -62,7 +64,7 @@ class LearnerActor(KeepsSetupError, Learner):
         driver's clock at the call, so the transfer is timed (across nodes, as well as their
         clocks agree)."""
         self.timer.add("transfer", max(0.0, time.time() - submitted_at))
-        metrics = self.learn(list(rollouts))
+        metrics = self.update(list(rollouts))
         if self.rank:
             return metrics, None, None
         return metrics, self.weights_state(), self.optimizer_state()
@@ -80,14 +82,15 @@ class LearnerActor(KeepsSetupError, Learner):
             return ray.util.get_node_ip_address(), probe.getsockname()[1]
 
 
-class RemoteLearner:
+class LearnerGroup:
     """The driver's handle on the learner: one actor, or `learner.num_learners` data-parallel
     ranks placed through a placement group and joined in one torch.distributed group, behind the
     same calls. A rank's death (or a collective that fails because of it) becomes LearnerLost,
     and `rebuild()` starts a new learner (group) from the newest state."""
 
-    def __init__(self, config: Config, probe: Probe, log: Callable[[str], None]) -> None:
+    def __init__(self, config: Config, probe: Probe, max_policy_lag: int, log: Callable[[str], None]) -> None:
         self.config, self.probe, self.log = config, probe, log
+        self.max_policy_lag = max_policy_lag
         self.restarts = 0
         self.newest: LearnerState | None = None  # the state after the newest update, in the object store
         self.loaded_state: dict | None = None  # a resumed run's state, until the first update
@@ -106,18 +109,18 @@ class RemoteLearner:
     def _spawn(self) -> list:
         learner = self.config.learner
         options = {"num_cpus": learner.num_cpus, "num_gpus": learner.num_gpus, "max_restarts": 0}
-        args = (self.config, self.probe.observation_space, self.probe.action_space)
+        args = (self.config, self.probe)
         trial = scheduling_strategy()  # a sweep's trial holds the learner's bundles in its placement group
         actor_class = ray.remote(concurrency_groups=LIVENESS_GROUPS)(LearnerActor)
         if self.world == 1:
-            return [actor_class.options(**options, scheduling_strategy=trial).remote(*args)]
+            return [actor_class.options(**options, scheduling_strategy=trial).remote(*args, 0, 1, self.max_policy_lag)]
         if trial is None:  # the ranks get a placement group of their own
             bundle = {"CPU": learner.num_cpus, **({"GPU": learner.num_gpus} if learner.num_gpus else {})}
             self.placement = placement_group([bundle] * self.world, strategy=learner.placement.upper())
         return [
             actor_class.options(
                 **options, scheduling_strategy=trial or PlacementGroupSchedulingStrategy(self.placement, rank)
-            ).remote(*args, rank, self.world)
+            ).remote(*args, rank, self.world, self.max_policy_lag)
             for rank in range(self.world)
         ]
 
@@ -198,12 +201,12 @@ class RemoteLearner:
         handed a snapshot that never comes would wait on it, and be taken for stuck instead."""
         self._wait_alive(ref)
 
-    def submit_update(self, rollout_refs: list) -> list:
+    def start_update(self, rollout_refs: list) -> list:
         """Each rank gets the rollouts of its own workers, as the arguments of its call."""
         share = len(rollout_refs) // self.world
         now = time.time()
         return [
-            actor.learn_from.remote(now, *rollout_refs[rank * share : (rank + 1) * share])
+            actor.update_shard.remote(now, *rollout_refs[rank * share : (rank + 1) * share])
             for rank, actor in enumerate(self.actors)
         ]
 
