@@ -10,6 +10,7 @@ import threading
 import numpy as np
 import pytest
 import ray
+import torch
 
 from tests.conftest import REPO_ROOT, make_small_config
 from trainer import train
@@ -189,12 +190,16 @@ def test_overlapped_collection_has_exactly_one_version_of_lag(local_ray):
     assert count == 4 * config.steps_per_iteration  # every observation counted once, none twice
 
 
-def test_workers_run_at_lower_cpu_priority_than_the_learner(local_ray):
-    runtime = make_runtime(ray_config(workers={"nice": 3}))
+def test_workers_run_at_lower_cpu_priority_than_the_learner_and_each_at_its_thread_count(local_ray):
+    runtime = make_runtime(ray_config(workers={"nice": 3, "torch_threads": 1}, learner={"torch_threads": 2}))
+
+    def settings(_):
+        return os.nice(0), torch.get_num_threads()
+
     try:
-        learner_nice = ray.get(runtime.learner.actor.__ray_call__.remote(lambda _: os.nice(0)))
-        worker_nice = ray.get([worker.__ray_call__.remote(lambda _: os.nice(0)) for worker in runtime.workers])
+        learner_nice, learner_threads = ray.get(runtime.learner.actor.__ray_call__.remote(settings))
+        workers = ray.get([worker.__ray_call__.remote(settings) for worker in runtime.workers])
     finally:
         runtime.close()
-    assert worker_nice == [min(19, learner_nice + 3)] * 2  # Ray starts workers at nice 15; 19 is the floor
-    assert worker_nice[0] > learner_nice
+    assert workers == [(min(19, learner_nice + 3), 1)] * 2  # Ray starts workers at nice 15; 19 is the floor
+    assert workers[0][0] > learner_nice and learner_threads == 2

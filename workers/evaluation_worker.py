@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import torch
-
 from trainer.core.config import Config
 from trainer.core.env_making import ensure_registered
 from trainer.core.envs import Probe
@@ -30,7 +28,6 @@ class EvalOutcome:
 class EvaluationWorker:
     def __init__(self, config: Config, probe: Probe) -> None:
         self.config = config
-        torch.set_num_threads(config.workers.torch_threads)
         ensure_registered(config.eval_env, probe.registry_spec)
         self.obs_spec = probe.obs_spec
         self.policy = build_policy(self.obs_spec, probe.action_space, config)

@@ -4,7 +4,6 @@ to the learner."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import ray
@@ -12,6 +11,7 @@ import ray
 from trainer.core.config import Config
 from trainer.core.envs import Probe
 from trainer.core.messages import EpisodeStats, PolicySnapshot, Rollout
+from trainer.core.process import set_up_process
 from workers.actor import KeepsSetupError
 from workers.evaluation_worker import EvalOutcome, EvaluationWorker
 from workers.rollout_worker import RolloutWorker
@@ -33,7 +33,7 @@ class RolloutWorkerActor(KeepsSetupError, RolloutWorker):
     An env that cannot be made or reset is the env's error, raised by the first collection."""
 
     def __init__(self, config: Config, worker_index: int, probe: Probe) -> None:
-        os.nice(config.workers.nice)  # see WorkersConfig.nice: the learner goes first on shared cores
+        set_up_process(config, "rollout worker")
         self.vector_steps = 0  # progress() answers also when the envs could not be built
         super().__init__(config, worker_index, probe)
 
@@ -57,7 +57,7 @@ class EvaluationActor(KeepsSetupError, EvaluationWorker):
     env that cannot be made is kept and raised by the first evaluation, as the env's error."""
 
     def __init__(self, config: Config, probe: Probe) -> None:
-        os.nice(config.workers.nice)
+        set_up_process(config, "evaluation worker")
         super().__init__(config, probe)
 
     @ray.method(enable_task_events=False)

@@ -38,7 +38,6 @@ class RolloutWorker:
         self.config = config
         self.index = worker_index
         E = config.workers.envs_per_worker
-        torch.set_num_threads(config.workers.torch_threads)
         ensure_registered(config.env, probe.registry_spec)
         self.envs = make_vector_env(config.env, E, mode=config.workers.vector_env, registry_spec=probe.registry_spec)
         check_same_spaces(self.envs, probe, f"rollout worker {worker_index}", config.env.id)

@@ -23,6 +23,7 @@ from trainer.core.custom_networks import build_core, build_encoder, core_state_d
 from trainer.core.distributions import ActionDistribution, distribution_for
 from trainer.core.encoders import ObsEncoder, layer_init
 from trainer.core.preprocessing import ObsPreprocessor
+from trainer.core.seeding import derive_seed
 from trainer.core.spec import ROOT, ObsSpec, RolloutSpec, example_observation, is_recurrent, state_shape
 
 Obs = dict[str, torch.Tensor] | torch.Tensor  # leaves by key; a plain Box observation may be its tensor
@@ -296,9 +297,13 @@ def make_encoder(obs: ObsSpec, config: Config) -> nn.Module:
 
 
 def build_policy(obs: ObsSpec, action_space: spaces.Space, config: Config) -> ActorCritic:
+    """The policy, its initial weights drawn from the run's seed (the same on every learner rank)
+    on a forked RNG: building one leaves the process's RNG as it was."""
     kind = config.policy.kind
     cls = MLPActorCritic if kind == "mlp" else LSTMActorCritic if kind == "lstm" else CoreActorCritic
-    return cls(obs, distribution_for(action_space), config)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(config.seed, "learner"))
+        return cls(obs, distribution_for(action_space), config)
 
 
 def rollout_spec(obs: ObsSpec, policy: ActorCritic, config: Config) -> RolloutSpec:

@@ -49,8 +49,6 @@ class Learner:
         self.num_workers = config.workers.num_workers // world  # this rank's workers
         self.first_env = rank * config.total_envs // world
         self.collective: Collective = LocalCollective()  # a ProcessGroup once `join`ed
-        torch.manual_seed(derive_seed(config.seed, "learner"))  # no rank in it: all start alike
-        torch.set_num_threads(config.learner.torch_threads)
         self.device = resolve_device(config.learner.device)
         self.obs_spec = probe.obs_spec
         self.policy = build_policy(self.obs_spec, probe.action_space, config).to(self.device)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import torch
-
 from trainer.core.config import Config
 from trainer.core.envs import Probe
 from trainer.core.messages import EpisodeStats, Rollout
@@ -37,8 +35,6 @@ class InlineRuntime:
     def __init__(self, config: Config, probe: Probe) -> None:
         self.learner = InProcessLearner(config, probe, max_policy_lag=0)
         self.workers = [RolloutWorker(config, i, probe) for i in range(config.workers.num_workers)]
-        # One process for both sides, which take turns: the learner's thread count holds.
-        torch.set_num_threads(config.learner.torch_threads)
 
     def iterate(self) -> IterationStats:
         snapshot = self.learner.snapshot()

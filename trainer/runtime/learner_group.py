@@ -24,6 +24,7 @@ from trainer.core.config import Config
 from trainer.core.envs import Probe
 from trainer.core.errors import UserError
 from trainer.core.messages import PolicySnapshot, Rollout
+from trainer.core.process import set_up_process
 from trainer.learning.learner import Learner
 from trainer.runtime.actors import ACTOR_LOST, first_line, kill_quietly, last_line, lost_reason, unwrap_user_errors
 from trainer.runtime.placement import scheduling_strategy
@@ -45,6 +46,10 @@ class LearnerLost(Exception):
 class LearnerActor(KeepsSetupError, Learner):
     """The learner in its own process (on a GPU node when it asks for one). A UserError while
     building it (say, learner.device: cuda on a CPU node) is kept and raised by `ready()`."""
+
+    def __init__(self, config: Config, *args) -> None:
+        set_up_process(config, "learner")
+        super().__init__(config, *args)
 
     def ready(self) -> None:
         self.raise_setup_error()

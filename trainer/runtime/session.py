@@ -18,6 +18,7 @@ from pathlib import Path
 from trainer.core.config import Config
 from trainer.core.envs import Probe
 from trainer.core.errors import UserError
+from trainer.core.process import set_up_process
 from trainer.runtime.callbacks import IterationReport, PolicyWeights, SessionView, as_callbacks, callback_name, fetch
 from trainer.runtime.checkpoint import (
     CHECKPOINT_DIR,
@@ -53,6 +54,7 @@ class TrainingStopped(UserError):
 def make_runtime(config: Config, probe: Probe, address: str | None, log):
     if config.execution == "ray":
         return RayRuntime(config, probe, address=address, log=log)
+    set_up_process(config, "inline")  # this process runs learner and workers
     return InlineRuntime(config, probe)
 
 
