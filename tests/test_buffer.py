@@ -110,8 +110,9 @@ def test_gae_uses_given_rewards_instead_of_stored() -> None:
     torch.testing.assert_close(buffer.advantage, torch.tensor([[1.0 + 0.5 * 2.0], [2.0]]))
 
 
-def test_minibatches_are_whole_sequences_each_once_per_epoch() -> None:
-    T, N, K, L, H = 12, 4, 3, 2, 5
+@pytest.mark.parametrize("K", [1, 3, 12])  # single steps, sequences, the whole rollout: each its own path
+def test_minibatches_are_whole_sequences_each_once_per_epoch(K: int) -> None:
+    T, N, L, H = 12, 4, 2, 5
     C = T // K
     buffer = make_buffer(T=T, N=N, K=K, state_shape=(L, H))
     t_index = torch.arange(T).view(T, 1).expand(T, N)

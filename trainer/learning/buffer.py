@@ -115,6 +115,7 @@ class RolloutBuffer:
         every shard, and each minibatch is this shard's part of the one a single learner draws."""
         envs = self.N if shard is None else shard[1]
         order = torch.randperm(self.C * envs, generator=generator).to(self.device)
+        hidden, axis = self._sequence_hidden(), self.state_axis
         for index in order.chunk(num_minibatches):
             count = len(index) * self.K
             if shard is not None:
@@ -129,7 +130,7 @@ class RolloutBuffer:
                 advantage=self._sequences(self.advantage, index),
                 ret=self._sequences(self.ret, index),
                 first=self._sequences(self.first, index),
-                hidden=self._sequence_hidden().index_select(self.state_axis, index),
+                hidden=hidden.index_select(axis, index),
                 count=count,
             )
 
@@ -147,6 +148,12 @@ class RolloutBuffer:
 
     def _sequences(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """[T, N, ...] -> [K, B, ...]: sequence s = chunk s // N, env s % N, for s in `index`. Only
-        the picked sequences are copied (a gather over the [C, K, N, ...] view), never the field."""
-        sequences = x.reshape(self.C, self.K, self.N, *x.shape[2:])[index // self.N, :, index % self.N]  # [B, K, ...]
-        return sequences.transpose(0, 1)
+        the picked sequences are copied, never the field: with K = 1 (a policy without memory) the
+        field is the sequences already, a view, and one index_select picks them; with K = T, the
+        envs; else a gather over the [C, K, N, ...] view."""
+        tail = x.shape[2:]
+        if self.K == 1:
+            return x.reshape(self.C * self.N, *tail).index_select(0, index).unsqueeze(0)
+        if self.C == 1:
+            return x.index_select(1, index)
+        return x.reshape(self.C, self.K, self.N, *tail)[index // self.N, :, index % self.N].transpose(0, 1)
