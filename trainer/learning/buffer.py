@@ -41,6 +41,7 @@ class RolloutBuffer:
         self.T, self.N = self.tensors["reward"].shape
         self.K, self.C = spec.sequence_length, self.T // spec.sequence_length
         self.envs_per_worker = envs_per_worker
+        self._step_offsets = (torch.arange(self.K, device=device) * self.N).unsqueeze(1)  # [K, 1]: k steps on
         self.device = device
         self.advantage = torch.zeros(self.T, self.N, device=device)
         self.ret = torch.zeros(self.T, self.N, device=device)
@@ -122,14 +123,15 @@ class RolloutBuffer:
                 chunk, env = index // envs, index % envs
                 mine = (env >= shard[0]) & (env < shard[0] + self.N)
                 index = chunk[mine] * self.N + (env[mine] - shard[0])
+            steps = self._steps(index)
             yield Minibatch(
-                obs={key: self._sequences(x, index) for key, x in self.obs.items()},
-                actions=self._sequences(self.actions, index),
-                logprob=self._sequences(self.logprob, index),
-                value=self._sequences(self.value, index),
-                advantage=self._sequences(self.advantage, index),
-                ret=self._sequences(self.ret, index),
-                first=self._sequences(self.first, index),
+                obs={key: self._sequences(x, steps) for key, x in self.obs.items()},
+                actions=self._sequences(self.actions, steps),
+                logprob=self._sequences(self.logprob, steps),
+                value=self._sequences(self.value, steps),
+                advantage=self._sequences(self.advantage, steps),
+                ret=self._sequences(self.ret, steps),
+                first=self._sequences(self.first, steps),
                 hidden=hidden.index_select(axis, index),
                 count=count,
             )
@@ -146,14 +148,13 @@ class RolloutBuffer:
         hidden = self.hidden.movedim(0, axis)  # [..., C, N, ...]
         return hidden.reshape(*hidden.shape[:axis], self.C * self.N, *hidden.shape[axis + 2 :])
 
-    def _sequences(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        """[T, N, ...] -> [K, B, ...]: sequence s = chunk s // N, env s % N, for s in `index`. Only
-        the picked sequences are copied, never the field: with K = 1 (a policy without memory) the
-        field is the sequences already, a view, and one index_select picks them; with K = T, the
-        envs; else a gather over the [C, K, N, ...] view."""
+    def _steps(self, index: torch.Tensor) -> torch.Tensor:
+        """The rows of the [T * N] steps that sequences `index` hold, [K, B]: sequence s = chunk
+        s // N, env s % N starts at step (chunk * K) * N + env, and goes on N rows at a time."""
+        return (index // self.N * (self.K * self.N) + index % self.N).unsqueeze(0) + self._step_offsets
+
+    def _sequences(self, x: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
+        """[T, N, ...] -> [K, B, ...]: one index_select of the picked steps from the field's
+        [T * N, ...] view, so only they are copied, never the whole field (for any K)."""
         tail = x.shape[2:]
-        if self.K == 1:
-            return x.reshape(self.C * self.N, *tail).index_select(0, index).unsqueeze(0)
-        if self.C == 1:
-            return x.index_select(1, index)
-        return x.reshape(self.C, self.K, self.N, *tail)[index // self.N, :, index % self.N].transpose(0, 1)
+        return x.reshape(-1, *tail).index_select(0, steps.reshape(-1)).view(*steps.shape, *tail)
