@@ -178,6 +178,7 @@ class Learner:
         first_ratio_dev = None
         count = 0
         shard = (self.first_env, self.config.total_envs)
+        params = list(self.policy.parameters())
         for _ in range(ppo.update_epochs):
             for batch in self.buffer.minibatches(ppo.num_minibatches, self._shuffle, shard):
                 terms = self._loss(batch)
@@ -188,8 +189,8 @@ class Learner:
                 values = torch.stack([getattr(terms, name).detach().to(sums.dtype) for name in names[:-1]])
                 # perf/allreduce_s, with several learners: the collective's share of learn_s
                 with self.timer.phase("allreduce") if self.world > 1 else nullcontext():
-                    values = self.collective.sum_gradients(list(self.policy.parameters()), values)
-                grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), ppo.max_grad_norm)
+                    values = self.collective.sum_gradients(params, values)
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, ppo.max_grad_norm)
                 self.optimizer.step()
                 sums += torch.cat([values, grad_norm.detach().to(sums.dtype).reshape(1)])
                 count += 1
