@@ -17,7 +17,7 @@ train: install
 	$(PY) -m trainer train $(CONFIG) $(ARGS)
 
 test: install lint
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -X faulthandler -m pytest $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .
