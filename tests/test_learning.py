@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import REPO_ROOT, make_small_config
 from trainer import train
 from trainer.core.config import load_config
-from trainer.runtime.session import planned_steps
+from trainer.runtime.training_session import planned_steps
 
 pytestmark = pytest.mark.learning
 

@@ -18,7 +18,7 @@ from trainer.core.envs import probe_run
 from trainer.core.errors import UserError
 from trainer.core.messages import StaleRolloutError
 from trainer.runtime.ray_runtime import RayRuntime, WorkerFailedError
-from trainer.runtime.session import planned_steps
+from trainer.runtime.training_session import planned_steps
 
 pytestmark = pytest.mark.ray
 

@@ -11,8 +11,8 @@ from tests.conftest import make_buffer
 from trainer.core.envs import probe_env
 from trainer.core.messages import EpisodeStats
 from trainer.runtime.progress import ProgressReporter
-from trainer.runtime.session import TrainingSession
 from trainer.runtime.stats import IterationStats
+from trainer.runtime.training_session import TrainingSession
 
 
 @pytest.mark.parametrize("bootstrap_truncated", [True, False])

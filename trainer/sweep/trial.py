@@ -15,7 +15,8 @@ from trainer.core.config import ConfigError
 from trainer.core.errors import UserError
 from trainer.runtime.checkpoint import load_checkpoint, save_checkpoint
 from trainer.runtime.placement import trial_bundles
-from trainer.runtime.session import TrainingSession, open_session
+from trainer.runtime.session import open_session
+from trainer.runtime.training_session import TrainingSession
 from trainer.sweep.space import Axis, sampled_config, trial_config
 from trainer.sweep.tags import trial_tags
 
