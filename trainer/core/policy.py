@@ -12,7 +12,9 @@ in `act` and in `evaluate_actions` alike.
 
 from __future__ import annotations
 
+import functools
 import itertools
+import time
 
 import torch
 from gymnasium import spaces
@@ -45,15 +47,35 @@ class _SigmoidTanh(torch.autograd.Function):
 
 
 class Tanh(nn.Module):
-    """nn.Tanh, computed through sigmoid when learning on the CPU: torch's CPU tanh kernel is about
-    10x slower than its sigmoid (280 vs 28 us on a 2048x64 batch), which made tanh a third of the
-    MLP update. Rollout steps (no autograd, a few dozen rows) keep torch.tanh, which is cheaper
-    there than a Python-level autograd Function."""
+    """nn.Tanh, computed through sigmoid when learning on a CPU where that is faster. torch's CPU
+    tanh goes through MKL, whose kernels take a slow path on some CPUs: on an AMD EPYC it was about
+    10x slower than sigmoid (280 vs 28 us on a 2048x64 batch), a third of the MLP update, while
+    on an Intel Xeon it is twice as fast as the sigmoid form (40 vs 88 us). Rollout steps (no
+    autograd, a few dozen rows) keep torch.tanh, which is cheaper there than a Python-level
+    autograd Function."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.is_cuda or not torch.is_grad_enabled():
+        if x.is_cuda or not torch.is_grad_enabled() or not sigmoid_tanh_is_faster():
             return torch.tanh(x)
         return _SigmoidTanh.apply(x)
+
+
+@functools.cache
+def sigmoid_tanh_is_faster() -> bool:
+    """Timed once per process on a learner-sized batch; the sigmoid form is taken only where it
+    is less than half tanh's time, so close timings cannot make two runs differ."""
+    x = torch.randn(2048, 64)
+
+    def fastest(function) -> float:
+        times = []
+        for _ in range(5):
+            start = time.perf_counter()
+            for _ in range(4):
+                function(x)
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    return 2 * fastest(lambda x: torch.sigmoid(x * 2).mul_(2).sub_(1)) < fastest(torch.tanh)
 
 
 def mlp(sizes: list[int], activation: type[nn.Module]) -> nn.Sequential:
