@@ -108,3 +108,19 @@ def test_atari_benchmark_smoke_reports_every_row(tmp_path) -> None:
         vs_sb3 = f"{row['steps_per_s'] / sb3:.2f}x" if sb3 else ""
         assert f"| {row['steps_per_s'] / limit:.1%} | {vs_sb3} |" in proc.stdout
     assert len(data["ours"]["ray2"]["peak_rss_mb"]) == 4  # driver, learner, two workers
+
+
+def test_work_floor_smoke_gives_the_terms_and_a_floor_they_add_up_to(tmp_path) -> None:
+    """benchmarks/work_floor.py: positive CPU terms per env step, floor = cores / their sum, and
+    the rest of the achieved rate's CPU is `other_us`."""
+    out = tmp_path / "floor.json"
+    command = [sys.executable, "-m", "benchmarks.work_floor", "--smoke", "--rows", "mlp", "--json", str(out)]
+    proc = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    row = json.loads(out.read_text())["rows"]["mlp"]
+    terms = [row["env_us"], row["act_us"], row["update_us"]]
+    assert all(positive_finite(term) for term in terms)
+    assert row["floor_steps_per_s"] == pytest.approx(row["cores"] / sum(terms) * 1e6)
+    assert positive_finite(row["achieved_steps_per_s"])
+    assert row["achieved_to_floor"] == pytest.approx(sum(terms) / (sum(terms) + row["other_us"]))
+    assert f"{row['floor_steps_per_s']:,.0f}" in proc.stdout

@@ -18,7 +18,7 @@ from trainer.core.config import Config, PolicyConfig
 from trainer.core.custom_networks import NetworkInterfaceError
 from trainer.core.distributions import DiagGaussian, MultiCategorical, distribution_for
 from trainer.core.errors import UserError
-from trainer.core.policy import ActorCritic, Tanh, _SigmoidTanh, sigmoid_tanh_is_faster
+from trainer.core.policy import ActorCritic, Tanh, _SigmoidTanh, build_policy, sigmoid_tanh_is_faster
 from trainer.core.spec import ObsSpec, state_shape
 
 OBS_DIM = 5
@@ -310,3 +310,47 @@ def test_a_core_whose_class_and_instances_disagree_on_memory_is_refused(name: st
     config = PolicyConfig(kind=f"tests.test_policy:{name}", lstm_hidden_size=10)
     with pytest.raises(NetworkInterfaceError, match=rf"^{name} {message}"):
         vector_policy(OBS_DIM, spaces.Discrete(3), config)
+
+
+ACTING_SPACES = {
+    "vector": spaces.Box(-5.0, 5.0, (OBS_DIM,), dtype=np.float32),
+    "image": spaces.Box(0, 255, (36, 36, 3), dtype=np.uint8),
+    "dict": spaces.Dict(
+        {"frame": spaces.Box(0, 255, (7, 7, 3), dtype=np.uint8), "pos": spaces.Box(-1.0, 1.0, (3,), dtype=np.float32)}
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", ["mlp", "lstm"])
+@pytest.mark.parametrize("observation", ACTING_SPACES)
+@pytest.mark.parametrize("action", ["discrete", "box"])
+def test_acting_gives_the_actions_and_log_probs_of_the_modules_forward(kind: str, observation: str, action: str):
+    """`act` (the fast path where the policy has one) against `step`, the modules' own forward,
+    then the distribution: the same actions and log-probs from the same random draws, over a few
+    steps (the recurrent state carried, episodes starting on the way)."""
+    space = ACTING_SPACES[observation]
+    spec = ObsSpec.from_space(space, "test")
+    config = Config(policy=PolicyConfig(kind=kind, hidden_sizes=[32, 16], lstm_hidden_size=8))
+    policy = build_policy(spec, ACTION_SPACES[action], config).requires_grad_(False)
+    policy.preprocess.standardize.apply(lambda m: m.mean.normal_() if hasattr(m, "mean") else None)
+    B = 6
+    fast_rng, eager_rng = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    with torch.inference_mode():
+        fast_hidden = eager_hidden = policy.initial_hidden(B)
+        for t in range(4):
+            obs = spec.batch(
+                np.stack([space.sample() for _ in range(B)]) if observation != "dict" else _dict_batch(space, B)
+            )
+            first = torch.rand(B) < (1.0 if t == 0 else 0.3)
+            action, logprob, value, fast_hidden = policy.act(obs, fast_hidden, first, generator=fast_rng)
+            params, eager_value, eager_hidden = policy.step(obs, eager_hidden, first)
+            eager_action = policy.dist.sample(params, eager_rng)
+            assert torch.equal(action, eager_action)
+            torch.testing.assert_close(logprob, policy.dist.log_prob(params, eager_action), atol=1e-6, rtol=0)
+            torch.testing.assert_close(value, eager_value, atol=1e-6, rtol=0)
+            torch.testing.assert_close(fast_hidden, eager_hidden, atol=1e-6, rtol=0)
+
+
+def _dict_batch(space: spaces.Dict, batch: int) -> dict[str, np.ndarray]:
+    samples = [space.sample() for _ in range(batch)]
+    return {key: np.stack([sample[key] for sample in samples]) for key in space}

@@ -17,6 +17,7 @@ import itertools
 import time
 
 import torch
+import torch.nn.functional as F
 from gymnasium import spaces
 from torch import nn
 
@@ -151,9 +152,16 @@ class ActorCritic(nn.Module):
         generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """One rollout step on obs leaves `[B, ...]` -> action, logprob `[B]`, value `[B]`, next state."""
-        params, value, hidden = self.step(obs, hidden, first)
+        params, value, hidden = self.acting_step(obs, hidden, first)
         action = self.dist.mode(params) if deterministic else self.dist.sample(params, generator)
         return action, self.dist.log_prob(params, action), value, hidden
+
+    def acting_step(
+        self, obs: Obs, hidden: torch.Tensor, first: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`step` as acting runs it: the same outputs, which a subclass may compute in fewer calls
+        where no gradient is wanted."""
+        return self.step(obs, hidden, first)
 
     def value(self, obs: Obs, hidden: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
         """V(obs) `[B]` for bootstrapping, continuing from `hidden` (reset where `first`)."""
@@ -199,6 +207,31 @@ class MLPActorCritic(ActorCritic):
     def features(self, obs, hidden, first, final_state=True):
         x = self.encode(obs)
         return (self.actor_torso(x), self.critic_torso(x)), hidden
+
+    def acting_step(self, obs, hidden, first):
+        """`step` through the layers' weights directly, without module calls: at a few dozen envs
+        an acting forward costs its calls more than its arithmetic (CartPole's, 32 envs: 84 ->
+        63 us). The same operations, so the same numbers."""
+        if torch.is_grad_enabled():
+            return self.step(obs, hidden, first)
+        x = self.encode(obs)
+        actor, critic = _inference_mlp(self.actor_torso, x), _inference_mlp(self.critic_torso, x)
+        params = F.linear(actor, self.actor_head.weight, self.actor_head.bias)
+        return params, F.linear(critic, self.critic_head.weight, self.critic_head.bias).squeeze(-1), hidden
+
+
+_IN_PLACE_ACTIVATIONS = {Tanh: torch.Tensor.tanh_, nn.ReLU: torch.Tensor.relu_}
+
+
+def _inference_mlp(layers: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """An `mlp()` without autograd: tanh and ReLU in place on their layer's fresh output."""
+    for layer in layers:
+        if isinstance(layer, nn.Linear):
+            x = F.linear(x, layer.weight, layer.bias)
+        else:
+            in_place = _IN_PLACE_ACTIVATIONS.get(type(layer))
+            x = in_place(x) if in_place is not None else layer(x)
+    return x
 
 
 PADDED_UNROLL_MAX_STARTS = 128  # CPU, 16 steps: padding wins up to ~128 starts at 64-1024 sequences
