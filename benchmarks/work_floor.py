@@ -69,7 +69,7 @@ ROWS = {
             "env_id": "BreakoutNoFrameskip-v4",
             "envs": 16,
             "rollout_steps": 128,
-            "num_minibatches": 8,
+            "num_minibatches": 4,
             "update_epochs": 4,
             "torch_threads": 2,
         },

@@ -15,6 +15,8 @@ from __future__ import annotations
 import functools
 import itertools
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 
 import torch
 import torch.nn.functional as F
@@ -168,13 +170,20 @@ class ActorCritic(nn.Module):
         return self.step(obs, hidden, first)[1]
 
     def evaluate_actions(
-        self, obs: Obs, actions: torch.Tensor, hidden: torch.Tensor, first: torch.Tensor
+        self,
+        obs: Obs,
+        actions: torch.Tensor,
+        hidden: torch.Tensor,
+        first: torch.Tensor,
+        precision: Callable[[], AbstractContextManager] = nullcontext,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Sequences of obs leaves `[K, B, ...]`, actions `[K, B, A]`, chunk-start state, first
-        `[K, B]` -> logprob, entropy, value, each `[K, B]`."""
-        (actor_x, critic_x), _ = self.features(obs, hidden, first, final_state=False)
-        params = self.actor_head(actor_x)
-        value = self.critic_head(critic_x).squeeze(-1)
+        `[K, B]` -> logprob, entropy, value, each `[K, B]`. `precision`: the context the features
+        are computed in (bf16 autocast, say); heads and distribution run in fp32 after it."""
+        with precision():
+            (actor_x, critic_x), _ = self.features(obs, hidden, first, final_state=False)
+        params = self.actor_head(actor_x.float())
+        value = self.critic_head(critic_x.float()).squeeze(-1)
         return self.dist.log_prob(params, actions), self.dist.entropy(params), value
 
 

@@ -19,6 +19,7 @@ from trainer.core.timing import PhaseTimer
 from trainer.learning.buffer import RolloutBuffer
 from trainer.learning.distributed import Collective, LocalCollective, ProcessGroup
 from trainer.learning.ppo import LossTerms, ppo_loss
+from trainer.learning.precision import autocast, use_bf16
 
 
 def resolve_device(name: str) -> torch.device:
@@ -57,6 +58,7 @@ class Learner:
         self.optimizer = torch.optim.Adam(
             self.policy.parameters(), lr=config.ppo.lr, eps=config.ppo.adam_eps, **implementation
         )
+        self.bf16 = use_bf16(config.learner.precision, self.device, self.policy)
         self.obs_rms = {leaf.key: RunningMeanStd(leaf.shape) for leaf in self.obs_spec.vector_leaves}
         self.return_rms = RunningMeanStd(())
         self.buffer = RolloutBuffer(
@@ -199,6 +201,7 @@ class Learner:
         stopped_early = count < ppo.update_epochs * ppo.num_minibatches
         metrics = {f"losses/{tag}": value for tag, value in zip(tags, (sums / count).tolist())}
         metrics["losses/first_minibatch_ratio_dev"] = first_ratio_dev.item()
+        metrics["perf/learner_bf16"] = float(self.bf16)
         return metrics, stopped_early
 
     def _loss(self, batch) -> LossTerms:
@@ -207,7 +210,10 @@ class Learner:
         if batch.first.shape[1] == 0:
             zero = sum((p * 0).sum() for p in self.policy.parameters())
             return LossTerms(zero, *(zero.detach() for _ in range(6)))
-        logprob, entropy, value = self.policy.evaluate_actions(batch.obs, batch.actions, batch.hidden, batch.first)
+        precision = autocast(self.bf16, self.device)
+        logprob, entropy, value = self.policy.evaluate_actions(
+            batch.obs, batch.actions, batch.hidden, batch.first, precision
+        )
         return ppo_loss(batch, logprob, entropy, value, self.config.ppo, self.collective)
 
     def _normalizer_summary(self) -> dict[str, float]:

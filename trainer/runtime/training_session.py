@@ -29,6 +29,7 @@ from trainer.runtime.stopping import GracefulStop
 from trainer.runtime.tracking import WINDOW, EpisodeTracker
 
 RATIO_TOLERANCE = 1e-4  # on-policy, the first minibatch's |ratio - 1| is float noise (~1e-7)
+BF16_RATIO_TOLERANCE = 5e-2  # a bf16 learner's features carry ~3 significant digits
 
 
 def planned_steps(config: Config, first_step: int = 0) -> int:
@@ -218,7 +219,8 @@ class TrainingSession:
         """Warn loudly when the first minibatch's PPO ratio is not 1 on an on-policy iteration:
         workers and learner then disagree on normalization, hidden states or resets."""
         deviation = stats.metrics["losses/first_minibatch_ratio_dev"]
-        if deviation > RATIO_TOLERANCE and stats.policy_lag == 0:
+        tolerance = BF16_RATIO_TOLERANCE if stats.metrics.get("perf/learner_bf16") else RATIO_TOLERANCE
+        if deviation > tolerance and stats.policy_lag == 0:
             self.ratio_warnings += 1
             if self.ratio_warnings in (1, 10, 100) or self.ratio_warnings % 1000 == 0:
                 self.progress.message(

@@ -16,7 +16,7 @@ from trainer.runtime.metrics import iteration_tags
 LOSSES = ("total", "policy", "value", "entropy", "approx_kl", "clip_fraction", "grad_norm",
           "first_minibatch_ratio_dev", "explained_variance", "stopped_early")  # fmt: skip
 OBS_STATS = ("count", "mean_avg", "std_mean", "std_min", "std_max")  # of an env with vector observations
-LEARNER = ("charts/learning_rate", "normalizer/return_std", *(f"losses/{name}" for name in LOSSES),
+LEARNER = ("charts/learning_rate", "normalizer/return_std", "perf/learner_bf16", *(f"losses/{name}" for name in LOSSES),
            *(f"normalizer/obs_{name}" for name in OBS_STATS))  # fmt: skip
 WORKER_TIMINGS = (*(phase_tag(phase) for phase in ("forward", "env", "rollout")), "env_failures")  # per worker
 SESSION = ("learner/restarts", "perf/driver_cpu_s")
