@@ -286,6 +286,24 @@ class LSTMActorCritic(ActorCritic):
             out, state = self._unroll_split(x, h, c, first)
         return (out, out), (torch.stack(state) if state is not None else None)
 
+    def acting_step(self, obs, hidden, first):
+        """`step` without autograd: the torso through its weights and each LSTM layer as one
+        `lstm_cell` call, since nn.LSTM's per-call set-up costs more than one step's arithmetic
+        at a few dozen envs (masked CartPole, 32 envs: 197 -> 106 us). The same numbers within
+        float rounding (~1e-7)."""
+        if torch.is_grad_enabled():
+            return self.step(obs, hidden, first)
+        x = _inference_mlp(self.torso, self.encode(obs))
+        keep = (~first).to(x.dtype).unsqueeze(-1)  # [B, 1]: 0 where an episode starts
+        h, c = hidden[0] * keep, hidden[1] * keep
+        layers = []
+        for layer, weights in enumerate(self.lstm.all_weights):
+            x, c_out = torch.lstm_cell(x, (h[layer], c[layer]), *weights)
+            layers.append((x, c_out))
+        state = torch.stack([torch.stack([h for h, _ in layers]), torch.stack([c for _, c in layers])])
+        params = F.linear(x, self.actor_head.weight, self.actor_head.bias)
+        return params, F.linear(x, self.critic_head.weight, self.critic_head.bias).squeeze(-1), state
+
     def _unroll_split(self, x, h, c, first):
         """One LSTM call per stretch of steps in which no env starts an episode."""
         keep = (~first).to(x.dtype).unsqueeze(-1)
