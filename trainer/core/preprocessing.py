@@ -56,10 +56,16 @@ class ObsPreprocessor(nn.Module):
             x = self.standardize[name](x.float()) if name in self.standardize else x.float()
             return x.reshape(*batch, -1)
         if leaf.kind == "image":
-            x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
             if len(leaf.shape) == 2:
-                return x.unsqueeze(-3)
-            return x if leaf.channels_first else x.movedim(-1, -3)
+                x = x.unsqueeze(-3)
+            elif not leaf.channels_first:
+                x = x.movedim(-1, -3)
+            # Channels-last, as the CNN takes them (encoders.py), made while the pixels are still
+            # bytes: the layout copy moves a quarter of what it would as floats, and the float
+            # conversion and /255 then take one new tensor, not three.
+            frames = x.reshape(-1, *x.shape[-3:]).contiguous(memory_format=torch.channels_last)
+            frames = frames.to(torch.float32).div_(255.0) if x.dtype == torch.uint8 else frames.float()
+            return frames.view(x.shape)
         if leaf.kind == "binary":
             return x.float().reshape(*batch, -1)
         index = x if leaf.kind == "multidiscrete" else x.unsqueeze(-1)
