@@ -79,11 +79,15 @@ ROWS = {
 SMOKE_STEPS = {"mlp": 16_384, "lstm": 16_384, "atari": 4_096}
 
 
+def run_overrides(row: Row, steps: int) -> list[str]:
+    """The row's settings for a run of `steps` env steps, without TensorBoard or checkpoints."""
+    return [*row.overrides, f"ppo.total_steps={steps}", "logging.tensorboard=false", "checkpoint.every=0"]
+
+
 def config_of(row: Row, steps: int):
     from trainer.core.config import load_config
 
-    overrides = [*row.overrides, f"ppo.total_steps={steps}", "logging.tensorboard=false", "checkpoint.every=0"]
-    return load_config(REPO_ROOT / row.config, overrides)
+    return load_config(REPO_ROOT / row.config, run_overrides(row, steps))
 
 
 def work_terms(config, repeats: int) -> dict[str, float]:
@@ -137,7 +141,7 @@ def work_terms(config, repeats: int) -> dict[str, float]:
 def run_ours(row: Row, steps: int) -> float:
     """Env steps/s of one training run (summary.json), in a process of its own."""
     with tempfile.TemporaryDirectory() as run_dir:
-        overrides = [*row.overrides, f"ppo.total_steps={steps}", "logging.tensorboard=false", "checkpoint.every=0"]
+        overrides = run_overrides(row, steps)
         cmd = [
             sys.executable,
             "-m",

@@ -59,6 +59,7 @@ class Learner:
             self.policy.parameters(), lr=config.ppo.lr, eps=config.ppo.adam_eps, **implementation
         )
         self.bf16 = use_bf16(config.learner.precision, self.device, self.policy)
+        self.precision = autocast(self.bf16, self.device)  # the context each minibatch's features run in
         self.obs_rms = {leaf.key: RunningMeanStd(leaf.shape) for leaf in self.obs_spec.vector_leaves}
         self.return_rms = RunningMeanStd(())
         self.buffer = RolloutBuffer(
@@ -210,9 +211,8 @@ class Learner:
         if batch.first.shape[1] == 0:
             zero = sum((p * 0).sum() for p in self.policy.parameters())
             return LossTerms(zero, *(zero.detach() for _ in range(6)))
-        precision = autocast(self.bf16, self.device)
         logprob, entropy, value = self.policy.evaluate_actions(
-            batch.obs, batch.actions, batch.hidden, batch.first, precision
+            batch.obs, batch.actions, batch.hidden, batch.first, self.precision
         )
         return ppo_loss(batch, logprob, entropy, value, self.config.ppo, self.collective)
 
