@@ -157,13 +157,16 @@ class WorkersConfig(Section):
     """Ray only: collect the next rollout while the learner updates. Faster when the learner
     has its own cores or GPU, at one policy version of lag (logged as perf/policy_lag);
     off keeps PPO exactly on-policy."""
-    vector_env: Literal["sync", "async"] = "sync"
+    vector_env: Literal["sync", "async", "envpool"] = "sync"
     """How a worker steps its envs_per_worker envs: `sync`, one after another in the worker
     (best for fast envs, whose step is shorter than a message between processes); `async`, each
     in a subprocess of its own, all at once (gymnasium's AsyncVectorEnv): for slow or waiting
     envs (a remote simulator, a heavy physics step), one worker then drives many envs in the
     time of one step. Async subprocesses load the env but not torch (~0.1 s and a few tens of
-    MiB each, against ~2 s and ~170 MiB for a worker)."""
+    MiB each, against ~2 s and ~170 MiB for a worker). `envpool`: EnvPool's C++ envs for the ids
+    it has (Atari, MuJoCo, classic control; the `atari` extra installs it on Linux x86_64), the
+    config's Atari wrappers mapped onto its own options, a wrapper it has no option for refused;
+    evaluation keeps the gymnasium env."""
     resources: dict[str, float] = {}
     """Custom Ray resources each worker asks for, e.g. to pin workers to some nodes."""
     nice: int = Field(default=19, ge=0, le=19)
@@ -306,9 +309,10 @@ class Config(Section):
 
     @model_validator(mode="after")
     def _async_envs_stop_on_error(self) -> Config:
-        if self.workers.vector_env == "async" and self.env.on_error == "reset":
+        vector_env = self.workers.vector_env
+        if vector_env != "sync" and self.env.on_error == "reset":
             raise ValueError(
-                "env.on_error: reset needs workers.vector_env: sync (an async vector env cannot reset one "
+                f"env.on_error: reset needs workers.vector_env: sync (an {vector_env} vector env cannot reset one "
                 "failed env on its own); use one of them"
             )
         return self

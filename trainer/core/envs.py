@@ -21,6 +21,7 @@ from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, Vecto
 from trainer.core.config import Config, EnvConfig, PolicyConfig
 from trainer.core.distributions import distribution_for
 from trainer.core.env_making import entry_point, make_env, make_registered_env
+from trainer.core.envpool_envs import EnvPoolVectorEnv, envpool_task
 from trainer.core.errors import UserError
 from trainer.core.policy import build_policy, rollout_spec
 from trainer.core.spec import ObsSpec, RolloutSpec
@@ -64,7 +65,9 @@ def make_vector_env(
     trainer/core/acting.py). `mode`: `sync` steps them one after another in this process;
     `async` steps each in a subprocess of its own, all at once (see WorkersConfig.vector_env).
     `render_first`: env 0 renders RGB frames (sync only). `registry_spec`: the driver's
-    registration of `env.id`, for the subprocesses."""
+    registration of `env.id`, for the subprocesses. `envpool`: see envpool_envs.py."""
+    if mode == "envpool":
+        return EnvPoolVectorEnv(config, num_envs)
     if mode == "async":
         factory = partial(make_registered_env, config, registry_spec)
         _preload_forkserver()
@@ -119,6 +122,8 @@ def probe_run(config: Config) -> Probe:
     """The env's probe with this run's RolloutSpec (its fields, K included), from a policy built
     on the meta device: shapes only, nothing allocated."""
     probe = probe_env(config.env, config.policy)
+    if config.workers.vector_env == "envpool":
+        envpool_task(config.env)  # a config EnvPool cannot run is refused before anything starts
     with torch.device("meta"):
         policy = build_policy(probe.obs_spec, probe.action_space, config)
     return dataclasses.replace(probe, rollout_spec=rollout_spec(probe.obs_spec, policy, config))
