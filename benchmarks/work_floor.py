@@ -100,12 +100,12 @@ def work_terms(config, repeats: int) -> dict[str, float]:
     from trainer.learning.learner import Learner
     from workers.rollout_worker import RolloutWorker
 
-    if config.workers.vector_env != "sync":
-        raise SystemExit("the work floor times a sync vector env (its env steps run in this process)")
+    if config.workers.vector_env == "async":
+        raise SystemExit("the work floor times a sync or envpool vector env (its env steps run in this process)")
     probe = probe_run(config)
     E, T = config.workers.envs_per_worker, config.ppo.rollout_steps
     torch.set_num_threads(config.workers.torch_threads)
-    envs = make_vector_env(config.env, E, registry_spec=probe.registry_spec)
+    envs = make_vector_env(config.env, E, mode=config.workers.vector_env, registry_spec=probe.registry_spec)
     obs, _ = envs.reset(seed=0)
     envs.action_space.seed(0)
     actions = [envs.action_space.sample() for _ in range(T * repeats)]

@@ -164,7 +164,7 @@ class WorkersConfig(Section):
     envs (a remote simulator, a heavy physics step), one worker then drives many envs in the
     time of one step. Async subprocesses load the env but not torch (~0.1 s and a few tens of
     MiB each, against ~2 s and ~170 MiB for a worker). `envpool`: EnvPool's C++ envs for the ids
-    it has (Atari, MuJoCo, classic control; the `atari` extra installs it on Linux x86_64), the
+    it has (Atari, MuJoCo, classic control; the `atari` extra installs it), the
     config's Atari wrappers mapped onto its own options, a wrapper it has no option for refused;
     evaluation keeps the gymnasium env."""
     resources: dict[str, float] = {}

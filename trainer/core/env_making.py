@@ -26,6 +26,12 @@ from trainer.core.entry_points import load_entry_point
 from trainer.core.errors import UserError
 
 
+def _register_ale(ale_py) -> None:
+    """Register the ALE ids, and keep the emulator's banner off stderr (where a one-line error goes)."""
+    ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)
+    gym.register_envs(ale_py)
+
+
 @dataclass(frozen=True)
 class Plugin:
     """A package whose env ids gymnasium finds only after it has registered them."""
@@ -36,7 +42,7 @@ class Plugin:
 
 
 PLUGINS = {
-    "ALE/": Plugin("ale_py", "atari", lambda module: gym.register_envs(module)),
+    "ALE/": Plugin("ale_py", "atari", lambda module: _register_ale(module)),
     "MiniGrid-": Plugin("minigrid", "minigrid", lambda module: None),  # registers on import
     "BabyAI-": Plugin("minigrid", "minigrid", lambda module: None),
     "MinAtar/": Plugin("minatar", "minatar", lambda module: importlib.import_module("minatar.gym").register_envs()),

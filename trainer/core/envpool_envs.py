@@ -50,7 +50,7 @@ def import_envpool():
     except ImportError as exc:
         raise EnvPoolConfigError(
             f"workers.vector_env: envpool needs envpool, which is not installed ({exc}): "
-            "pip install 'ray-ppo-trainer[atari]' (Linux x86_64), or set workers.vector_env: sync"
+            "pip install 'ray-ppo-trainer[atari]', or set workers.vector_env: sync"
         ) from None
 
 
@@ -154,7 +154,7 @@ class EnvPoolVectorEnv(VectorEnv):
 
     def __init__(self, config: EnvConfig, num_envs: int) -> None:
         self.task, self.num_envs = envpool_task(config), num_envs
-        self.pool, self.seed_used = None, None
+        self.pool = None
         spec = import_envpool().make_spec(self.task.task_id, **self.task.options)
         space = spec.observation_space
         if self.task.unstacked:
@@ -167,12 +167,13 @@ class EnvPoolVectorEnv(VectorEnv):
         self.returns, self.lengths = np.zeros(num_envs), np.zeros(num_envs, dtype=np.int64)
 
     def _open(self, seed: int | None) -> None:
-        if self.pool is not None and (seed is None or seed == self.seed_used):
+        """A pool whose env i is seeded with `seed + i` (EnvPool seeds only when it makes its envs)."""
+        if self.pool is not None and seed is None:
             return
         if self.pool is not None:
             self.pool.close()
-        self.seed_used = seed if seed is not None else int(np.random.SeedSequence().generate_state(1)[0] >> 1)
-        seeds = [self.seed_used + i for i in range(self.num_envs)]
+        seed = seed if seed is not None else int(np.random.SeedSequence().generate_state(1)[0] >> 1)
+        seeds = [seed + i for i in range(self.num_envs)]
         self.pool = import_envpool().make_gymnasium(
             self.task.task_id, num_envs=self.num_envs, batch_size=1, num_threads=1, env_seed=seeds, **self.task.options
         )
