@@ -145,10 +145,8 @@ def _no_equivalent(index: int, name: str) -> EnvPoolConfigError:
 
 
 class EnvPoolVectorEnv(VectorEnv):
-    """E envs of one EnvPool pool, stepped together and reset in the same step.
-
-    The pool runs asynchronously with batch 1: all E actions are sent at once, and the results
-    come back env by env, so the envs whose episode ended can take their reset step alone."""
+    """E envs of one synchronous EnvPool pool, stepped together and reset in the same step: the
+    envs whose episode ended take their reset step right after, on their own."""
 
     metadata: ClassVar[dict] = {"autoreset_mode": AutoresetMode.SAME_STEP}
 
@@ -175,31 +173,36 @@ class EnvPoolVectorEnv(VectorEnv):
         seed = seed if seed is not None else int(np.random.SeedSequence().generate_state(1)[0] >> 1)
         seeds = [seed + i for i in range(self.num_envs)]
         self.pool = import_envpool().make_gymnasium(
-            self.task.task_id, num_envs=self.num_envs, batch_size=1, num_threads=1, env_seed=seeds, **self.task.options
+            self.task.task_id, num_envs=self.num_envs, num_threads=1, env_seed=seeds, **self.task.options
         )
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         self._open(seed)
-        self.pool.async_reset()
-        obs = self._gather(self.num_envs)[0]
+        obs, info = self.pool.reset()
         self.returns[:], self.lengths[:] = 0.0, 0
-        return obs, {}
+        return self._in_env_order(obs, info["env_id"]), {}
 
     def step(self, actions):
-        self.pool.send(np.asarray(actions), self.ids)
-        obs, reward, terminated, truncated, raw_reward, game_over = self._gather(self.num_envs)
-        self.returns += raw_reward
+        obs, reward, terminated, truncated, info = self.pool.step(np.asarray(actions), self.ids)
+        order = info["env_id"]
+        obs, reward, terminated, truncated = (
+            self._in_env_order(x, order) for x in (obs, reward, terminated, truncated)
+        )
+        self.returns += self._in_env_order(info.get("reward", reward), order)
         self.lengths += self.task.frames_per_step
         done = terminated | truncated
         if not done.any():
             return obs, reward, terminated, truncated, {}
+        game_over = (
+            self._in_env_order(info["terminated"], order) > 0 if "terminated" in info else terminated
+        ) | truncated
         index = np.flatnonzero(done)
         final_obs = np.full(self.num_envs, None, dtype=object)
         for i in index:
             final_obs[i] = obs[i].copy()
         idle = np.zeros((len(index), *self.single_action_space.shape), self.single_action_space.dtype)
-        self.pool.send(idle, self.ids[index])
-        obs[index] = self._gather(len(index), index)[0][index]  # the reset step: EnvPool ignores its action
+        restart, *_, restart_info = self.pool.step(idle, self.ids[index])  # EnvPool ignores the action: a reset
+        obs[restart_info["env_id"]] = restart.reshape(len(index), *self.single_observation_space.shape)
         info = {"final_obs": final_obs, "_final_obs": done}
         ended = game_over & done
         if ended.any():
@@ -208,21 +211,13 @@ class EnvPoolVectorEnv(VectorEnv):
             self.returns[ended], self.lengths[ended] = 0.0, 0
         return obs, reward, terminated, truncated, info
 
-    def _gather(self, count: int, index: np.ndarray | None = None):
-        """Receive `count` single-env results into batch arrays, each at its env's row."""
-        E = self.num_envs
-        shape = self.single_observation_space.shape
-        obs = np.empty((E, *shape), self.single_observation_space.dtype)
-        reward, raw = np.zeros(E, np.float32), np.zeros(E)
-        terminated, truncated, game_over = (np.zeros(E, dtype=bool) for _ in range(3))
-        for _ in range(count):
-            o, r, te, tr, info = self.pool.recv()
-            i = int(info["env_id"][0])
-            obs[i], reward[i], terminated[i], truncated[i] = o[0].reshape(shape), r[0], te[0], tr[0]
-            raw[i] = info["reward"][0] if "reward" in info else r[0]
-            over = info["terminated"][0] if "terminated" in info else te[0]
-            game_over[i] = bool(over) or bool(tr[0])
-        return obs, reward, terminated, truncated, raw, game_over
+    def _in_env_order(self, values: np.ndarray, env_id: np.ndarray) -> np.ndarray:
+        """A batch of E results in env order, frames without the stack axis where it was dropped."""
+        ordered = np.empty((self.num_envs, *values.shape[1:]), values.dtype)
+        ordered[env_id] = values
+        if values.ndim > 1 and self.task.unstacked:
+            return ordered.reshape(self.num_envs, *self.single_observation_space.shape)
+        return ordered
 
     def close_extras(self, **kwargs) -> None:
         if self.pool is not None:
