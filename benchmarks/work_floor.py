@@ -42,7 +42,7 @@ class Row:
     overrides: tuple[str, ...]
     steps: int  # env steps of one run of ours
     sb3: dict  # benchmarks.peers throughput spec, without warmup and iterations
-    needs: str  # the module the row's env needs
+    needs: tuple[str, ...]  # the modules the row's env needs
 
 
 ROWS = {
@@ -51,14 +51,14 @@ ROWS = {
         ("workers.envs_per_worker=32", "workers.overlap=true"),
         409_600,
         {"policy": "mlp", "envs": 64, "rollout_steps": 128, "num_minibatches": 4, "update_epochs": 4},
-        "gymnasium",
+        ("gymnasium",),
     ),
     "lstm": Row(
         "configs/cartpole_masked_lstm.yaml",
         ("workers.envs_per_worker=32", "workers.overlap=true"),
         163_840,
         {"policy": "lstm", "envs": 64, "rollout_steps": 128, "num_minibatches": 4, "update_epochs": 4},
-        "gymnasium",
+        ("gymnasium",),
     ),
     "atari": Row(
         "configs/atari_breakout.yaml",
@@ -73,7 +73,7 @@ ROWS = {
             "update_epochs": 4,
             "torch_threads": 2,
         },
-        "ale_py",
+        ("ale_py", "envpool"),
     ),
 }
 SMOKE_STEPS = {"mlp": 16_384, "lstm": 16_384, "atari": 4_096}
@@ -270,9 +270,9 @@ def main(argv: list[str] | None = None) -> int:
         log(f"{no_sb3}: the SB3 columns stay empty (pip install -e '.[bench]')")
     results, skipped = {}, {}
     for name in names:
-        needs = ROWS[name].needs
-        if not _importable(needs):
-            skipped[name] = f"{needs} not installed (pip install -e '.[bench,atari]')"
+        missing = [module for module in ROWS[name].needs if not _importable(module)]
+        if missing:
+            skipped[name] = f"{', '.join(missing)} not installed (pip install -e '.[bench,atari]')"
             log(f"{name}: skipped, {skipped[name]}")
             continue
         steps = SMOKE_STEPS[name] if args.smoke else ROWS[name].steps
