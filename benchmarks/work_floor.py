@@ -12,9 +12,12 @@ Per env step, in CPU time (all of a process's threads):
 (a)-(c) run in this process, each on the thread count its process has in a run. `achieved` is a
 whole `python -m trainer train` run (env steps over training wall time, summary.json); SB3 runs
 the same env count, rollout, minibatches and epochs (`benchmarks.peers`); the two alternate
-(ours, SB3, ours, SB3, ...) for `--pairs` pairs, and the medians are compared.
+(ours, SB3, ours, SB3, ...) for `--pairs` pairs, and the medians are compared. With
+`--sample-factory PYTHON`, Sample Factory's Breakout runs third in each pair of the Atari row
+(benchmarks/sample_factory.py).
 
     python -m benchmarks.work_floor [--rows mlp,lstm,atari] [--pairs 3] [--smoke] [--json OUT]
+        [--sample-factory PYTHON]
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from benchmarks.peers import RESULT_PREFIX, available
 from benchmarks.processes import children_reaped, failed, log, result_line, run_subprocess, set_args
 from benchmarks.report import fmt, table, write_json
 from benchmarks.rows import REPO_ROOT
+from benchmarks.sample_factory import run_sample_factory
 
 
 @dataclass(frozen=True)
@@ -176,7 +180,7 @@ def run_sb3(row: Row, steps: int) -> float:
     return result_line(lines, RESULT_PREFIX, cmd, code)[0]["steps_per_s"]
 
 
-def measure(name: str, steps: int, pairs: int, repeats: int, with_sb3: bool) -> dict:
+def measure(name: str, steps: int, pairs: int, repeats: int, with_sb3: bool, sample_factory: str | None) -> dict:
     row = ROWS[name]
     config = config_of(row, steps)
     log(f"{name}: work terms ({repeats} iterations each)")
@@ -184,15 +188,19 @@ def measure(name: str, steps: int, pairs: int, repeats: int, with_sb3: bool) -> 
     cores = len(os.sched_getaffinity(0))
     work_us = terms["env_us"] + terms["act_us"] + terms["update_us"]
     floor = cores / work_us * 1e6
-    ours, sb3 = [], []
+    ours, sb3, sf = [], [], []
     for pair in range(pairs):
         log(f"{name}: pair {pair + 1}/{pairs}: ours")
         ours.append(run_ours(row, steps))
         if with_sb3:
             log(f"{name}: pair {pair + 1}/{pairs}: SB3 ({ours[-1]:,.0f} steps/s)")
             sb3.append(run_sb3(row, steps))
+        if sample_factory:
+            log(f"{name}: pair {pair + 1}/{pairs}: Sample Factory")
+            sf.append(run_sample_factory(sample_factory, steps))
     achieved = statistics.median(ours)
     sb3_median = statistics.median(sb3) if sb3 else None
+    sf_median = statistics.median(sf) if sf else None
     return {
         **terms,
         "cores": cores,
@@ -205,6 +213,9 @@ def measure(name: str, steps: int, pairs: int, repeats: int, with_sb3: bool) -> 
         "pairs": [
             {"ours": a, "sb3": b, "ratio": a / b if b else None} for a, b in zip(ours, sb3 or [None] * len(ours))
         ],
+        "sample_factory_steps_per_s": sf_median,
+        "to_sample_factory": achieved / sf_median if sf_median else None,
+        "sample_factory_runs": sf,
         "config": row.config,
         "overrides": list(row.overrides),
         "env_steps_per_run": steps,
@@ -251,7 +262,15 @@ def render(results: dict) -> str:
         ]
         for name, r in results.items()
     ]
-    return table("Work floor (CPU per env step; floor = cores / (env + act + update))", headers, rows)
+    text = table("Work floor (CPU per env step; floor = cores / (env + act + update))", headers, rows)
+    for name, r in results.items():
+        if r.get("sample_factory_steps_per_s"):
+            runs = ", ".join(f"{v:,.0f}" for v in r["sample_factory_runs"])
+            text += (
+                f"\n{name}: Sample Factory 2.1.1 {r['sample_factory_steps_per_s']:,.0f} agent steps/s (runs {runs}); "
+                f"ours {r['to_sample_factory']:.2f}x"
+            )
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -260,6 +279,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pairs", type=int, default=3, help="alternating runs of ours and SB3 per row")
     parser.add_argument("--smoke", action="store_true", help="a few iterations per run, one pair")
     parser.add_argument("--json", type=Path, help="write the figures here")
+    parser.add_argument(
+        "--sample-factory", metavar="PYTHON", help="a Sample Factory 2.1.1 venv's python, for the atari row"
+    )
     args = parser.parse_args(argv)
     names = [name.strip() for name in args.rows.split(",") if name.strip()]
     unknown = [name for name in names if name not in ROWS]
@@ -277,7 +299,9 @@ def main(argv: list[str] | None = None) -> int:
             continue
         steps = SMOKE_STEPS[name] if args.smoke else ROWS[name].steps
         with_sb3 = not no_sb3 and (ROWS[name].sb3["policy"] != "lstm" or _importable("sb3_contrib"))
-        results[name] = measure(name, steps, 1 if args.smoke else args.pairs, 1 if args.smoke else 5, with_sb3)
+        sample_factory = args.sample_factory if name == "atari" else None
+        pairs, repeats = (1, 1) if args.smoke else (args.pairs, 5)
+        results[name] = measure(name, steps, pairs, repeats, with_sb3, sample_factory)
     print(render(results))
     for name, reason in skipped.items():
         print(f"{name}: skipped, {reason}")
