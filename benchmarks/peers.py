@@ -99,6 +99,7 @@ def throughput(spec: dict) -> dict:
         setup = "PPO MlpPolicy ([64, 64] tanh)"
     timer = _rollout_timer()
     total = (spec["warmup"] + spec["iterations"]) * n * T
+    _without_log_folder(model)
     model.learn(total_timesteps=total, callback=timer)
     end = time.perf_counter()
     start, start_step = timer.starts[spec["warmup"]]
@@ -111,6 +112,13 @@ def throughput(spec: dict) -> dict:
         "steps_per_s": steps / (end - start),
         "torch_threads": torch.get_num_threads(),
     }
+
+
+def _without_log_folder(model) -> None:
+    """A logger that writes nothing: SB3's default makes an empty SB3-<date> folder in /tmp per run."""
+    from stable_baselines3.common.logger import Logger
+
+    model.set_logger(Logger(folder=None, output_formats=[]))
 
 
 def solve(seed: int, max_steps: int) -> dict:
@@ -156,6 +164,7 @@ def solve(seed: int, max_steps: int) -> dict:
         verbose=0,
     )
     callback = StopAtSolve()
+    _without_log_folder(model)
     learn_start = time.perf_counter()
     model.learn(total_timesteps=max_steps, callback=callback)
     end = time.perf_counter()
