@@ -126,3 +126,26 @@ def test_without_envpool_installed_the_error_names_the_extra(monkeypatch) -> Non
     monkeypatch.setitem(sys.modules, "envpool", None)  # what a failed import leaves
     with pytest.raises(EnvPoolConfigError, match=r"needs envpool, which is not installed .*ray-ppo-trainer\[atari\]"):
         envpool_task(EnvConfig(id="CartPole-v1"))
+
+
+def test_a_classic_control_id_runs_with_gymnasiums_spaces_and_episode_returns() -> None:
+    """CartPole-v1 through EnvPool: gymnasium's spaces, and each finished episode's return equal
+    to its length (one point a step), counted in steps."""
+    config = EnvConfig(id="CartPole-v1")
+    envs, reference = EnvPoolVectorEnv(config, 4), make_vector_env(config, 1)
+    assert (envs.single_observation_space, envs.single_action_space) == (
+        reference.single_observation_space,
+        reference.single_action_space,
+    )
+    envs.reset(seed=0)
+    actions = np.random.default_rng(0).integers(0, 2, (300, 4))
+    finished = []
+    for action in actions:
+        obs, _, terminated, truncated, info = envs.step(action)
+        for i in np.flatnonzero(terminated | truncated):
+            assert not np.array_equal(info["final_obs"][i], obs[i])  # already the next episode's start
+        finished += finished_episodes(info)
+    assert len(finished) >= 20
+    assert all(score == length and 8 <= length <= 500 for _, score, length in finished)
+    envs.close()
+    reference.close()

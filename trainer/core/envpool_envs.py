@@ -184,11 +184,11 @@ class EnvPoolVectorEnv(VectorEnv):
 
     def step(self, actions):
         obs, reward, terminated, truncated, info = self.pool.step(np.asarray(actions), self.ids)
-        order = info["env_id"]
-        obs, reward, terminated, truncated = (
-            self._in_env_order(x, order) for x in (obs, reward, terminated, truncated)
+        order, raw_reward = info["env_id"], info.get("reward", reward)  # Atari's unclipped points
+        obs, reward, terminated, truncated, raw_reward = (
+            self._in_env_order(x, order) for x in (obs, reward, terminated, truncated, raw_reward)
         )
-        self.returns += self._in_env_order(info.get("reward", reward), order)
+        self.returns += raw_reward
         self.lengths += self.task.frames_per_step
         done = terminated | truncated
         if not done.any():
