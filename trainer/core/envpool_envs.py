@@ -63,9 +63,9 @@ def envpool_task(config: EnvConfig) -> EnvPoolTask:
             f"env.id {config.id!r}: EnvPool has no such env (it has Atari, MuJoCo and classic control ids such as "
             "ALE/Breakout-v5, HalfCheetah-v5, CartPole-v1); set workers.vector_env: sync"
         )
-    known = set(envpool.make_spec(task_id).config._fields)
     if config.id.startswith(ATARI_PREFIX):
         return _atari_task(config, task_id)
+    known = set(envpool.make_spec(task_id).config._fields)  # the options this id takes
     unknown = sorted(set(config.kwargs) - known)
     if unknown:
         raise EnvPoolConfigError(
