@@ -65,8 +65,8 @@ def run_ours(execution: str, overlap: bool, envs: int, rollout_steps: int, itera
             memory = {"driver": peak_rss_mb()}
             if execution == "ray":
                 memory["learner"] = ray.get(runtime.learner.actor.__ray_call__.remote(peak_rss_mb))
-                for index, worker in enumerate(runtime.workers):
-                    memory[f"worker {index}"] = ray.get(worker.__ray_call__.remote(peak_rss_mb))
+                for index, host in enumerate(runtime.hosts):
+                    memory[f"worker {index}"] = ray.get(host.__ray_call__.remote(peak_rss_mb))
         finally:
             runtime.close()
     steps = iterations * config.steps_per_iteration

@@ -62,9 +62,11 @@ def snapshot(processes: dict[str, int]) -> dict[str, dict[str, float]]:
 
 
 def trainer_processes(runtime) -> dict[str, int]:
+    from trainer.runtime.placement import host_name
+
     processes = {"driver": os.getpid()}
-    for i, worker in enumerate(runtime.workers):
-        processes[f"rollout worker {i}"] = actor_pid(worker)
+    for indices, host in zip(runtime.host_workers, runtime.hosts):
+        processes[host_name(indices)] = actor_pid(host)
     processes["learner"] = actor_pid(runtime.learner.actor)
     return processes
 

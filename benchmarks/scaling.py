@@ -21,7 +21,8 @@ iterations after warm-up:
   machine is the limit, not the coordination).
 
     python -m benchmarks.scaling [--workers 1,2,4,8,16,32,64] [--nodes 1,4] [--overlap on,off]
-        [--vector sync] [--envs 4] [--straggler 16] [--iterations 10] [--step-ms 10] [--json out.json]
+        [--vector sync] [--per-process 1,16] [--envs 4] [--straggler 16] [--iterations 10]
+        [--step-ms 10] [--json out.json]
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ def row_config(row: dict) -> dict:
             "num_cpus": row["worker_cpus"],
             "overlap": row["overlap"],
             "sample_timeout_s": 600.0,
+            "per_process": row.get("per_process", 1),
             **({"nice": row["nice"]} if "nice" in row else {}),
         },
         "checkpoint": {"every": 0},
@@ -198,6 +200,7 @@ def run_row(row: dict) -> dict:
     floor = floor_s(row)
     result = {
         **{k: row[k] for k in ("workers", "envs", "nodes", "overlap", "vector", "straggler", "step_ms")},
+        "per_process": row.get("per_process", 1),
         "iteration_s": iteration,
         "floor_s": floor,
         "efficiency": floor / iteration,
@@ -240,8 +243,9 @@ def rows_wanted(args) -> list[dict]:
         for overlap in args.overlap.split(","):
             for nodes in (int(n) for n in args.nodes.split(",")):
                 for workers in (int(n) for n in args.workers.split(",")):
-                    shape = {"workers": workers, "nodes": nodes, "overlap": overlap == "on", "vector": vector}
-                    rows.append({**base, **shape})
+                    for per_process in (int(n) for n in args.per_process.split(",")):
+                        shape = {"workers": workers, "nodes": nodes, "overlap": overlap == "on", "vector": vector}
+                        rows.append({**base, **shape, "per_process": per_process})
     for workers in (int(n) for n in args.straggler.split(",") if n):
         rows.append({**base, "workers": workers, "nodes": 1, "overlap": True, "vector": "sync", "straggler": True})
     return rows
@@ -259,12 +263,14 @@ def render(results: list[dict]) -> str:
         "workers", "envs", "step ms", "nodes", "overlap", "vector", "iteration s", "floor s", "efficiency",
         "steps/s", "ideal",
         "coordination s", "driver CPU s", "object store MiB", "ingest s", "learn s", "start-up s",
-        "worker RSS MiB", "worker USS MiB", "worker CPU s", "CPU load",
+        "process RSS MiB", "process USS MiB", "worker CPU s", "CPU load",
     ]  # fmt: skip
     rows = []
     for r in results:
-        worker = r["memory"].get("RolloutWorkerActor", {})
-        name = f"{r['workers']}" + (" (1 straggler)" if r["straggler"] else "")
+        worker = r["memory"].get("RolloutHostActor", {})
+        per_process = r.get("per_process", 1)
+        name = f"{r['workers']}" + (f" ({per_process} per process)" if per_process > 1 else "")
+        name += " (1 straggler)" if r["straggler"] else ""
         rows.append([
             name, str(r["envs"]), fmt(r["step_ms"], "g"), str(r["nodes"]), "on" if r["overlap"] else "off",
             r["vector"], fmt(r["iteration_s"], ".2f"),
@@ -272,7 +278,7 @@ def render(results: list[dict]) -> str:
             fmt(r["coordination_s"], ".3f"), fmt(r["driver_cpu_s"], ".3f"), fmt(r["object_store_mib"], ".1f"),
             fmt(r["ingest_s"], ".3f"), fmt(r["learn_s"], ".3f"), fmt(r["startup_s"], ".1f"),
             fmt(worker.get("rss_mib"), ".0f"), fmt(worker.get("uss_mib"), ".0f"),
-            fmt(worker.get("cpu_s_per_iteration", 0.0) / max(1, worker.get("count", 1)), ".3f"),
+            fmt(worker.get("cpu_s_per_iteration", 0.0) / r["workers"], ".3f"),
             fmt(cpu_load(r), ".0%"),
         ])  # fmt: skip
     lines = [table("Scaling on a latency-bound env", headers, rows, right=set(range(6, len(headers))))]
@@ -292,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nodes", default="1,4")
     parser.add_argument("--overlap", default="on")
     parser.add_argument("--vector", default="sync", help="sync, async or both (comma-separated)")
+    parser.add_argument("--per-process", default="1", help="workers.per_process values (comma-separated)")
     parser.add_argument("--straggler", default="16", help="worker counts of straggler rows ('' for none)")
     parser.add_argument("--envs", type=int, default=4, help="envs per worker")
     parser.add_argument("--iterations", type=int, default=10)
@@ -311,7 +318,8 @@ def main(argv: list[str] | None = None) -> int:
         for index, row in enumerate(rows_wanted(args)):
             row["run_parent"] = str(Path(scratch) / f"row{index}")
             row["straggler_file"] = str(Path(scratch) / f"straggler{index}")
-            log(f"row {index}: {row['workers']} workers, {row['nodes']} node(s), overlap {row['overlap']}, "
+            log(f"row {index}: {row['workers']} workers ({row.get('per_process', 1)} per process), "
+                f"{row['nodes']} node(s), overlap {row['overlap']}, "
                 f"{row['vector']}{', one straggler' if row['straggler'] else ''}")  # fmt: skip
             results.append(spawn_row(row, args.timeout_s))
             log(json.dumps({k: v for k, v in results[-1].items() if k != "memory"}))

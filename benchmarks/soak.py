@@ -50,7 +50,7 @@ def process_kind(proc: psutil.Process, driver: psutil.Process) -> str:
     if proc.pid == driver.pid:
         return "driver"
     command = " ".join(proc.cmdline())
-    for kind in ("RolloutWorkerActor", "LearnerActor", "raylet", "gcs_server"):
+    for kind in ("RolloutHostActor", "LearnerActor", "raylet", "gcs_server"):
         if kind in command:
             return kind
     return "other ray"
@@ -110,7 +110,7 @@ def soak(minutes: float, worker_every_s: float, learner_kills: int, overrides: l
     while time.monotonic() < end and proc.poll() is None:
         now = time.monotonic()
         if now >= next_worker:
-            workers = actor_processes(driver, "RolloutWorkerActor")
+            workers = actor_processes(driver, "RolloutHostActor")
             if workers:
                 rng.choice(workers).send_signal(signal.SIGKILL)
                 kills["workers"] += 1

@@ -139,6 +139,20 @@ def test_packing_puts_each_actor_on_one_node():
     assert unplaced([Demand("w", {"CPU": 1, "sim": 1})], [{"CPU": 8}]) == [Demand("w", {"CPU": 1, "sim": 1})]
 
 
+def test_workers_sharing_a_process_ask_for_their_resources_together():
+    config = make_small_config(workers={"num_workers": 5, "per_process": 2, "num_cpus": 0.5, "resources": {"sim": 1}})
+    hosts = [(d.name, d.resources) for d in run_demands(config) if d.name.startswith("rollout")]
+    assert hosts == [
+        ("rollout workers 0-1", {"CPU": 1.0, "sim": 2}),
+        ("rollout workers 2-3", {"CPU": 1.0, "sim": 2}),
+        ("rollout worker 4", {"CPU": 0.5, "sim": 1}),
+    ]
+    # A host is placed whole: the second cannot share the first one's node (2 "sim" of 3 left 1).
+    assert [d.name for d in unplaced(run_demands(config), [{"CPU": 2, "sim": 3}, {"CPU": 1, "sim": 2}])] == [
+        "rollout worker 4"
+    ]
+
+
 def test_slow_env_is_not_mistaken_for_a_stuck_worker(local_ray, tmp_path):
     """Each step takes 0.2 s, a rollout 1.6 s: past workers.sample_timeout_s=1, yet the workers
     keep stepping, so nothing is replaced."""

@@ -44,7 +44,7 @@ def test_workers_pinned_to_second_node_feed_the_learner(two_nodes):
     config = make_small_config(execution="ray", workers={"resources": {"rollout_node": 1}})
     runtime = make_runtime(config, [])
     try:
-        worker_nodes = ray.get([worker.__ray_call__.remote(node_of) for worker in runtime.workers])
+        worker_nodes = ray.get([worker.__ray_call__.remote(node_of) for worker in runtime.hosts])
         stats = [runtime.iterate() for _ in range(3)]
         version = ray.get(runtime.learner.actor.__ray_call__.remote(lambda learner: learner.version))
     finally:
@@ -62,7 +62,7 @@ def test_training_survives_losing_a_node(two_nodes):
     messages: list[str] = []
     runtime = make_runtime(config, messages)
     try:
-        worker_nodes = ray.get([worker.__ray_call__.remote(node_of) for worker in runtime.workers])
+        worker_nodes = ray.get([worker.__ray_call__.remote(node_of) for worker in runtime.hosts])
         assert second.node_id in worker_nodes, "SPREAD placement should use both nodes"
         runtime.iterate()
         remover = threading.Timer(0.05, cluster.remove_node, (second,))

@@ -78,8 +78,8 @@ def test_normalizer_stats_equal_all_observations_seen(local_ray):
 
 def learn_with_one_old_rollout(runtime: RayRuntime, old_snapshot) -> None:
     """Worker 0 collects with `old_snapshot`, worker 1 with the current one; the learner gets both."""
-    _, old = runtime.workers[0].collect_split.remote(old_snapshot)
-    _, fresh = runtime.workers[1].collect_split.remote(runtime.learner.actor.snapshot.remote())
+    _, old = runtime.call_worker(0, "collect_split", old_snapshot)
+    _, fresh = runtime.call_worker(1, "collect_split", runtime.learner.actor.snapshot.remote())
     ray.get(runtime.learner.start_update([old, fresh])[0][0])
 
 
@@ -101,7 +101,7 @@ def test_killed_worker_is_replaced_and_training_stays_on_policy(local_ray):
     runtime = make_runtime(config, messages)
     try:
         runtime.iterate()
-        pid = ray.get(runtime.workers[1].__ray_call__.remote(lambda worker: os.getpid()))
+        pid = ray.get(runtime.hosts[1].__ray_call__.remote(lambda worker: os.getpid()))
         # Kill the worker's process from outside while it collects (one collection takes > 0.3 s).
         killer = threading.Timer(0.1, os.kill, (pid, signal.SIGKILL))
         killer.start()
@@ -112,6 +112,51 @@ def test_killed_worker_is_replaced_and_training_stays_on_policy(local_ray):
         runtime.close()
     assert during.worker_restarts == after.worker_restarts == [0, 1]
     assert any("rollout worker 1 died" in m and "restart 1/3" in m for m in messages), messages
+    assert during.metrics["losses/first_minibatch_ratio_dev"] < 1e-5
+    assert after.metrics["losses/first_minibatch_ratio_dev"] < 1e-5
+
+
+def test_workers_sharing_a_process_train_exactly_as_workers_in_processes_of_their_own(local_ray):
+    """Same seeds, 4 workers in 4 processes or in 2 (2 threads each): the same rollouts, so the
+    same parameters after two updates, bit for bit, and the same sampling RNG states to save."""
+    ends = {}
+    for per_process in (1, 2):
+        runtime = make_runtime(
+            ray_config(workers={"num_workers": 4, "envs_per_worker": 2, "num_cpus": 0.5, "per_process": per_process})
+        )
+        try:
+            for _ in range(2):
+                runtime.iterate()
+            pids = ray.get([host.__ray_call__.remote(lambda host: os.getpid()) for host in runtime.hosts])
+            weights = learner_state(runtime, lambda learner: learner.policy.state_dict())
+            ends[per_process] = (weights, runtime.state_dict()["worker_rng"])
+        finally:
+            runtime.close()
+        assert len(set(pids)) == 4 // per_process
+    (one, rng_one), (shared, rng_shared) = ends[1], ends[2]
+    assert all(torch.equal(one[name], shared[name]) for name in one)
+    assert all(torch.equal(a, b) for a, b in zip(rng_one, rng_shared, strict=True))
+
+
+def test_killed_process_of_two_workers_replaces_both_and_training_stays_on_policy(local_ray):
+    slow = {"id": "tests.envs.faults:SlowCartPole", "kwargs": {"step_sleep_s": 0.02}, "max_episode_steps": 200}
+    config = ray_config(env=slow, workers={"num_workers": 4, "envs_per_worker": 2, "num_cpus": 0.5, "per_process": 2})
+    messages: list[str] = []
+    runtime = make_runtime(config, messages)
+    try:
+        runtime.iterate()
+        pid = ray.get(runtime.hosts[1].__ray_call__.remote(lambda host: os.getpid()))
+        killer = threading.Timer(0.1, os.kill, (pid, signal.SIGKILL))  # mid-collection (each takes > 0.3 s)
+        killer.start()
+        during = runtime.iterate()
+        killer.join()
+        after = runtime.iterate()
+    finally:
+        runtime.close()
+    assert during.worker_restarts == after.worker_restarts == [0, 0, 1, 1]
+    assert [m for m in messages if "died" in m] == [
+        "rollout workers 2-3 died (ActorDiedError); replacing them (one process) (restart 1/3)"
+    ], messages
     assert during.metrics["losses/first_minibatch_ratio_dev"] < 1e-5
     assert after.metrics["losses/first_minibatch_ratio_dev"] < 1e-5
 
@@ -129,11 +174,13 @@ def test_killed_worker_run_finishes_with_all_steps(local_ray, tmp_path):
     assert summary["worker_restarts"] == 1
 
 
-def test_hanging_worker_is_timed_out_and_replaced(local_ray, tmp_path):
+@pytest.mark.parametrize("per_process", [1, 2])
+def test_hanging_worker_is_timed_out_and_replaced(local_ray, tmp_path, per_process):
+    """With two workers in one process, the process goes, and both workers with it."""
     flag = tmp_path / "hung-once"
     config = ray_config(
         env={"id": "tests.envs.faults:HangOnceCartPole", "kwargs": {"flag_file": str(flag), "hang_at_step": 30}},
-        workers={"sample_timeout_s": 5.0},
+        workers={"sample_timeout_s": 5.0, "per_process": per_process},
     )
     messages: list[str] = []
     runtime = make_runtime(config, messages)
@@ -142,7 +189,7 @@ def test_hanging_worker_is_timed_out_and_replaced(local_ray, tmp_path):
     finally:
         runtime.close()
     assert flag.exists()
-    assert sum(stats[-1].worker_restarts) == 1, messages
+    assert sum(stats[-1].worker_restarts) == per_process, messages
     assert any("took no env step for workers.sample_timeout_s=5s" in m for m in messages), messages
 
 
@@ -198,7 +245,7 @@ def test_workers_run_at_lower_cpu_priority_than_the_learner_and_each_at_its_thre
 
     try:
         learner_nice, learner_threads = ray.get(runtime.learner.actor.__ray_call__.remote(settings))
-        workers = ray.get([worker.__ray_call__.remote(settings) for worker in runtime.workers])
+        workers = ray.get([worker.__ray_call__.remote(settings) for worker in runtime.hosts])
     finally:
         runtime.close()
     assert workers == [(min(19, learner_nice + 3), 1)] * 2  # Ray starts workers at nice 15; 19 is the floor

@@ -89,7 +89,7 @@ def test_workers_spread_over_four_nodes_feed_one_learner(four_nodes):
     runtime = RayRuntime(config, probe, log=lambda message: None)
     try:
         nodes = ray.get(
-            [w.__ray_call__.remote(lambda _: ray.get_runtime_context().get_node_id()) for w in runtime.workers]
+            [w.__ray_call__.remote(lambda _: ray.get_runtime_context().get_node_id()) for w in runtime.hosts]
         )
         stats = [runtime.iterate() for _ in range(3)]
         version = ray.get(runtime.learner.actor.__ray_call__.remote(lambda learner: learner.version))

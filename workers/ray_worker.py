@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import ray
+import torch
 
 from trainer.core.config import Config
 from trainer.core.envs import Probe
@@ -27,29 +28,54 @@ class RolloutInfo:
     timings: dict[str, float]
 
 
-class RolloutWorkerActor(KeepsSetupError, RolloutWorker):
-    """Create with `ray.remote(concurrency_groups=LIVENESS_GROUPS)`: `progress()` then answers on a
-    thread of its own while a collection runs, so the driver can tell a slow env from a stuck one.
-    An env that cannot be made or reset is the env's error, raised by the first collection."""
+def worker_group(index: int) -> str:
+    """The concurrency group (one thread) of rollout worker `index` in its host: its calls run
+    one after another, in the order sent, as on an actor of its own."""
+    return f"worker {index}"
 
-    def __init__(self, config: Config, worker_index: int, probe: Probe) -> None:
+
+def host_groups(indices: range) -> dict[str, int]:
+    """Create a host with `ray.remote(concurrency_groups=host_groups(indices))`: a thread per
+    worker, and one for `progress()`, which then answers while collections run, so the driver
+    can tell a slow env from a stuck one."""
+    return LIVENESS_GROUPS | {worker_group(index): 1 for index in indices}
+
+
+class RolloutHost:
+    """Rollout workers in one process (workers.per_process), each called on its own thread
+    with its global index: `host.collect_split.options(concurrency_group=worker_group(i))
+    .remote(i, snapshot)`. Threads pay where envs wait: the GIL is free while they do."""
+
+    def __init__(self, config: Config, indices: range, probe: Probe) -> None:
         set_up_process(config, "rollout worker")
-        self.vector_steps = 0  # progress() answers also when the envs could not be built
-        super().__init__(config, worker_index, probe)
+        self.workers: dict[int, RolloutWorker] = {}  # progress() answers also when the envs could not be built
+        for index in indices:
+            self.workers[index] = RolloutWorker(config, index, probe)
+
+    def rng_state(self, index: int) -> torch.Tensor:
+        return self.workers[index].rng_state()
+
+    def resume(self, index: int, rng_state: torch.Tensor | None, iteration: int) -> None:
+        self.workers[index].resume(rng_state, iteration)
+
+
+class RolloutHostActor(KeepsSetupError, RolloutHost):
+    """An env that cannot be made or reset is the env's error, raised by the first collection."""
 
     # The per-iteration calls record no Ray task events: at a few tasks an iteration, a long run
     # would grow the GCS's task-event table by ~4 MB a minute (up to Ray's 100k-task cap).
     @ray.method(num_returns=2, enable_task_events=False)
-    def collect_split(self, snapshot: PolicySnapshot) -> tuple[RolloutInfo, Rollout]:
+    def collect_split(self, index: int, snapshot: PolicySnapshot) -> tuple[RolloutInfo, Rollout]:
         self.raise_setup_error()
-        rollout = self.collect(snapshot)
+        rollout = self.workers[index].collect(snapshot)
         return RolloutInfo(rollout.episodes, rollout.timings), rollout
 
     @ray.method(concurrency_group="liveness", enable_task_events=False)
-    def progress(self) -> int:
-        """Env steps taken so far (a vector step counts once): it grows while the worker is alive
-        and its envs step, however long a whole rollout takes."""
-        return self.vector_steps
+    def progress(self, index: int) -> int:
+        """Worker `index`'s env steps so far (a vector step counts once): it grows while the
+        worker is alive and its envs step, however long a whole rollout takes."""
+        worker = self.workers.get(index)
+        return worker.vector_steps if worker is not None else 0
 
 
 class EvaluationActor(KeepsSetupError, EvaluationWorker):

@@ -167,6 +167,13 @@ class WorkersConfig(Section):
     it has (Atari, MuJoCo, classic control; the `atari` extra installs it), the
     config's Atari wrappers mapped onto its own options, a wrapper it has no option for refused;
     evaluation keeps the gymnasium env."""
+    per_process: int = Field(default=1, gt=0)
+    """Ray only: rollout workers sharing one actor process, each collecting on a thread of its
+    own. For many workers on few cores with envs that wait (a simulator's latency, a remote
+    service): 64 processes on 2 cores spend their time waking each other, 4 processes of 16 do
+    not. Envs that keep a core busy gain nothing (one Python thread runs at a time). The process
+    asks Ray for its workers' num_cpus and resources together; if it dies, its workers are
+    replaced together."""
     resources: dict[str, float] = {}
     """Custom Ray resources each worker asks for, e.g. to pin workers to some nodes."""
     nice: int = Field(default=19, ge=0, le=19)

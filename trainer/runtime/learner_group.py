@@ -54,7 +54,7 @@ class LearnerActor(KeepsSetupError, Learner):
     def ready(self) -> None:
         self.raise_setup_error()
 
-    @ray.method(enable_task_events=False)  # per-iteration calls: see RolloutWorkerActor.collect_split
+    @ray.method(enable_task_events=False)  # per-iteration calls: see RolloutHostActor.collect_split
     def snapshot(self) -> PolicySnapshot:
         return super().snapshot()
 

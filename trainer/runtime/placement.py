@@ -36,13 +36,27 @@ class Demand:
     resources: dict[str, float]
 
 
+def worker_hosts(config: Config) -> list[range]:
+    """The rollout workers' indices, grouped by the actor process that hosts them
+    (workers.per_process to a process, the last one takes what is left)."""
+    count, per = config.workers.num_workers, config.workers.per_process
+    return [range(start, min(start + per, count)) for start in range(0, count, per)]
+
+
+def host_name(indices: range) -> str:
+    """`rollout worker 3`, or `rollout workers 0-15` for a process hosting several."""
+    return f"rollout worker {indices[0]}" if len(indices) == 1 else f"rollout workers {indices[0]}-{indices[-1]}"
+
+
 def run_demands(config: Config) -> list[Demand]:
-    """One bundle per actor, as the Ray runtime will ask for it."""
+    """One bundle per actor, as the Ray runtime will ask for it; a host of several rollout
+    workers asks for what they ask together."""
     learner = {"CPU": config.learner.num_cpus, "GPU": config.learner.num_gpus}
     worker = {"CPU": config.workers.num_cpus, **config.workers.resources}
     count = config.learner.num_learners
     demands = [Demand("the learner" if count == 1 else f"learner rank {r}", learner) for r in range(count)]
-    demands += [Demand(f"rollout worker {i}", worker) for i in range(config.workers.num_workers)]
+    for indices in worker_hosts(config):
+        demands.append(Demand(host_name(indices), {key: value * len(indices) for key, value in worker.items()}))
     if config.eval.every:
         demands.append(Demand("the evaluation actor", {"CPU": config.eval.num_cpus}))
     return [Demand(d.name, {k: v for k, v in d.resources.items() if v > 0}) for d in demands]

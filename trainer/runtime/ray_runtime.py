@@ -5,8 +5,10 @@ store. Each worker returns two objects: a small RolloutInfo the driver waits on 
 workers), and the rollout itself, whose reference the driver hands on as an argument of the
 learner's one update call, so Ray delivers every rollout with that call.
 A worker that dies, or takes no env step for `workers.sample_timeout_s`, is replaced and its share
-collected again with the same snapshot, so an iteration never mixes versions or half rollouts. A
-learner that dies is rebuilt from its newest state (see learner_group.py).
+collected again with the same snapshot, so an iteration never mixes versions or half rollouts.
+Workers live in host processes (workers.per_process to a process): a host is replaced as a whole,
+and each of its workers collects again. A learner that dies is rebuilt from its newest state (see
+learner_group.py).
 """
 
 from __future__ import annotations
@@ -33,10 +35,10 @@ from trainer.runtime.actors import (
 )
 from trainer.runtime.checkpoint import capture_rng, restore_rng, worker_rng_states
 from trainer.runtime.learner_group import LearnerGroup, LearnerLost
-from trainer.runtime.placement import ensure_fits, scheduling_strategy
+from trainer.runtime.placement import ensure_fits, host_name, scheduling_strategy, worker_hosts
 from trainer.runtime.ray_connect import connect, disconnect
 from trainer.runtime.stats import IterationStats, LearnerState
-from workers.ray_worker import LIVENESS_GROUPS, RolloutWorkerActor
+from workers.ray_worker import RolloutHostActor, host_groups, worker_group
 
 
 class WorkerFailedError(UserError):
@@ -48,6 +50,7 @@ class Pending:
     """A collection in progress, and when its worker last showed progress."""
 
     slot: int
+    host: object  # the actor it was sent to: once that one is replaced, its failure is no news
     rollout_ref: object
     progress: int = -1
     progress_at: float = field(default_factory=time.monotonic)
@@ -74,14 +77,15 @@ class RayRuntime:
         self.max_policy_lag = 1 if config.workers.overlap else 0
         self._in_flight: tuple | None = None  # (snapshot, pending collections, their lag) started ahead
         self.learner: LearnerGroup | None = None
-        self.workers: list = []
+        self.host_workers = worker_hosts(config)  # the worker indices of each host process
+        self.hosts: list = []
         self.started_ray = connect(config, address)
         try:
             ensure_fits(config, log, embedded=self.started_ray)
             self.learner = LearnerGroup(config, probe, self.max_policy_lag, log)
-            self.workers = [self._spawn(index) for index in range(config.workers.num_workers)]
+            self.hosts = [self._spawn(indices) for indices in self.host_workers]
             self._with_learner(self.learner.wait_ready)
-            wait_started(self.workers, config.workers.sample_timeout_s)
+            wait_started(self.hosts, config.workers.sample_timeout_s)
         except BaseException:
             self.close()
             raise
@@ -99,18 +103,26 @@ class RayRuntime:
         the driver a few calls a minute, not 64 a second."""
         return self.config.workers.sample_timeout_s / 4
 
-    def _spawn(self, index: int):
-        workers = self.config.workers
+    def _spawn(self, indices: range):
+        workers, count = self.config.workers, len(indices)
         return (
-            ray.remote(concurrency_groups=LIVENESS_GROUPS)(RolloutWorkerActor)
+            ray.remote(concurrency_groups=host_groups(indices))(RolloutHostActor)
             .options(
-                num_cpus=workers.num_cpus,
-                resources=dict(workers.resources) or None,
+                num_cpus=workers.num_cpus * count,
+                resources={key: value * count for key, value in workers.resources.items()} or None,
                 scheduling_strategy=scheduling_strategy("SPREAD"),
                 max_restarts=0,
             )
-            .remote(self.config, index, self.probe)
+            .remote(self.config, indices, self.probe)
         )
+
+    def _host_of(self, slot: int) -> int:
+        return slot // self.config.workers.per_process
+
+    def call_worker(self, slot: int, method: str, *args):
+        """A call on worker `slot`, on its own thread of its host, after the calls sent to it before."""
+        host = self.hosts[self._host_of(slot)]
+        return getattr(host, method).options(concurrency_group=worker_group(slot)).remote(slot, *args)
 
     def iterate(self) -> IterationStats:
         """One iteration. With `workers.overlap`, the workers collect the next rollout (with the
@@ -154,13 +166,13 @@ class RayRuntime:
 
     def _start_collection(self, snapshot) -> tuple:
         pending: dict = {}
-        for slot in range(len(self.workers)):
+        for slot in range(self.config.workers.num_workers):
             self._submit(slot, snapshot, pending)
         return snapshot, pending
 
     def _finish_collection(self, snapshot, pending: dict) -> tuple[list, list]:
         """Every worker's (info, rollout ref) for this snapshot, replacing failed workers."""
-        count = len(self.workers)
+        count = self.config.workers.num_workers
         infos: list = [None] * count
         rollout_refs: list = [None] * count
         while pending:
@@ -175,7 +187,7 @@ class RayRuntime:
                 except ACTOR_LOST as exc:
                     if self.learner.owns(exc):  # the snapshot it was given never came
                         raise LearnerLost(f"{type(exc).__name__}") from None
-                    self._replace(job.slot, lost_reason(exc))
+                    self._replace(job, lost_reason(exc))
                     self._say_memory_once(exc)
                     self._submit(job.slot, snapshot, pending)
                     continue
@@ -202,29 +214,36 @@ class RayRuntime:
                     job.progress, job.progress_at = progress, now
             if now - job.progress_at > timeout_s:
                 del pending[ref]
-                self._replace(job.slot, f"took no env step for workers.sample_timeout_s={timeout_s:g}s")
+                self._replace(job, f"took no env step for workers.sample_timeout_s={timeout_s:g}s")
                 self._submit(job.slot, snapshot, pending)
             elif job.probe is None and now - job.probed_at >= self.probe_every_s:
-                job.probe = self.workers[job.slot].progress.remote()  # only collections that take a while
+                job.probe = job.host.progress.remote(job.slot)  # only collections that take a while
                 job.probed_at = now
 
     def _submit(self, slot: int, snapshot, pending: dict) -> None:
-        info_ref, rollout_ref = self.workers[slot].collect_split.remote(snapshot)
-        pending[info_ref] = Pending(slot, rollout_ref)
+        info_ref, rollout_ref = self.call_worker(slot, "collect_split", snapshot)
+        pending[info_ref] = Pending(slot, self.hosts[self._host_of(slot)], rollout_ref)
 
-    def _replace(self, slot: int, reason: str) -> None:
-        self.failures_in_a_row[slot] += 1
-        self.restarts[slot] += 1
-        limit = self.config.workers.max_restarts
-        kill_quietly(self.workers[slot])
-        if self.failures_in_a_row[slot] > limit:
+    def _replace(self, job: Pending, reason: str) -> None:
+        """Replace the host process of the failed collection's worker, with all its workers;
+        nothing to do when it was replaced already (another of its workers' failures came first)."""
+        index = self._host_of(job.slot)
+        if job.host is not self.hosts[index]:
+            return
+        indices, limit = self.host_workers[index], self.config.workers.max_restarts
+        for slot in indices:
+            self.failures_in_a_row[slot] += 1
+            self.restarts[slot] += 1
+        failures = max(self.failures_in_a_row[slot] for slot in indices)
+        kill_quietly(self.hosts[index])
+        name, them = host_name(indices), "it" if len(indices) == 1 else "them (one process)"
+        if failures > limit:
             raise WorkerFailedError(
-                f"rollout worker {slot} {reason}: {self.failures_in_a_row[slot]} failures in a row "
-                f"(workers.max_restarts={limit}); stopping"
+                f"{name} {reason}: {failures} failures in a row (workers.max_restarts={limit}); stopping"
             )
-        self.log(f"rollout worker {slot} {reason}; replacing it (restart {self.failures_in_a_row[slot]}/{limit})")
-        self.workers[slot] = self._spawn(slot)
-        wait_started([self.workers[slot]], self.config.workers.sample_timeout_s)
+        self.log(f"{name} {reason}; replacing {them} (restart {failures}/{limit})")
+        self.hosts[index] = self._spawn(indices)
+        wait_started([self.hosts[index]], self.config.workers.sample_timeout_s)
 
     def _say_memory_once(self, exc: BaseException) -> None:
         if isinstance(exc, ray_errors.OutOfMemoryError) and not self.said_memory:
@@ -240,7 +259,7 @@ class RayRuntime:
         return self._with_learner(self.learner.state)
 
     def state_dict(self) -> dict:
-        worker_rng = [worker.rng_state.remote() for worker in self.workers]
+        worker_rng = [self.call_worker(slot, "rng_state") for slot in range(self.config.workers.num_workers)]
         learner = self._with_learner(self.learner.state_dict)
         return {"learner": learner, "worker_rng": ray.get(worker_rng), "rng": capture_rng()}
 
@@ -250,14 +269,14 @@ class RayRuntime:
         self._in_flight = None
         iteration = state["learner"]["iteration"]
         self._with_learner(lambda: self.learner.load_state_dict(state["learner"]))
-        rng = worker_rng_states(state, len(self.workers))
-        ray.get([worker.resume.remote(r, iteration) for worker, r in zip(self.workers, rng)])
+        rng = worker_rng_states(state, self.config.workers.num_workers)
+        ray.get([self.call_worker(slot, "resume", r, iteration) for slot, r in enumerate(rng)])
         restore_rng(state["rng"])
 
     def close(self) -> None:
         if self.learner is not None:
             self.learner.close()
-        kill_quietly(*self.workers)
+        kill_quietly(*self.hosts)
         if self.started_ray:
             disconnect()
 
