@@ -78,9 +78,9 @@ def test_normalizer_stats_equal_all_observations_seen(local_ray):
 
 def learn_with_one_old_rollout(runtime: RayRuntime, old_snapshot) -> None:
     """Worker 0 collects with `old_snapshot`, worker 1 with the current one; the learner gets both."""
-    _, old = runtime.call_worker(0, "collect_split", old_snapshot)
-    _, fresh = runtime.call_worker(1, "collect_split", runtime.learner.actor.snapshot.remote())
-    ray.get(runtime.learner.start_update([old, fresh])[0][0])
+    _, old = runtime.start_collecting(0, old_snapshot)
+    _, fresh = runtime.start_collecting(1, runtime.learner.actor.snapshot.remote())
+    ray.get(runtime.learner.start_update(old + fresh)[0][0])
 
 
 def test_rollout_from_an_old_version_is_refused(local_ray):

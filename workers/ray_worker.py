@@ -1,9 +1,10 @@
-"""The rollout and evaluation workers as Ray actors: the same classes, plus (rollouts) a split
-return so the driver can watch a collection (small info) while the rollout itself goes straight
-to the learner."""
+"""The rollout and evaluation workers as Ray actors: rollout workers in host processes (one or
+several to a process) with a split return, so the driver can watch a collection (small infos)
+while the rollouts themselves go straight to the learner."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import ray
@@ -28,54 +29,51 @@ class RolloutInfo:
     timings: dict[str, float]
 
 
-def worker_group(index: int) -> str:
-    """The concurrency group (one thread) of rollout worker `index` in its host: its calls run
-    one after another, in the order sent, as on an actor of its own."""
-    return f"worker {index}"
-
-
-def host_groups(indices: range) -> dict[str, int]:
-    """Create a host with `ray.remote(concurrency_groups=host_groups(indices))`: a thread per
-    worker, and one for `progress()`, which then answers while collections run, so the driver
-    can tell a slow env from a stuck one."""
-    return LIVENESS_GROUPS | {worker_group(index): 1 for index in indices}
-
-
 class RolloutHost:
-    """Rollout workers in one process (workers.per_process), each called on its own thread
-    with its global index: `host.collect_split.options(concurrency_group=worker_group(i))
-    .remote(i, snapshot)`. Threads pay where envs wait: the GIL is free while they do."""
+    """The rollout workers of one process (workers.per_process), collecting together: each on a
+    thread of its own when there are several (threads pay where envs wait: the GIL is free while
+    they do). One call a host per iteration, not one a worker: Ray's per-call cost is paid once."""
 
     def __init__(self, config: Config, indices: range, probe: Probe) -> None:
         set_up_process(config, "rollout worker")
-        self.workers: dict[int, RolloutWorker] = {}  # progress() answers also when the envs could not be built
+        self.workers: list[RolloutWorker] = []  # progress() answers also when the envs could not be built
+        self.threads = ThreadPoolExecutor(len(indices)) if len(indices) > 1 else None
         for index in indices:
-            self.workers[index] = RolloutWorker(config, index, probe)
+            self.workers.append(RolloutWorker(config, index, probe))
 
-    def rng_state(self, index: int) -> torch.Tensor:
-        return self.workers[index].rng_state()
+    def collect_all(self, snapshot: PolicySnapshot) -> list[Rollout]:
+        if self.threads is None:
+            return [worker.collect(snapshot) for worker in self.workers]
+        return list(self.threads.map(lambda worker: worker.collect(snapshot), self.workers))
 
-    def resume(self, index: int, rng_state: torch.Tensor | None, iteration: int) -> None:
-        self.workers[index].resume(rng_state, iteration)
+    def rng_states(self) -> list[torch.Tensor]:
+        return [worker.rng_state() for worker in self.workers]
+
+    def resume(self, rng_states: list[torch.Tensor | None], iteration: int) -> None:
+        for worker, rng_state in zip(self.workers, rng_states, strict=True):
+            worker.resume(rng_state, iteration)
 
 
 class RolloutHostActor(KeepsSetupError, RolloutHost):
-    """An env that cannot be made or reset is the env's error, raised by the first collection."""
+    """Create with `ray.remote(concurrency_groups=LIVENESS_GROUPS)`: `progress()` then answers on a
+    thread of its own while a collection runs, so the driver can tell a slow env from a stuck one.
+    An env that cannot be made or reset is the env's error, raised by the first collection."""
 
     # The per-iteration calls record no Ray task events: at a few tasks an iteration, a long run
     # would grow the GCS's task-event table by ~4 MB a minute (up to Ray's 100k-task cap).
-    @ray.method(num_returns=2, enable_task_events=False)
-    def collect_split(self, index: int, snapshot: PolicySnapshot) -> tuple[RolloutInfo, Rollout]:
+    @ray.method(enable_task_events=False)
+    def collect_split(self, snapshot: PolicySnapshot) -> tuple:
+        """Call with `.options(num_returns=1 + workers)`: the workers' infos in one list, then
+        each worker's rollout as an object of its own."""
         self.raise_setup_error()
-        rollout = self.workers[index].collect(snapshot)
-        return RolloutInfo(rollout.episodes, rollout.timings), rollout
+        rollouts = self.collect_all(snapshot)
+        return [RolloutInfo(rollout.episodes, rollout.timings) for rollout in rollouts], *rollouts
 
     @ray.method(concurrency_group="liveness", enable_task_events=False)
-    def progress(self, index: int) -> int:
-        """Worker `index`'s env steps so far (a vector step counts once): it grows while the
-        worker is alive and its envs step, however long a whole rollout takes."""
-        worker = self.workers.get(index)
-        return worker.vector_steps if worker is not None else 0
+    def progress(self) -> int:
+        """The workers' env steps so far (a vector step counts once): it grows while they are
+        alive and their envs step, however long a whole rollout takes."""
+        return sum(worker.vector_steps for worker in self.workers)
 
 
 class EvaluationActor(KeepsSetupError, EvaluationWorker):

@@ -1,14 +1,14 @@
 """The Ray runtime: rollout-worker actors and a learner actor, with worker fault handling.
 
 Per iteration the learner returns ONE snapshot object that every worker reads from the object
-store. Each worker returns two objects: a small RolloutInfo the driver waits on (one wait for all
-workers), and the rollout itself, whose reference the driver hands on as an argument of the
-learner's one update call, so Ray delivers every rollout with that call.
+store. Workers live in host processes (workers.per_process to a process), one call a host per
+iteration. Each host returns its workers' small RolloutInfos as one object the driver waits on
+(one wait for all hosts), and each worker's rollout as an object whose reference the driver hands
+on as an argument of the learner's one update call, so Ray delivers every rollout with that call.
 A worker that dies, or takes no env step for `workers.sample_timeout_s`, is replaced and its share
-collected again with the same snapshot, so an iteration never mixes versions or half rollouts.
-Workers live in host processes (workers.per_process to a process): a host is replaced as a whole,
-and each of its workers collects again. A learner that dies is rebuilt from its newest state (see
-learner_group.py).
+collected again with the same snapshot, so an iteration never mixes versions or half rollouts;
+a host is replaced as a whole, and all its workers collect again. A learner that dies is rebuilt
+from its newest state (see learner_group.py).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from trainer.runtime.learner_group import LearnerGroup, LearnerLost
 from trainer.runtime.placement import ensure_fits, host_name, scheduling_strategy, worker_hosts
 from trainer.runtime.ray_connect import connect, disconnect
 from trainer.runtime.stats import IterationStats, LearnerState
-from workers.ray_worker import RolloutHostActor, host_groups, worker_group
+from workers.ray_worker import LIVENESS_GROUPS, RolloutHostActor
 
 
 class WorkerFailedError(UserError):
@@ -47,11 +47,10 @@ class WorkerFailedError(UserError):
 
 @dataclass
 class Pending:
-    """A collection in progress, and when its worker last showed progress."""
+    """A host's collection in progress, and when its workers last showed progress."""
 
-    slot: int
-    host: object  # the actor it was sent to: once that one is replaced, its failure is no news
-    rollout_ref: object
+    host: int
+    rollout_refs: list
     progress: int = -1
     progress_at: float = field(default_factory=time.monotonic)
     probed_at: float = field(default_factory=time.monotonic)
@@ -106,7 +105,7 @@ class RayRuntime:
     def _spawn(self, indices: range):
         workers, count = self.config.workers, len(indices)
         return (
-            ray.remote(concurrency_groups=host_groups(indices))(RolloutHostActor)
+            ray.remote(concurrency_groups=LIVENESS_GROUPS)(RolloutHostActor)
             .options(
                 num_cpus=workers.num_cpus * count,
                 resources={key: value * count for key, value in workers.resources.items()} or None,
@@ -116,13 +115,10 @@ class RayRuntime:
             .remote(self.config, indices, self.probe)
         )
 
-    def _host_of(self, slot: int) -> int:
-        return slot // self.config.workers.per_process
-
-    def call_worker(self, slot: int, method: str, *args):
-        """A call on worker `slot`, on its own thread of its host, after the calls sent to it before."""
-        host = self.hosts[self._host_of(slot)]
-        return getattr(host, method).options(concurrency_group=worker_group(slot)).remote(slot, *args)
+    def start_collecting(self, host: int, snapshot) -> tuple:
+        """Host `host`'s workers collect with `snapshot`: (a reference to their infos, one to each rollout)."""
+        refs = self.hosts[host].collect_split.options(num_returns=1 + len(self.host_workers[host])).remote(snapshot)
+        return refs[0], list(refs[1:])
 
     def iterate(self) -> IterationStats:
         """One iteration. With `workers.overlap`, the workers collect the next rollout (with the
@@ -166,39 +162,39 @@ class RayRuntime:
 
     def _start_collection(self, snapshot) -> tuple:
         pending: dict = {}
-        for slot in range(self.config.workers.num_workers):
-            self._submit(slot, snapshot, pending)
+        for host in range(len(self.hosts)):
+            self._submit(host, snapshot, pending)
         return snapshot, pending
 
     def _finish_collection(self, snapshot, pending: dict) -> tuple[list, list]:
-        """Every worker's (info, rollout ref) for this snapshot, replacing failed workers."""
-        count = self.config.workers.num_workers
-        infos: list = [None] * count
-        rollout_refs: list = [None] * count
+        """Every worker's (info, rollout ref) for this snapshot, in worker order, replacing failed hosts."""
+        infos: list = [None] * len(self.hosts)
+        rollout_refs: list = [None] * len(self.hosts)
         while pending:
             # One wait for all of them (it returns when all are done, or after poll_s with those
-            # that are): the driver wakes once per iteration, not once per worker.
+            # that are): the driver wakes once per iteration, not once per host.
             ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=self.poll_s)
             for ref, outcome in zip(ready, _get_each(ready)):
                 job = pending.pop(ref)
                 try:
                     with unwrap_user_errors():
-                        infos[job.slot] = outcome()
+                        infos[job.host] = outcome()
                 except ACTOR_LOST as exc:
                     if self.learner.owns(exc):  # the snapshot it was given never came
                         raise LearnerLost(f"{type(exc).__name__}") from None
-                    self._replace(job, lost_reason(exc))
+                    self._replace(job.host, lost_reason(exc))
                     self._say_memory_once(exc)
-                    self._submit(job.slot, snapshot, pending)
+                    self._submit(job.host, snapshot, pending)
                     continue
-                rollout_refs[job.slot] = job.rollout_ref
-                self.failures_in_a_row[job.slot] = 0
+                rollout_refs[job.host] = job.rollout_refs
+                for slot in self.host_workers[job.host]:
+                    self.failures_in_a_row[slot] = 0
             self._check_liveness(snapshot, pending)
-        return infos, rollout_refs
+        return [info for host in infos for info in host], [ref for host in rollout_refs for ref in host]
 
     def _check_liveness(self, snapshot, pending: dict) -> None:
-        """Replace a worker whose env step count has not grown (or that has not answered) for
-        workers.sample_timeout_s: a slow env is fine, a stuck one is not."""
+        """Replace a host whose workers' env step count has not grown (or that has not answered)
+        for workers.sample_timeout_s: a slow env is fine, a stuck one is not."""
         now = time.monotonic()
         timeout_s = self.config.workers.sample_timeout_s
         probes = [job.probe for job in pending.values() if job.probe is not None]
@@ -214,22 +210,18 @@ class RayRuntime:
                     job.progress, job.progress_at = progress, now
             if now - job.progress_at > timeout_s:
                 del pending[ref]
-                self._replace(job, f"took no env step for workers.sample_timeout_s={timeout_s:g}s")
-                self._submit(job.slot, snapshot, pending)
+                self._replace(job.host, f"took no env step for workers.sample_timeout_s={timeout_s:g}s")
+                self._submit(job.host, snapshot, pending)
             elif job.probe is None and now - job.probed_at >= self.probe_every_s:
-                job.probe = job.host.progress.remote(job.slot)  # only collections that take a while
+                job.probe = self.hosts[job.host].progress.remote()  # only collections that take a while
                 job.probed_at = now
 
-    def _submit(self, slot: int, snapshot, pending: dict) -> None:
-        info_ref, rollout_ref = self.call_worker(slot, "collect_split", snapshot)
-        pending[info_ref] = Pending(slot, self.hosts[self._host_of(slot)], rollout_ref)
+    def _submit(self, host: int, snapshot, pending: dict) -> None:
+        infos_ref, rollout_refs = self.start_collecting(host, snapshot)
+        pending[infos_ref] = Pending(host, rollout_refs)
 
-    def _replace(self, job: Pending, reason: str) -> None:
-        """Replace the host process of the failed collection's worker, with all its workers;
-        nothing to do when it was replaced already (another of its workers' failures came first)."""
-        index = self._host_of(job.slot)
-        if job.host is not self.hosts[index]:
-            return
+    def _replace(self, index: int, reason: str) -> None:
+        """Replace a host process, with all its workers."""
         indices, limit = self.host_workers[index], self.config.workers.max_restarts
         for slot in indices:
             self.failures_in_a_row[slot] += 1
@@ -259,9 +251,10 @@ class RayRuntime:
         return self._with_learner(self.learner.state)
 
     def state_dict(self) -> dict:
-        worker_rng = [self.call_worker(slot, "rng_state") for slot in range(self.config.workers.num_workers)]
+        host_rng = [host.rng_states.remote() for host in self.hosts]
         learner = self._with_learner(self.learner.state_dict)
-        return {"learner": learner, "worker_rng": ray.get(worker_rng), "rng": capture_rng()}
+        worker_rng = [rng for host in ray.get(host_rng) for rng in host]
+        return {"learner": learner, "worker_rng": worker_rng, "rng": capture_rng()}
 
     def load_state_dict(self, state: dict) -> None:
         """Continue from a checkpoint's state, also with another number of workers (elastic
@@ -270,7 +263,8 @@ class RayRuntime:
         iteration = state["learner"]["iteration"]
         self._with_learner(lambda: self.learner.load_state_dict(state["learner"]))
         rng = worker_rng_states(state, self.config.workers.num_workers)
-        ray.get([self.call_worker(slot, "resume", r, iteration) for slot, r in enumerate(rng)])
+        hosts = zip(self.hosts, self.host_workers)
+        ray.get([host.resume.remote([rng[slot] for slot in indices], iteration) for host, indices in hosts])
         restore_rng(state["rng"])
 
     def close(self) -> None:
