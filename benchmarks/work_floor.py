@@ -109,7 +109,10 @@ def work_terms(config, repeats: int) -> dict[str, float]:
     probe = probe_run(config)
     E, T = config.workers.envs_per_worker, config.ppo.rollout_steps
     torch.set_num_threads(config.workers.torch_threads)
-    envs = make_vector_env(config.env, E, mode=config.workers.vector_env, registry_spec=probe.registry_spec)
+    envs = make_vector_env(
+        config.env, E, mode=config.workers.vector_env, registry_spec=probe.registry_spec,
+        mask_source=probe.obs_spec.mask_source,
+    )  # fmt: skip
     obs, _ = envs.reset(seed=0)
     envs.action_space.seed(0)
     actions = [envs.action_space.sample() for _ in range(T * repeats)]

@@ -35,8 +35,8 @@ class ExportError(UserError):
 class InferencePolicy(nn.Module):
     """Raw observation -> deterministic action, next recurrent state. One step, batch B: obs is
     the tensor `[B, *shape]` of a plain Box env, else a dict of leaf tensors (keys as in the
-    checkpoint's observation description, dtypes as the env gives them); hidden `[2, L, B, H]`;
-    first `[B]` (True where an episode starts)."""
+    checkpoint's observation description, dtypes as the env gives them; a masked policy's action
+    mask is one of them, bool); hidden `[2, L, B, H]`; first `[B]` (True where an episode starts)."""
 
     def __init__(self, policy: ActorCritic) -> None:
         super().__init__()
@@ -45,7 +45,7 @@ class InferencePolicy(nn.Module):
 
     def forward(self, obs, hidden: torch.Tensor, first: torch.Tensor):
         params, _, hidden = self.policy.step(obs, hidden, first)
-        return self.policy.dist.mode(params), hidden
+        return self.policy.dist.mode(self.policy.masked(params, obs)), hidden
 
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:

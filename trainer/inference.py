@@ -24,6 +24,7 @@ from gymnasium import spaces
 from torch import nn
 
 from trainer.core.acting import Acting
+from trainer.core.action_masks import WRAPPED_KEY, describe_source, mask_sizes, no_legal_action
 from trainer.core.config import Config, load_config
 from trainer.core.envs import probe_env
 from trainer.core.errors import UserError
@@ -77,14 +78,21 @@ class Policy:
     def recurrent(self) -> bool:
         return is_recurrent(self.network.state_dims)
 
-    def predict(self, obs, state=None, episode_start=None, deterministic: bool = True):
+    def predict(self, obs, state=None, episode_start=None, deterministic: bool = True, action_mask=None):
         """obs (one, or a batch of B, as the env gives them) -> (action, state).
 
         `state` is the recurrent state `predict` returned for these envs (None: start fresh; it
         is None for a policy without memory); `episode_start` `[B]` marks the envs whose obs
         begins a new episode (their state is zeroed first). A single obs gives a single action
-        and a state with a batch of 1."""
-        leaves, single = self._leaves(obs)
+        and a state with a batch of 1. A masked policy takes only the actions its mask allows:
+        the mask in the observation, where the env puts it there, else `action_mask` (from the
+        env's info or `action_masks()`, one or `[B, n]`), which also overrides the former."""
+        leaves, single = self._leaves(self._with_mask(obs, action_mask))
+        if self.obs_spec.mask_key is not None:
+            sizes = mask_sizes(self.action_space)
+            masks = leaves[self.obs_spec.mask_key].numpy()
+            if (problem := no_legal_action(masks, sizes)) is not None:
+                raise PredictError(f"predict: the action mask {problem}; give at least one legal action")
         batch = len(next(iter(leaves.values())))
         acting = Acting(self.network, self.action_space, batch)
         if state is not None and self.recurrent:
@@ -95,6 +103,20 @@ class Policy:
         env_action = acting.env_actions(action)
         next_state = acting.hidden.numpy().copy() if self.recurrent else None
         return (env_action[0] if single else env_action), next_state
+
+    def _with_mask(self, obs, action_mask):
+        """The observation with the mask where the policy reads it (see action_masks.py)."""
+        key, source = self.obs_spec.mask_key, self.obs_spec.mask_source
+        if action_mask is None:
+            if source in ("info", "method"):
+                raise PredictError(
+                    f"predict: this policy takes only legal actions, and env {self.config.env.id!r} gives their mask "
+                    f"in {describe_source(source, key)}: pass it, predict(obs, action_mask=...)"
+                )
+            return obs
+        if key is None:
+            raise PredictError("predict: action_mask given, but this policy was trained without action masks")
+        return {**obs, key: action_mask} if isinstance(obs, dict) else {WRAPPED_KEY: obs, key: action_mask}
 
     def _leaves(self, obs) -> tuple[dict[str, torch.Tensor], bool]:
         """obs -> a tensor `[B, *shape]` per leaf, and whether it was one observation (as the

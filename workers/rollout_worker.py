@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from trainer.core.acting import Acting, finished_episodes
+from trainer.core.action_masks import ActionMaskError
 from trainer.core.config import Config
 from trainer.core.env_making import ensure_registered
 from trainer.core.envs import ObservationMismatch, Probe, check_same_spaces, make_vector_env
@@ -39,7 +40,13 @@ class RolloutWorker:
         self.index = worker_index
         E = config.workers.envs_per_worker
         ensure_registered(config.env, probe.registry_spec)
-        self.envs = make_vector_env(config.env, E, mode=config.workers.vector_env, registry_spec=probe.registry_spec)
+        self.envs = make_vector_env(
+            config.env,
+            E,
+            mode=config.workers.vector_env,
+            registry_spec=probe.registry_spec,
+            mask_source=probe.obs_spec.mask_source,
+        )
         check_same_spaces(self.envs, probe, f"rollout worker {worker_index}", config.env.id)
         self.obs_spec, self.action_space = probe.obs_spec, probe.action_space
         self.policy = build_policy(self.obs_spec, self.action_space, config)
@@ -152,7 +159,7 @@ class RolloutWorker:
         try:
             next_obs, rew, term, trunc, info = self.envs.step(self.acting.env_actions(action))
         except Exception as exc:  # the env's own code failed: name it, not the Ray plumbing
-            if not reset or isinstance(exc, ObservationMismatch):
+            if not reset or isinstance(exc, ObservationMismatch | ActionMaskError):
                 raise self._env_error(exc, f"({self._where(t)})") from exc
             return self._reset_failed(np.ones(len(action), dtype=bool), self.next_obs)
         obs = self.obs_spec.batch(next_obs)  # float leaves as stored: float32
@@ -198,6 +205,8 @@ class RolloutWorker:
         )
 
     def _env_error(self, exc: Exception, where: str) -> EnvStepError:
+        if isinstance(exc, ActionMaskError):  # names the env itself
+            return EnvStepError(f"{exc} {where}")
         if isinstance(exc, ObservationMismatch):
             return EnvStepError(f"env {self.config.env.id!r}: {exc} {where}")
         return EnvStepError(f"env {self.config.env.id!r} raised {type(exc).__name__}: {exc} {where}")

@@ -51,6 +51,13 @@ class EnvConfig(Section):
     on_error: Literal["stop", "reset"] = "stop"
     """An env that raises or returns NaN/inf: `stop` the run naming env, worker and step, or
     `reset` that env, record a zero-reward termination and count it (workers/env_failures)."""
+    action_mask: Literal["auto", "observation", "info", "method", "off"] = "auto"
+    """Where the env's invalid-action masks are: a key of its Dict observation, its info dict,
+    or its `action_masks()` method (sb3-contrib's). `auto` looks in that order (the info of one
+    reset) and the start says what it found; a masked policy samples only legal actions, in
+    training, evaluation, `predict` and export. `off`: no masks."""
+    action_mask_key: str = "action_mask"
+    """The observation or info key that holds the mask."""
 
 
 class PolicyConfig(Section):

@@ -98,10 +98,10 @@ class ObsEncoder(nn.Module):
 
     def __init__(self, spec: ObsSpec, cnn: str = "auto") -> None:
         super().__init__()
-        self.keys = spec.keys
+        self.keys = [leaf.key for leaf in spec.fed_leaves]
         self.cnns = nn.ModuleDict()
         self.output_size = 0
-        for leaf in spec.leaves:
+        for leaf in spec.fed_leaves:
             if leaf.kind == "image":
                 # Channels-last weights and inputs: oneDNN's CPU convolutions are markedly faster
                 # so (measured in benchmarks/atari.py's update times).

@@ -21,6 +21,7 @@ import numpy as np
 from gymnasium import spaces
 
 from trainer.core import wrappers as own_wrappers
+from trainer.core.action_masks import MaskInObservation
 from trainer.core.config import EnvConfig, WrapperConfig
 from trainer.core.entry_points import load_entry_point
 from trainer.core.errors import UserError
@@ -120,15 +121,19 @@ def ensure_registered(config: EnvConfig, spec: gym.envs.registration.EnvSpec | N
         gym.registry[spec.id] = spec
 
 
-def make_registered_env(config: EnvConfig, registry_spec: gym.envs.registration.EnvSpec | None) -> gym.Env:
+def make_registered_env(
+    config: EnvConfig, registry_spec: gym.envs.registration.EnvSpec | None, mask_source: str | None = None
+) -> gym.Env:
     """`make_env` in a process of its own (an async vector env's subprocess), which knows the
     driver's registration of `env.id` only from `registry_spec`."""
     ensure_registered(config, registry_spec)
-    return make_env(config)
+    return make_env(config, mask_source=mask_source)
 
 
-def make_env(config: EnvConfig, render_mode: str | None = None) -> gym.Env:
-    """One env from a registered id or an entry point, with the config's time limit and wrappers."""
+def make_env(config: EnvConfig, render_mode: str | None = None, mask_source: str | None = None) -> gym.Env:
+    """One env from a registered id or an entry point, with the config's time limit and wrappers;
+    with `mask_source` (where the env keeps its action masks, as the probe found), the mask is
+    put in the observation and checked at every step (action_masks.py)."""
     register_plugins(config)
     if render_mode == "rgb_array":  # frames off screen: pygame-drawn envs need no display (and say so)
         os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
@@ -140,6 +145,8 @@ def make_env(config: EnvConfig, render_mode: str | None = None) -> gym.Env:
     env = gym.wrappers.RecordEpisodeStatistics(env)
     for index, wrapper in enumerate(config.wrappers):
         env = _wrap(env, wrapper, f"env.wrappers[{index}] ({wrapper.name})")
+    if mask_source is not None:
+        env = MaskInObservation(env, mask_source, config.action_mask_key, config.id)
     return env
 
 

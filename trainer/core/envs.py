@@ -18,6 +18,7 @@ import torch
 from gymnasium import spaces
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, VectorEnv
 
+from trainer.core.action_masks import MaskInObservation, find_mask_source
 from trainer.core.config import Config, EnvConfig, PolicyConfig
 from trainer.core.distributions import distribution_for
 from trainer.core.env_making import entry_point, make_env, make_registered_env
@@ -59,24 +60,30 @@ class ObservationMismatch(UserError):
 
 
 def make_vector_env(
-    config: EnvConfig, num_envs: int, render_first: bool = False, mode: str = "sync", registry_spec=None
+    config: EnvConfig,
+    num_envs: int,
+    render_first: bool = False,
+    mode: str = "sync",
+    registry_spec=None,
+    mask_source: str | None = None,
 ) -> VectorEnv:
     """E copies of the env (actions are converted and clipped by the acting loop,
     trainer/core/acting.py). `mode`: `sync` steps them one after another in this process;
     `async` steps each in a subprocess of its own, all at once (see WorkersConfig.vector_env).
     `render_first`: env 0 renders RGB frames (sync only). `registry_spec`: the driver's
-    registration of `env.id`, for the subprocesses. `envpool`: see envpool_envs.py."""
+    registration of `env.id`, for the subprocesses. `envpool`: see envpool_envs.py.
+    `mask_source`: where the env keeps its action masks, as the probe found (ObsSpec.mask_source)."""
     if mode == "envpool":
         return EnvPoolVectorEnv(config, num_envs)
     if mode == "async":
-        factory = partial(make_registered_env, config, registry_spec)
+        factory = partial(make_registered_env, config, registry_spec, mask_source)
         _preload_forkserver()
         return AsyncVectorEnv(
             [factory] * num_envs, context=ASYNC_CONTEXT, autoreset_mode=AutoresetMode.SAME_STEP, daemon=True
         )
 
     def checked(render_mode: str | None = None) -> gym.Env:
-        env = make_env(config, render_mode=render_mode)
+        env = make_env(config, render_mode=render_mode, mask_source=mask_source)
         obs_spec = ObsSpec.from_space(env.observation_space, config.id)
         # A flat float vector needs no check per step: the vector env's batching refuses another
         # shape itself, and any float dtype is converted anyway.
@@ -108,7 +115,13 @@ def probe_env(config: EnvConfig, policy: PolicyConfig | None = None) -> Probe:
     env = make_env(config)
     try:
         layout = policy.image_layout if policy is not None else "auto"
-        obs_spec = ObsSpec.from_space(env.observation_space, config.id, layout)
+        mask_source = find_mask_source(env, config)
+        if mask_source is not None:
+            env = MaskInObservation(env, mask_source, config.action_mask_key, config.id)
+            if mask_source != "observation":
+                env.reset()  # the mask's size, checked at start (an observation key's is, by its space)
+        mask_key = config.action_mask_key if mask_source is not None else None
+        obs_spec = ObsSpec.from_space(env.observation_space, config.id, layout, mask_key, mask_source)
         distribution_for(env.action_space, config.id)
         spec_threshold = env.spec.reward_threshold if env.spec is not None else None
         threshold = config.reward_threshold if config.reward_threshold is not None else spec_threshold

@@ -52,7 +52,7 @@ def run_episodes(
     `initial_hidden` and `act`); env i is reset once with seed + i, and sampled actions draw
     from a generator seeded with `seed`."""
     num_envs = min(num_envs, episodes)
-    envs = make_vector_env(env, num_envs, render_first=record)
+    envs = make_vector_env(env, num_envs, render_first=record, mask_source=obs_spec.mask_source)
     try:
         acting = Acting(policy, envs.single_action_space, num_envs)
         generator = torch.Generator().manual_seed(seed)

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from gymnasium import spaces
 from torch import nn
 
+from trainer.core.action_masks import MASKED_LOGIT
 from trainer.core.config import Config
 from trainer.core.custom_networks import build_core, build_encoder, core_state_dims
 from trainer.core.distributions import ActionDistribution, distribution_for
@@ -102,6 +103,7 @@ class ActorCritic(nn.Module):
         self.critic_head = layer_init(nn.Linear(feature_dim, 1), std=1.0)
         self.preprocess = ObsPreprocessor(obs, config.ppo.normalize_obs, config.ppo.obs_clip)
         self.encoder = encoder
+        self.mask_key = obs.mask_key  # the action mask's leaf (action_masks.py), None if unmasked
 
     @property
     def state_dims(self) -> tuple[int | None, ...]:
@@ -155,6 +157,7 @@ class ActorCritic(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """One rollout step on obs leaves `[B, ...]` -> action, logprob `[B]`, value `[B]`, next state."""
         params, value, hidden = self.acting_step(obs, hidden, first)
+        params = self.masked(params, obs)
         action = self.dist.mode(params) if deterministic else self.dist.sample(params, generator)
         return action, self.dist.log_prob(params, action), value, hidden
 
@@ -164,6 +167,14 @@ class ActorCritic(nn.Module):
         """`step` as acting runs it: the same outputs, which a subclass may compute in fewer calls
         where no gradient is wanted."""
         return self.step(obs, hidden, first)
+
+    def masked(self, params: torch.Tensor, obs: Obs) -> torch.Tensor:
+        """Action logits `[..., P]` with the illegal actions' set to MASKED_LOGIT, where the
+        policy is masked: sampling, the mode, log-probs and entropy then all see only legal
+        actions, alike in acting and in `evaluate_actions`."""
+        if self.mask_key is None:
+            return params
+        return params.masked_fill(~obs[self.mask_key], MASKED_LOGIT)
 
     def value(self, obs: Obs, hidden: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
         """V(obs) `[B]` for bootstrapping, continuing from `hidden` (reset where `first`)."""
@@ -182,7 +193,7 @@ class ActorCritic(nn.Module):
         are computed in (bf16 autocast, say); heads and distribution run in fp32 after it."""
         with precision():
             (actor_x, critic_x), _ = self.features(obs, hidden, first, final_state=False)
-        params = self.actor_head(actor_x.float())
+        params = self.masked(self.actor_head(actor_x.float()), obs)
         value = self.critic_head(critic_x.float()).squeeze(-1)
         return self.dist.log_prob(params, actions), self.dist.entropy(params), value
 
@@ -374,7 +385,7 @@ def make_encoder(obs: ObsSpec, config: Config) -> nn.Module:
     if config.policy.encoder == "auto":
         return ObsEncoder(obs, config.policy.cnn)
     preprocess = ObsPreprocessor(obs, config.ppo.normalize_obs, config.ppo.obs_clip)
-    example = {leaf.key: example_observation(leaf, (1, 2)) for leaf in obs.leaves}
+    example = {leaf.key: example_observation(leaf, (1, 2)) for leaf in obs.fed_leaves}
     return build_encoder(config.policy, obs, preprocess, example)
 
 

@@ -47,7 +47,7 @@ class ObsPreprocessor(nn.Module):
         self.standardize = nn.ModuleDict({module_key(k): Standardize(spec_leaf(spec, k).shape, clip) for k in keys})
 
     def forward(self, obs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {leaf.key: self._leaf(leaf, obs[leaf.key]) for leaf in self.spec.leaves}
+        return {leaf.key: self._leaf(leaf, obs[leaf.key]) for leaf in self.spec.fed_leaves}
 
     def _leaf(self, leaf: ObsLeaf, x: torch.Tensor) -> torch.Tensor:
         batch = x.shape[: x.dim() - len(leaf.shape)]

@@ -2,10 +2,10 @@
 
 `ObsSpec` turns an observation space into a tree of leaves (a Box is one leaf; Dict and Tuple
 give a leaf per key; Discrete, MultiDiscrete and MultiBinary are index/bit leaves that the
-preprocessor one-hots). `RolloutSpec` gives every rollout field its per-env shape, dtype and
-env axis. Worker storage, the rollout check, the buffer, minibatches and export all derive from
-these two; nothing else lists the fields. Shapes: T rollout steps, E envs of one worker,
-C = T / K sequence chunks.
+preprocessor one-hots; an action mask is a bool leaf the network never sees). `RolloutSpec`
+gives every rollout field its per-env shape, dtype and env axis. Worker storage, the rollout
+check, the buffer, minibatches and export all derive from these two; nothing else lists the
+fields. Shapes: T rollout steps, E envs of one worker, C = T / K sequence chunks.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from gymnasium import spaces
 
 from trainer.core.errors import UserError
 
-LeafKind = Literal["vector", "image", "discrete", "multidiscrete", "binary"]
+LeafKind = Literal["vector", "image", "discrete", "multidiscrete", "binary", "mask"]
 ROOT = "obs"  # the key of a plain (non-Dict, non-Tuple) observation
 
 
@@ -66,18 +66,34 @@ class ObsSpec:
 
     leaves: tuple[ObsLeaf, ...]
     dropped: tuple[str, ...] = ()  # keys of non-numeric parts left out, e.g. MiniGrid's 'mission'
+    mask_source: str | None = None  # where the env keeps the action mask leaf's values (action_masks.py)
 
     @classmethod
-    def from_space(cls, space: spaces.Space, env_id: str, image_layout: str = "auto") -> ObsSpec:
+    def from_space(
+        cls,
+        space: spaces.Space,
+        env_id: str,
+        image_layout: str = "auto",
+        mask_key: str | None = None,
+        mask_source: str | None = None,
+    ) -> ObsSpec:
+        """`mask_key`: the key of a Dict observation that holds the action mask, which the env
+        keeps in `mask_source` (see action_masks.py): a bool leaf, last, the network never sees."""
         leaves: list[ObsLeaf] = []
         dropped: list[str] = []
+        mask = None
+        if mask_key is not None:
+            mask = ObsLeaf(mask_key, "mask", (int(np.prod(space.spaces[mask_key].shape)),), torch.bool)
+            space = spaces.Dict({key: sub for key, sub in space.spaces.items() if key != mask_key})
         _collect(space, "", env_id, image_layout, leaves, dropped)
         if not leaves:
             raise UnsupportedSpaceError(
                 f"env {env_id!r}: observation space {space} has no numeric part; add an observation wrapper "
                 "to env.wrappers that turns it into a Box"
             )
-        return cls(tuple(leaves), tuple(dropped))
+        if mask is None:
+            return cls(tuple(leaves), tuple(dropped))
+        return cls((*leaves, mask), tuple(dropped), mask_source)
 
     @property
     def keys(self) -> list[str]:
@@ -94,13 +110,27 @@ class ObsSpec:
         return self.is_single and self.leaves[0].kind == "vector"
 
     @property
+    def fed_leaves(self) -> list[ObsLeaf]:
+        """The leaves the network sees: all but the action mask."""
+        return [leaf for leaf in self.leaves if leaf.kind != "mask"]
+
+    @property
+    def mask_key(self) -> str | None:
+        """The key of the action mask leaf, None for an unmasked policy."""
+        return next((leaf.key for leaf in self.leaves if leaf.kind == "mask"), None)
+
+    @property
     def vector_leaves(self) -> list[ObsLeaf]:
         """The leaves with running mean/std normalization."""
         return [leaf for leaf in self.leaves if leaf.kind == "vector"]
 
     def describe(self) -> list[dict]:
-        """Plain data a checkpoint records, to refuse an env whose observations differ."""
-        return [leaf.describe() for leaf in self.leaves]
+        """Plain data a checkpoint records, to refuse an env whose observations differ (and
+        where a masked policy's masks come from)."""
+        described = [leaf.describe() for leaf in self.leaves]
+        if self.mask_source is not None:
+            described[-1]["source"] = self.mask_source
+        return described
 
     def batch(self, obs: Any) -> dict[str, torch.Tensor]:
         """A vector env's batched observation -> one tensor `[E, *shape]` per leaf (no copy where
@@ -146,7 +176,7 @@ def module_key(key: str) -> str:
 
 def pick_leaf(obs: Any, key: str) -> Any:
     """The part of an observation (a Dict's key, a Tuple's index, 'a/b' nested) a leaf holds."""
-    if key == ROOT:
+    if key == ROOT and not isinstance(obs, dict):  # a plain observation (a Dict may have a key 'obs')
         return obs
     for part in key.split("/"):
         obs = obs[int(part)] if isinstance(obs, tuple | list) else obs[part]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from trainer.core.action_masks import describe_source
 from trainer.core.config import Config
 from trainer.core.envs import Probe
 from trainer.core.errors import UserError
@@ -155,6 +156,9 @@ def prepare_run(
         )
     for key in probe.obs_spec.dropped:
         progress.message(f"observation {key!r} of {config.env.id!r} holds no numbers; it is left out")
+    if probe.obs_spec.mask_source is not None:
+        where = describe_source(probe.obs_spec.mask_source, config.env.action_mask_key)
+        progress.message(f"action masks of {config.env.id!r} from {where}: only legal actions are taken")
     return path, progress
 
 

@@ -1,0 +1,93 @@
+"""An env with action masks in each of the three places envs keep them, for the masking tests.
+
+Each step only `legal` of each component's actions are allowed, drawn afresh; one of them is
+the good one, shown one-hot in the observation (reward 1; another legal action 0). `strict`:
+an illegal action raises, so a run that finishes never sent one. Else it ends the episode
+with reward -1: a task that masking makes easy.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+
+class IllegalActionError(RuntimeError):
+    pass
+
+
+class MaskedChoice(gym.Env):
+    def __init__(
+        self,
+        source: str = "info",
+        nvec: tuple[int, ...] = (6,),
+        legal: int = 3,
+        length: int = 20,
+        strict: bool = True,
+        key: str = "action_mask",
+        empty_at_step: int | None = None,
+        mask_size: int | None = None,
+    ) -> None:
+        self.source, self.nvec, self.legal, self.length, self.strict, self.key = (
+            source,
+            list(nvec),
+            legal,
+            length,
+            strict,
+            key,
+        )
+        self.empty_at_step, self.mask_size = empty_at_step, mask_size  # faults: an empty mask, a mask of another size
+        size = sum(self.nvec)
+        self.action_space = spaces.Discrete(self.nvec[0]) if len(self.nvec) == 1 else spaces.MultiDiscrete(self.nvec)
+        view = spaces.Box(0.0, 1.0, shape=(size,), dtype=np.float32)
+        if source == "observation":
+            self.observation_space = spaces.Dict({"obs": view, key: spaces.MultiBinary(mask_size or size)})
+        else:
+            self.observation_space = view
+        self.t = 0
+        if source == "method":  # sb3-contrib's convention; the other sources have no such method
+            self.action_masks = self._mask_given
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        self._draw()
+        return self._obs(), self._info()
+
+    def step(self, action):
+        actions = np.atleast_1d(np.asarray(action))
+        parts = np.split(self.mask, np.cumsum(self.nvec)[:-1])
+        if not all(part[a] for part, a in zip(parts, actions, strict=True)):
+            if self.strict:
+                raise IllegalActionError(f"illegal action {actions.tolist()} at step {self.t}")
+            return self._obs(), -1.0, True, False, self._info()
+        reward = float(all(a == g for a, g in zip(actions, self.good, strict=True)))
+        self.t += 1
+        self._draw()
+        return self._obs(), reward, False, self.t >= self.length, self._info()
+
+    def _draw(self) -> None:
+        masks, self.good = [], []
+        for n in self.nvec:
+            allowed = self.np_random.choice(n, size=self.legal, replace=False)
+            mask = np.zeros(n, dtype=bool)
+            mask[allowed] = True
+            masks.append(mask)
+            self.good.append(int(allowed[0]))
+        self.mask = np.concatenate(masks)
+
+    def _mask_given(self) -> np.ndarray:
+        if self.empty_at_step is not None and self.t >= self.empty_at_step:
+            return np.zeros(sum(self.nvec), dtype=np.int8)
+        if self.mask_size is not None:
+            return np.ones(self.mask_size, dtype=np.int8)
+        return self.mask.astype(np.int8)
+
+    def _obs(self):
+        view = np.zeros(sum(self.nvec), dtype=np.float32)
+        view[np.cumsum([0, *self.nvec[:-1]]) + np.asarray(self.good)] = 1.0
+        return {"obs": view, self.key: self._mask_given()} if self.source == "observation" else view
+
+    def _info(self) -> dict:
+        return {self.key: self._mask_given()} if self.source == "info" else {}
