@@ -1,9 +1,11 @@
 """An env with action masks in each of the three places envs keep them, for the masking tests.
 
-Each step only `legal` of each component's actions are allowed, drawn afresh; one of them is
+Each step only `legal` of each component's actions are allowed, drawn afresh, and one action is
 the good one, shown one-hot in the observation (reward 1; another legal action 0). `strict`:
 an illegal action raises, so a run that finishes never sent one. Else it ends the episode
-with reward -1: a task that masking makes easy.
+with reward -1; with `good_always_legal=False` the good action is drawn from all actions, so
+half the time (legal = half) taking it ends the episode: a policy that sees no mask cannot
+know when, a masked one never takes it then.
 """
 
 from __future__ import annotations
@@ -28,15 +30,10 @@ class MaskedChoice(gym.Env):
         key: str = "action_mask",
         empty_at_step: int | None = None,
         mask_size: int | None = None,
+        good_always_legal: bool = True,
     ) -> None:
-        self.source, self.nvec, self.legal, self.length, self.strict, self.key = (
-            source,
-            list(nvec),
-            legal,
-            length,
-            strict,
-            key,
-        )
+        self.source, self.nvec, self.legal, self.length = source, list(nvec), legal, length
+        self.strict, self.key, self.good_always_legal = strict, key, good_always_legal
         self.empty_at_step, self.mask_size = empty_at_step, mask_size  # faults: an empty mask, a mask of another size
         size = sum(self.nvec)
         self.action_space = spaces.Discrete(self.nvec[0]) if len(self.nvec) == 1 else spaces.MultiDiscrete(self.nvec)
@@ -74,7 +71,7 @@ class MaskedChoice(gym.Env):
             mask = np.zeros(n, dtype=bool)
             mask[allowed] = True
             masks.append(mask)
-            self.good.append(int(allowed[0]))
+            self.good.append(int(allowed[0]) if self.good_always_legal else int(self.np_random.integers(n)))
         self.mask = np.concatenate(masks)
 
     def _mask_given(self) -> np.ndarray:

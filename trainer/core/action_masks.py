@@ -28,6 +28,11 @@ SOURCE_TEXT = {
     "info": "info[{key!r}]",
     "method": "the env's action_masks() method",
 }
+MISSING_TEXT = {
+    "observation": "no Dict observation key {key!r}",
+    "info": "no {key!r} in the info of a reset",
+    "method": "no action_masks() method",
+}
 
 
 class ActionMaskError(UserError):
@@ -71,8 +76,8 @@ def find_mask_source(env: gym.Env, config: EnvConfig) -> MaskSource | None:
     found = next((source for source in wanted if _has_mask(env, source, key)), None)
     if found is None and config.action_mask != "auto":
         raise ActionMaskError(
-            f"env.action_mask is {config.action_mask!r} but env {config.id!r} has no "
-            f"{describe_source(config.action_mask, key)}; set env.action_mask: auto (or off), or "
+            f"env.action_mask is {config.action_mask!r} but env {config.id!r} has "
+            f"{MISSING_TEXT[config.action_mask].format(key=key)}; set env.action_mask: auto (or off), or "
             "env.action_mask_key to the key it uses"
         )
     if found is not None and mask_sizes(env.action_space) is None:

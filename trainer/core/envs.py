@@ -137,6 +137,11 @@ def probe_run(config: Config) -> Probe:
     probe = probe_env(config.env, config.policy)
     if config.workers.vector_env == "envpool":
         envpool_task(config.env)  # a config EnvPool cannot run is refused before anything starts
+        if probe.obs_spec.mask_source is not None:
+            raise UserError(
+                f"env {config.env.id!r} gives action masks, which EnvPool's envs do not; set workers.vector_env: sync "
+                "(or env.action_mask: off)"
+            )
     with torch.device("meta"):
         policy = build_policy(probe.obs_spec, probe.action_space, config)
     return dataclasses.replace(probe, rollout_spec=rollout_spec(probe.obs_spec, policy, config))
