@@ -48,7 +48,7 @@ def test_the_mask_is_found_where_the_env_keeps_it_and_is_a_leaf_the_network_neve
     assert [leaf.kind for leaf in spec.fed_leaves] == ["vector"]
     assert spec.describe()[-1] == {"key": "action_mask", "kind": "mask", "shape": [6], "dtype": "torch.bool",
                                    "source": source}  # fmt: skip
-    off = probe_env(EnvConfig(**masked_env(source), action_mask="off")).obs_spec
+    off = probe_env(EnvConfig(**masked_env(source), action_mask=False)).obs_spec  # YAML's bare `off`
     assert off.mask_key is None and off.mask_source is None
 
 

@@ -5,7 +5,8 @@ the good one, shown one-hot in the observation (reward 1; another legal action 0
 an illegal action raises, so a run that finishes never sent one. Else it ends the episode
 with reward -1; with `good_always_legal=False` the good action is drawn from all actions, so
 half the time (legal = half) taking it ends the episode: a policy that sees no mask cannot
-know when, a masked one never takes it then.
+know when, a masked one never takes it then. `cue_every=k`: the good action stays for k steps
+and is shown only on the first of them: a task for memory and masks together.
 """
 
 from __future__ import annotations
@@ -31,9 +32,10 @@ class MaskedChoice(gym.Env):
         empty_at_step: int | None = None,
         mask_size: int | None = None,
         good_always_legal: bool = True,
+        cue_every: int = 1,
     ) -> None:
         self.source, self.nvec, self.legal, self.length = source, list(nvec), legal, length
-        self.strict, self.key, self.good_always_legal = strict, key, good_always_legal
+        self.strict, self.key, self.good_always_legal, self.cue_every = strict, key, good_always_legal, cue_every
         self.empty_at_step, self.mask_size = empty_at_step, mask_size  # faults: an empty mask, a mask of another size
         size = sum(self.nvec)
         self.action_space = spaces.Discrete(self.nvec[0]) if len(self.nvec) == 1 else spaces.MultiDiscrete(self.nvec)
@@ -65,14 +67,16 @@ class MaskedChoice(gym.Env):
         return self._obs(), reward, False, self.t >= self.length, self._info()
 
     def _draw(self) -> None:
-        masks, self.good = [], []
+        masks, good = [], []
         for n in self.nvec:
             allowed = self.np_random.choice(n, size=self.legal, replace=False)
             mask = np.zeros(n, dtype=bool)
             mask[allowed] = True
             masks.append(mask)
-            self.good.append(int(allowed[0]) if self.good_always_legal else int(self.np_random.integers(n)))
+            good.append(int(allowed[0]) if self.good_always_legal else int(self.np_random.integers(n)))
         self.mask = np.concatenate(masks)
+        if self.t % self.cue_every == 0:
+            self.good = good
 
     def _mask_given(self) -> np.ndarray:
         if self.empty_at_step is not None and self.t >= self.empty_at_step:
@@ -83,7 +87,8 @@ class MaskedChoice(gym.Env):
 
     def _obs(self):
         view = np.zeros(sum(self.nvec), dtype=np.float32)
-        view[np.cumsum([0, *self.nvec[:-1]]) + np.asarray(self.good)] = 1.0
+        if self.t % self.cue_every == 0:
+            view[np.cumsum([0, *self.nvec[:-1]]) + np.asarray(self.good)] = 1.0
         return {"obs": view, self.key: self._mask_given()} if self.source == "observation" else view
 
     def _info(self) -> dict:

@@ -59,6 +59,12 @@ class EnvConfig(Section):
     action_mask_key: str = "action_mask"
     """The observation or info key that holds the mask."""
 
+    @field_validator("action_mask", mode="before")
+    @classmethod
+    def _off_as_yaml_reads_it(cls, value: Any) -> Any:
+        """YAML reads a bare `off` as false."""
+        return "off" if value is False else value
+
 
 class PolicyConfig(Section):
     kind: str = "mlp"
