@@ -92,10 +92,11 @@ def test_masked_log_probs_and_entropy_are_the_same_in_acting_and_learning_and_il
     [
         ("observation", "mlp", {}),
         ("info", "lstm", {}),
+        ("info", "tests.envs.networks:GRUCore", {}),
         ("method", "mlp", {"workers": {"vector_env": "async"}}),
         ("info", "mlp", {"env_kwargs": {"nvec": (3, 4), "legal": 1}}),
     ],
-    ids=["observation-mlp", "info-lstm", "method-async", "multidiscrete"],
+    ids=["observation-mlp", "info-lstm", "info-custom-core", "method-async", "multidiscrete"],
 )
 def test_inline_training_never_sends_the_env_an_illegal_action(tmp_path, source, kind, extra):
     """The env raises on an illegal action: a run that finishes never sent one. Evaluation
@@ -110,6 +111,18 @@ def test_inline_training_never_sends_the_env_an_illegal_action(tmp_path, source,
     assert summary["env_steps"] == 256
     assert len(ratios) == 4 and max(ratios) < 1e-5
     assert len(evaluate(tmp_path / "run", episodes=2, deterministic=False)["returns"]) == 2
+
+
+def test_a_masked_run_resumes_masked_and_refuses_to_resume_unmasked(tmp_path):
+    """The checkpoint records the mask and where it comes from: a resume that would drop it is
+    refused in one line, before anything is written."""
+    run = tmp_path / "run"
+    trainer.train(masked_config("info", "lstm"), run_dir=run)
+    summary = trainer.train(masked_config("info", "lstm"), run_dir=run, resume=run, overrides=["ppo.total_steps=512"])
+    assert summary["env_steps"] == 512
+    with pytest.raises(UserError) as caught:
+        trainer.train(masked_config("info", "lstm"), run_dir=run, resume=run, overrides=["env.action_mask=off"])
+    assert "action_mask: mask bool (6,) from info}" in str(caught.value) and "\n" not in str(caught.value)
 
 
 def test_predict_and_the_exported_program_take_only_legal_actions(tmp_path):

@@ -226,7 +226,7 @@ def _leaves_text(observation: list[dict] | str) -> str:
     if isinstance(observation, str):
         return observation
     return "{" + ", ".join(f"{d['key']}: {d['kind']} {d['dtype'].removeprefix('torch.')} {tuple(d['shape'])}"
-                           for d in observation) + "}"  # fmt: skip
+                           + (f" from {d['source']}" if "source" in d else "") for d in observation) + "}"  # fmt: skip
 
 
 def _first_line(exc: BaseException) -> str:
