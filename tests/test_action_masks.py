@@ -95,8 +95,9 @@ def test_masked_log_probs_and_entropy_are_the_same_in_acting_and_learning_and_il
         ("info", "tests.envs.networks:GRUCore", {}),
         ("method", "mlp", {"workers": {"vector_env": "async"}}),
         ("info", "mlp", {"env_kwargs": {"nvec": (3, 4), "legal": 1}}),
+        ("observation", "lstm", {"env_kwargs": {"image": True}}),
     ],
-    ids=["observation-mlp", "info-lstm", "info-custom-core", "method-async", "multidiscrete"],
+    ids=["observation-mlp", "info-lstm", "info-custom-core", "method-async", "multidiscrete", "image-lstm"],
 )
 def test_inline_training_never_sends_the_env_an_illegal_action(tmp_path, source, kind, extra):
     """The env raises on an illegal action: a run that finishes never sent one. Evaluation

@@ -33,13 +33,15 @@ class MaskedChoice(gym.Env):
         mask_size: int | None = None,
         good_always_legal: bool = True,
         cue_every: int = 1,
+        image: bool = False,
     ) -> None:
         self.source, self.nvec, self.legal, self.length = source, list(nvec), legal, length
         self.strict, self.key, self.good_always_legal, self.cue_every = strict, key, good_always_legal, cue_every
+        self.image = image  # the cue as a 10x10 uint8 frame (a pixel per action) instead of a vector
         self.empty_at_step, self.mask_size = empty_at_step, mask_size  # faults: an empty mask, a mask of another size
         size = sum(self.nvec)
         self.action_space = spaces.Discrete(self.nvec[0]) if len(self.nvec) == 1 else spaces.MultiDiscrete(self.nvec)
-        view = spaces.Box(0.0, 1.0, shape=(size,), dtype=np.float32)
+        view = spaces.Box(0, 255, (1, 10, 10), np.uint8) if image else spaces.Box(0.0, 1.0, (size,), np.float32)
         if source == "observation":
             self.observation_space = spaces.Dict({"obs": view, key: spaces.MultiBinary(mask_size or size)})
         else:
@@ -89,6 +91,10 @@ class MaskedChoice(gym.Env):
         view = np.zeros(sum(self.nvec), dtype=np.float32)
         if self.t % self.cue_every == 0:
             view[np.cumsum([0, *self.nvec[:-1]]) + np.asarray(self.good)] = 1.0
+        if self.image:
+            frame = np.zeros((1, 10, 10), dtype=np.uint8)
+            frame[0, 0, : view.size] = view * 255
+            view = frame
         return {"obs": view, self.key: self._mask_given()} if self.source == "observation" else view
 
     def _info(self) -> dict:
