@@ -109,6 +109,7 @@ class MaskInObservation(gym.Wrapper):
         super().__init__(env)
         self.source, self.key, self.env_id = source, key, env_id
         self.sizes = mask_sizes(env.action_space)
+        self.starts = np.cumsum([0, *self.sizes[:-1]])  # where each part begins
         inner = env.observation_space
         if source == "observation":
             mask_space = inner.spaces[key]
@@ -135,14 +136,16 @@ class MaskInObservation(gym.Wrapper):
             mask = info[self.key]
         else:
             mask = self.env.get_wrapper_attr("action_masks")()
-        mask = np.asarray(mask).reshape(-1).astype(bool)
+        mask = np.asarray(mask).reshape(-1)
         if mask.size != sum(self.sizes):
             raise self._wrong_size(mask.shape)
-        if (problem := no_legal_action(mask[None], self.sizes)) is not None:
+        legal = mask.astype(bool, copy=False)
+        if not np.logical_or.reduceat(legal, self.starts).all():  # one call a step; the words only on failure
+            problem = no_legal_action(legal[None], self.sizes)
             raise ActionMaskError(f"env {self.env_id!r} gave an action mask that {problem}")
         if self.source == "observation":
             return obs
-        mask = mask.astype(np.int8)
+        mask = legal.view(np.int8)  # MultiBinary's dtype, no copy
         return {**obs, self.key: mask} if isinstance(obs, dict) else {WRAPPED_KEY: obs, self.key: mask}
 
     def _wrong_size(self, shape) -> ActionMaskError:
