@@ -28,6 +28,13 @@ def masked_env(source: str = "info", **kwargs) -> dict:
     return {"id": CHOICE, "kwargs": {"source": source, **kwargs}}
 
 
+def train_recording_ratios(config, run_dir) -> tuple[dict, list[float]]:
+    """Train; the summary, and each iteration's first-minibatch PPO ratio deviation."""
+    ratios: list[float] = []
+    record = [lambda report: ratios.append(report.scalars["losses/first_minibatch_ratio_dev"])]
+    return trainer.train(config, run_dir=run_dir, callbacks=record), ratios
+
+
 def masked_config(source: str = "info", kind: str = "mlp", env_kwargs: dict | None = None, **overrides):
     return make_small_config(
         env=masked_env(source, **(env_kwargs or {})),
@@ -103,12 +110,7 @@ def test_inline_training_never_sends_the_env_an_illegal_action(tmp_path, source,
     """The env raises on an illegal action: a run that finishes never sent one. Evaluation
     (during training and `trainer evaluate`) acts on it too, and stays on-policy (ratio 1)."""
     config = masked_config(source, kind, eval={"every": 1, "episodes": 2}, **extra)
-    ratios: list[float] = []
-    summary = trainer.train(
-        config,
-        run_dir=tmp_path / "run",
-        callbacks=[lambda r: ratios.append(r.scalars["losses/first_minibatch_ratio_dev"])],
-    )
+    summary, ratios = train_recording_ratios(config, tmp_path / "run")
     assert summary["env_steps"] == 256
     assert len(ratios) == 4 and max(ratios) < 1e-5
     assert len(evaluate(tmp_path / "run", episodes=2, deterministic=False)["returns"]) == 2
@@ -202,12 +204,7 @@ def test_ray_workers_and_two_learners_never_send_an_illegal_action(local_ray, tm
     config = masked_config(
         source, kind, execution="ray", learner={"num_learners": 2, "precision": "fp32"}, workers=workers
     )
-    ratios: list[float] = []
-    summary = trainer.train(
-        config,
-        run_dir=tmp_path / "run",
-        callbacks=[lambda r: ratios.append(r.scalars["losses/first_minibatch_ratio_dev"])],
-    )
+    summary, ratios = train_recording_ratios(config, tmp_path / "run")
     assert summary["env_steps"] == 256
     if not workers.get("overlap"):
         assert max(ratios) < 1e-5

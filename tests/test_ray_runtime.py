@@ -94,22 +94,27 @@ def test_rollout_from_an_old_version_is_refused(local_ray):
         runtime.close()
 
 
+def iterate_killing_host(runtime: RayRuntime, host: int) -> tuple:
+    """One iteration, then one during which worker process `host` is SIGKILLed from outside
+    while it collects (one collection takes > 0.3 s), then one more: the last two's stats."""
+    try:
+        runtime.iterate()
+        pid = ray.get(runtime.hosts[host].__ray_call__.remote(lambda actor: os.getpid()))
+        killer = threading.Timer(0.1, os.kill, (pid, signal.SIGKILL))
+        killer.start()
+        during = runtime.iterate()
+        killer.join()
+        return during, runtime.iterate()
+    finally:
+        runtime.close()
+
+
 def test_killed_worker_is_replaced_and_training_stays_on_policy(local_ray):
     slow = {"id": "tests.envs.faults:SlowCartPole", "kwargs": {"step_sleep_s": 0.02}, "max_episode_steps": 200}
     config = ray_config(env=slow)
     messages: list[str] = []
     runtime = make_runtime(config, messages)
-    try:
-        runtime.iterate()
-        pid = ray.get(runtime.hosts[1].__ray_call__.remote(lambda worker: os.getpid()))
-        # Kill the worker's process from outside while it collects (one collection takes > 0.3 s).
-        killer = threading.Timer(0.1, os.kill, (pid, signal.SIGKILL))
-        killer.start()
-        during = runtime.iterate()
-        killer.join()
-        after = runtime.iterate()
-    finally:
-        runtime.close()
+    during, after = iterate_killing_host(runtime, 1)
     assert during.worker_restarts == after.worker_restarts == [0, 1]
     assert any("rollout worker 1 died" in m and "restart 1/3" in m for m in messages), messages
     assert during.metrics["losses/first_minibatch_ratio_dev"] < 1e-5
@@ -143,16 +148,7 @@ def test_killed_process_of_two_workers_replaces_both_and_training_stays_on_polic
     config = ray_config(env=slow, workers={"num_workers": 4, "envs_per_worker": 2, "num_cpus": 0.5, "per_process": 2})
     messages: list[str] = []
     runtime = make_runtime(config, messages)
-    try:
-        runtime.iterate()
-        pid = ray.get(runtime.hosts[1].__ray_call__.remote(lambda host: os.getpid()))
-        killer = threading.Timer(0.1, os.kill, (pid, signal.SIGKILL))  # mid-collection (each takes > 0.3 s)
-        killer.start()
-        during = runtime.iterate()
-        killer.join()
-        after = runtime.iterate()
-    finally:
-        runtime.close()
+    during, after = iterate_killing_host(runtime, 1)
     assert during.worker_restarts == after.worker_restarts == [0, 0, 1, 1]
     assert [m for m in messages if "died" in m] == [
         "rollout workers 2-3 died (ActorDiedError); replacing them (one process) (restart 1/3)"
