@@ -118,6 +118,12 @@ CASES = {
     "sweep out is a file": (["tune", "configs/cartpole.yaml", "--space", "{space_lr}", "--out", "{space_lr}"], "space_lr.yaml is a file, not a directory; give a directory for the sweep's runs and results"),
     "sweep resume of nothing": (["tune", "configs/cartpole.yaml", "--space", "{space_lr}", "--out", "{tmp}/sweep", "--resume"], "sweep holds no sweep to resume (no trial state in tune/); start it without --resume"),
     "sweep pbt interval": (["tune", "configs/cartpole.yaml", "--space", "{space_lr}", "--scheduler", "pbt", "--perturbation-steps", "-3", "--out", "{tmp}/sweep"], "--perturbation-steps must be between 1 and the budget ppo.total_steps=100000, got -3"),
+    "agent no pattern matches": (["train", "configs/cartpole.yaml", "--set", "env.id=tests.envs.agents:SpeakerListener", "--set", "policies={{a: {{}}, b: {{}}}}", "--set", "policy_mapping={{'speaker*': a, 'x*': b}}"], "agent 'listener_0' of env 'tests.envs.agents:SpeakerListener' matches no pattern of policy_mapping ('speaker*', 'x*'); add one, e.g. 'listener_0': a"),
+    "policy no agent uses": (["train", "configs/cartpole.yaml", "--set", "env.id=tests.envs.agents:SpeakerListener", "--set", "policies={{a: {{}}, b: {{}}}}", "--set", "policy_mapping={{'*': a, 'zzz': b}}"], "policies.b: no agent of env 'tests.envs.agents:SpeakerListener' maps to it (its agents: speaker_0, listener_0); map some in policy_mapping or remove the policy"),
+    "spaces differ under one policy": (["train", "configs/cartpole.yaml", "--set", "env.id=tests.envs.agents:SpeakerListener"], "agents 'speaker_0' and 'listener_0' of env 'tests.envs.agents:SpeakerListener' share policy 'shared' but have different observation spaces"),
+    "policies on a gymnasium env": (["train", "configs/cartpole.yaml", "--set", "policies={{a: {{}}}}"], "policies and policy_mapping are for PettingZoo (multi-agent) envs, and env 'CartPole-v1' is a gymnasium env"),
+    "policy key typo": (["train", "configs/cartpole.yaml", "--set", "policies={{a: {{kindd: lstm}}}}"], "policies.a.kindd: unknown key"),
+    "mapping to no policy": (["train", "configs/cartpole.yaml", "--set", "policies={{a: {{}}}}", "--set", "policy_mapping={{'*': b}}"], "policy_mapping['*']: no policy 'b' in `policies` (they are: a)"),
 }  # fmt: skip
 
 

@@ -317,14 +317,14 @@ def test_timestamp_seed_trains_and_the_same_seed_trains_the_same(inline_runtime)
 def test_opaque_settings_are_the_mappings_and_stay_whole_in_hparams_resume_and_sweeps() -> None:
     """The settings typed as a mapping hold the user's keys, not config keys: TensorBoard's hparams
     log each as text, a resume reports its change in one line, a sweep may set any key inside it."""
-    assert OPAQUE_FIELDS == {"env.kwargs", "workers.resources", "eval.env"}
+    assert OPAQUE_FIELDS == {"env.kwargs", "workers.resources", "eval.env", "policies", "policy_mapping"}
     assert is_opaque("env.kwargs.a.b") and not is_opaque("env.kwargsx") and not is_opaque("env.id")
     old = load_config({"env": {"kwargs": {"a.b": 1}}, "eval": {"env": {"kwargs": {"q": 1}}}})
     new = load_config(old, ["env.kwargs.c=2", "workers.resources.slot=1", "eval.env.kwargs.q=2", "ppo.lr=0.001"])
     hparams = flat_hparams(new)
     assert [(key, value) for key, value in hparams.items() if is_opaque(key)] == [
         ("env.kwargs", "{'a.b': 1, 'c': 2}"), ("workers.resources", "{'slot': 1.0}"),
-        ("eval.env", "{'kwargs': {'q': 2}}")]  # fmt: skip
+        ("eval.env", "{'kwargs': {'q': 2}}"), ("policies", "{}"), ("policy_mapping", "{}")]  # fmt: skip
     assert hparams["ppo.lr"] == 0.001 and hparams["eval.every"] == 0  # the other mappings are sections
     assert config_changes(old.model_dump(), new) == [
         "env.kwargs {'a.b': 1} -> {'a.b': 1, 'c': 2}", "eval.env {'kwargs': {'q': 1}} -> {'kwargs': {'q': 2}}",

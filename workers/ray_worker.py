@@ -16,7 +16,7 @@ from trainer.core.messages import EpisodeStats, PolicySnapshot, Rollout
 from trainer.core.process import set_up_process
 from workers.actor import KeepsSetupError
 from workers.evaluation_worker import EvalOutcome, EvaluationWorker
-from workers.rollout_worker import RolloutWorker
+from workers.multi_agent_worker import make_rollout_worker
 
 LIVENESS_GROUPS = {"liveness": 1}
 
@@ -36,10 +36,10 @@ class RolloutHost:
 
     def __init__(self, config: Config, indices: range, probe: Probe) -> None:
         set_up_process(config, "rollout worker")
-        self.workers: list[RolloutWorker] = []  # progress() answers also when the envs could not be built
+        self.workers: list = []  # progress() answers also when the envs could not be built
         self.threads = ThreadPoolExecutor(len(indices)) if len(indices) > 1 else None
         for index in indices:
-            self.workers.append(RolloutWorker(config, index, probe))
+            self.workers.append(make_rollout_worker(config, index, probe))
 
     def collect_all(self, snapshot: PolicySnapshot) -> list[Rollout]:
         if self.threads is None:

@@ -294,6 +294,28 @@ class Config(Section):
     eval: EvalConfig = EvalConfig()
     logging: LoggingConfig = LoggingConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
+    policies: dict[str, dict[str, Any]] = {}
+    """Multi-agent (PettingZoo) envs: policy name -> keys of `policy` it changes (`kind`,
+    `hidden_sizes`, ...), plus a `ppo` mapping of the PPO keys it changes. Each policy has its
+    own network, normalizer, buffer and optimizer. Empty: one policy, `shared`, for every agent."""
+    policy_mapping: dict[str, str] = {}
+    """Agent-name pattern (fnmatch, `speaker*`) -> policy name; the first match wins. May be
+    left out with one policy (every agent acts with it)."""
+
+    def policy_config(self, name: str, agents_per_env: int) -> Config:
+        """This config as policy `name` of a multi-agent run sees it: its `policy` and `ppo`
+        keys changed as `policies` says, and each worker's envs x the policy's agents in each env
+        as its `envs_per_worker` (what its learner's buffer holds a column for); ppo.total_steps
+        scaled alike, so learning-rate annealing follows the run's env steps."""
+        overrides = dict(self.policies.get(name, {}))
+        ppo = overrides.pop("ppo", {}) or {}
+        raw = self.model_dump()
+        raw["policy"] = {**raw["policy"], **overrides}
+        raw["ppo"] = {**raw["ppo"], **ppo}
+        raw["ppo"]["total_steps"] *= agents_per_env
+        raw["workers"]["envs_per_worker"] *= agents_per_env
+        raw["policies"], raw["policy_mapping"] = {}, {}
+        return Config.model_validate(raw)
 
     @property
     def total_envs(self) -> int:
@@ -335,6 +357,32 @@ class Config(Section):
                 f"env.on_error: reset needs workers.vector_env: sync (an {vector_env} vector env cannot reset one "
                 "failed env on its own); use one of them"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _policies_valid(self) -> Config:
+        """Every policy's keys are valid keys of `policy` and `ppo`, and every mapping names a policy."""
+        problems = []
+        for name, overrides in self.policies.items():
+            if not isinstance(overrides, dict) or not isinstance(overrides.get("ppo", {}) or {}, dict):
+                problems.append(f"policies.{name}: must map keys of `policy` (and `ppo`) to values")
+                continue
+            ppo = overrides.get("ppo") or {}
+            policy = {key: value for key, value in overrides.items() if key != "ppo"}
+            for section, model, changed in (("", PolicyConfig, policy), ("ppo.", PPOConfig, ppo)):
+                base = getattr(self, "ppo" if section else "policy").model_dump()
+                try:
+                    model.model_validate({**base, **changed})
+                except ValidationError as exc:
+                    problems += [f"policies.{name}.{section}{_describe(err)}" for err in exc.errors()]
+        for pattern, name in self.policy_mapping.items():
+            if name not in self.policies:
+                known = ", ".join(self.policies) or "none: add a `policies` section"
+                problems.append(f"policy_mapping[{pattern!r}]: no policy {name!r} in `policies` (they are: {known})")
+        if self.policies and len(self.policies) > 1 and not self.policy_mapping:
+            problems.append("policies: with several policies, policy_mapping must say which agents act with which")
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
     @model_validator(mode="after")

@@ -31,10 +31,15 @@ class EpisodeStats:
 
     returns: list[float] = field(default_factory=list)
     lengths: list[int] = field(default_factory=list)
+    agents: list[str] = field(default_factory=list)  # multi-agent: whose episode each one was
 
     @classmethod
     def concat(cls, parts: list[EpisodeStats]) -> EpisodeStats:
-        return cls([r for p in parts for r in p.returns], [n for p in parts for n in p.lengths])
+        return cls(
+            [r for p in parts for r in p.returns],
+            [n for p in parts for n in p.lengths],
+            [a for p in parts for a in p.agents],
+        )
 
 
 @dataclass
@@ -53,6 +58,18 @@ class Rollout:
     return_delta: MomentStats  # stats of discounted returns, for reward scaling
     episodes: EpisodeStats
     timings: dict[str, float]  # seconds per phase on the worker (perf/env_s, perf/forward_s), env_failures
+
+
+@dataclass
+class AgentRollouts:
+    """One multi-agent worker's T steps: a Rollout per policy, whose envs are the policy's agent
+    slots (see workers/multi_agent_worker.py). `episodes`: every agent's, with its id."""
+
+    version: int
+    worker_index: int
+    parts: dict[str, Rollout]
+    episodes: EpisodeStats
+    timings: dict[str, float]
 
 
 def check_rollout(

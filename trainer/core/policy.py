@@ -399,8 +399,9 @@ def build_policy(obs: ObsSpec, action_space: spaces.Space, config: Config) -> Ac
         return cls(obs, distribution_for(action_space), config)
 
 
-def rollout_spec(obs: ObsSpec, policy: ActorCritic, config: Config) -> RolloutSpec:
-    """The fields of one rollout, for this config and policy (workers and learner alike)."""
+def rollout_spec(obs: ObsSpec, policy: ActorCritic, config: Config, padded: bool = False) -> RolloutSpec:
+    """The fields of one rollout, for this config and policy (workers and learner alike);
+    `padded`: with the `valid` flag of multi-agent rollouts."""
     return RolloutSpec.build(
         obs,
         action_dim=policy.dist.action_dim,
@@ -408,4 +409,5 @@ def rollout_spec(obs: ObsSpec, policy: ActorCritic, config: Config) -> RolloutSp
         state_dims=policy.state_dims,
         rollout_steps=config.ppo.rollout_steps,
         sequence_length=config.sequence_length,
+        valid=padded,
     )

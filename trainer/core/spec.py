@@ -289,13 +289,18 @@ class RolloutSpec:
         state_dims: tuple[int | None, ...],
         rollout_steps: int,
         sequence_length: int,
+        valid: bool = False,
     ) -> RolloutSpec:
+        """`valid`: a per-step flag of the samples to train on (multi-agent rollouts, where an
+        agent slot that acted fewer than T times is padded to T with samples that are not)."""
         T, C = rollout_steps, rollout_steps // sequence_length
         per_step = [Field(OBS_PREFIX + leaf.key, (T, None, *leaf.shape), leaf.dtype) for leaf in obs.leaves]
         per_step.append(Field("actions", (T, None, action_dim), action_dtype))
         per_step += [Field(name, (T, None), torch.float32) for name in ("logprob", "value", "reward")]
         per_step += [Field(name, (T, None), torch.bool) for name in ("terminated", "truncated", "first")]
         per_step.append(Field("bootstrap_value", (T, None), torch.float32))  # V(final obs) where truncated
+        if valid:
+            per_step.append(Field("valid", (T, None), torch.bool))
         per_step.append(Field("last_value", (None,), torch.float32))  # V(obs after the last step)
         per_step.append(Field("hidden", (C, *state_dims), torch.float32))  # state at each chunk start
         return cls(tuple(per_step), rollout_steps, sequence_length)
@@ -306,6 +311,11 @@ class RolloutSpec:
     def nbytes(self, envs: int) -> int:
         """Bytes of one rollout of `envs` envs, before allocating it."""
         return sum(math.prod(f.shape(envs)) * f.dtype.itemsize for f in self.fields)
+
+    @property
+    def has_valid(self) -> bool:
+        """Whether some samples may be padding (the `valid` field)."""
+        return any(f.name == "valid" for f in self.fields)
 
     def expected(self, envs: int) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
         return {f.name: (f.shape(envs), f.dtype) for f in self.fields}

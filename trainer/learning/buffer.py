@@ -30,6 +30,7 @@ class Minibatch:
     first: torch.Tensor  # [K, B]
     hidden: torch.Tensor  # the state at each sequence's start, the LSTM's [2, L, B, H]
     count: int  # samples in the whole minibatch: K x B, or more when this is one shard's part of it
+    valid: torch.Tensor | None = None  # [K, B]: the samples to train on, where some are padding
 
 
 class RolloutBuffer:
@@ -89,9 +90,11 @@ class RolloutBuffer:
     ) -> None:
         """GAE(lambda). A step that ends an episode bootstraps from `bootstrap_value` (the
         final observation's value when truncated, 0 when terminated) and stops the recursion.
+        Padding samples (`valid` false, multi-agent) are stepped over and get advantage 0.
         `reward` replaces the stored rewards (e.g. scaled ones) when given;
         `bootstrap_truncated=False` treats truncation as termination (for comparison only)."""
         reward = self.reward if reward is None else reward
+        valid = self.tensors.get("valid")  # padding (multi-agent): stepped over, its advantage 0
         done = self.terminated | self.truncated
         not_done = (~done).float()
         ends_value = self.terminated if bootstrap_truncated else done
@@ -101,9 +104,13 @@ class RolloutBuffer:
         for t in reversed(range(self.T)):
             next_v = torch.where(done[t], bootstrap[t], next_value)
             delta = reward[t] + gamma * next_v - self.value[t]
-            next_advantage = delta + gamma * gae_lambda * not_done[t] * next_advantage
-            self.advantage[t] = next_advantage
-            next_value = self.value[t]
+            advantage = delta + gamma * gae_lambda * not_done[t] * next_advantage
+            if valid is None:
+                self.advantage[t], next_advantage, next_value = advantage, advantage, self.value[t]
+            else:  # the valid samples on either side of padding are each other's neighbours
+                self.advantage[t] = torch.where(valid[t], advantage, 0.0)
+                next_advantage = torch.where(valid[t], advantage, next_advantage)
+                next_value = torch.where(valid[t], self.value[t], next_value)
         torch.add(self.advantage, self.value, out=self.ret)
 
     def minibatches(
@@ -134,6 +141,7 @@ class RolloutBuffer:
                 first=self._sequences(self.first, steps),
                 hidden=hidden.index_select(axis, index),
                 count=count,
+                valid=self._sequences(self.valid, steps) if "valid" in self.tensors else None,
             )
 
     @property

@@ -159,7 +159,9 @@ class Learner:
         self.buffer.compute_advantages(ppo.gamma, ppo.gae_lambda, reward, ppo.bootstrap_truncated)
 
         metrics, stopped_early = self._run_epochs()
-        metrics["losses/explained_variance"] = explained_variance(self.buffer.value, self.buffer.ret, self.collective)
+        metrics["losses/explained_variance"] = explained_variance(
+            self.buffer.value, self.buffer.ret, self.collective, self.buffer.tensors.get("valid")
+        )
         metrics["losses/stopped_early"] = float(stopped_early)
         metrics["charts/learning_rate"] = self.optimizer.param_groups[0]["lr"]
         self._merge_deltas()
@@ -244,13 +246,19 @@ class Learner:
         self.policy.preprocess.freeze(self.obs_rms)
 
 
-def explained_variance(predicted: torch.Tensor, target: torch.Tensor, collective: Collective) -> float:
-    """1 - Var(target - predicted) / Var(target) over every rank's buffer: 1 is perfect, 0 is no
-    better than the mean."""
+def explained_variance(
+    predicted: torch.Tensor, target: torch.Tensor, collective: Collective, valid: torch.Tensor | None = None
+) -> float:
+    """1 - Var(target - predicted) / Var(target) over every rank's buffer (its `valid` samples,
+    where some are padding): 1 is perfect, 0 is no better than the mean."""
+    if valid is not None:
+        predicted, target = predicted[valid], target[valid]
     residual, target = (target - predicted).double(), target.double()
     moments = torch.stack([torch.tensor(float(target.numel()), dtype=torch.float64, device=target.device),
                            target.sum(), (target**2).sum(), residual.sum(), (residual**2).sum()])  # fmt: skip
     n, t1, t2, r1, r2 = collective.sum(moments).tolist()
+    if n < 2:
+        return float("nan")
     var = (t2 - t1 * t1 / n) / (n - 1)
     return float("nan") if var <= 0 else 1.0 - ((r2 - r1 * r1 / n) / (n - 1)) / var
 

@@ -37,15 +37,24 @@ def ppo_loss(
 ) -> LossTerms:
     """`batch` is this rank's part of the minibatch (all of it, with one learner): every mean is
     this part's sum over the whole minibatch's count, and advantages are normalized with the whole
-    minibatch's mean and std, so the ranks' terms (and gradients) add up to one learner's."""
+    minibatch's mean and std, so the ranks' terms (and gradients) add up to one learner's. Where
+    some samples are padding (`batch.valid`, multi-agent), every mean is over the valid ones."""
+    weight, count = None, batch.count
+    if batch.valid is not None:
+        weight = batch.valid.to(logprob.dtype)
+        count = collective.sum(weight.sum().reshape(1)).clamp(min=1.0).reshape(())
+
+    def total(x: torch.Tensor) -> torch.Tensor:
+        return x.sum() if weight is None else (x * weight).sum()
 
     def mean(x: torch.Tensor) -> torch.Tensor:
-        return x.sum() / batch.count
+        return total(x) / count
 
     def normalize(advantage: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            center = collective.sum(advantage.sum().reshape(1)) / batch.count
-            var = collective.sum(((advantage - center) ** 2).sum().reshape(1)) / (batch.count - 1)
+            center = collective.sum(total(advantage).reshape(1)) / count
+            spread = collective.sum(total((advantage - center) ** 2).reshape(1))
+            var = spread / (count - 1) if weight is None else spread / (count - 1).clamp(min=1.0)
         return (advantage - center) / (var.sqrt() + 1e-8)
 
     log_ratio = logprob - batch.logprob
@@ -68,5 +77,6 @@ def ppo_loss(
     with torch.no_grad():
         approx_kl = mean((ratio - 1) - log_ratio)  # the low-variance k3 estimator
         clip_fraction = mean(((ratio - 1).abs() > config.clip_coef).float())
-        ratio_max_dev = (ratio - 1).abs().max() if ratio.numel() else ratio.new_zeros(())
+        deviation = (ratio - 1).abs() if weight is None else (ratio - 1).abs() * weight
+        ratio_max_dev = deviation.max() if ratio.numel() else ratio.new_zeros(())
     return LossTerms(loss, policy_loss, value_loss, entropy_mean, approx_kl, clip_fraction, ratio_max_dev)

@@ -203,8 +203,11 @@ def _upgrade_from_format_1(state: dict) -> dict:
     return {**state, "format_version": 2}
 
 
-def describe_spaces(probe: Probe) -> dict:
-    """What a checkpoint records of its env: the observation leaves and the action space."""
+def describe_spaces(probe) -> dict:
+    """What a checkpoint records of its env: the observation leaves and the action space (of
+    each policy, with its agents, for a PettingZoo env: an AgentsProbe)."""
+    if not isinstance(probe, Probe):
+        return {"policies": probe.describe()}
     return {"observation": probe.obs_spec.describe(), "action": str(probe.action_space)}
 
 
@@ -212,6 +215,14 @@ def check_spaces(state: dict, probe: Probe, env_id: str, path: Path) -> None:
     """Refuse, in one line, an env whose observations or actions differ from the checkpoint's."""
     recorded = state["spaces"]
     current = describe_spaces(probe)
+    if "policies" in recorded or "policies" in current:
+        if recorded != current:
+            raise CheckpointError(
+                f"checkpoint {path} was written for agents and policies {recorded.get('policies', 'none')}, but env "
+                f"{env_id!r} with this config has {current.get('policies', 'none')}; use the env and policies it was "
+                "trained with"
+            )
+        return
     if isinstance(recorded["observation"], str):  # format 1 recorded the space as text
         current["observation"] = str(probe.observation_space)
     if recorded != current:

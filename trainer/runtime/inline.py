@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+from trainer.core.agents import AgentsProbe
 from trainer.core.config import Config
 from trainer.core.envs import Probe
 from trainer.core.messages import EpisodeStats, Rollout
 from trainer.core.timing import PhaseTimer
 from trainer.learning.learner import Learner
+from trainer.learning.multi_learner import MultiLearner
 from trainer.runtime.checkpoint import capture_rng, restore_rng, worker_rng_states
 from trainer.runtime.stats import IterationStats, LearnerState
-from workers.rollout_worker import RolloutWorker
+from workers.multi_agent_worker import make_rollout_worker
 
 
-class InProcessLearner(Learner):
-    """The learner behind the same handle the Ray runtime drives (trainer/runtime/base.py:
+class InProcess:
+    """Mixin: a learner behind the same handle the Ray runtime drives (trainer/runtime/base.py:
     LearnerHandle), here an update that is done when it is started."""
 
     restarts = 0  # it dies with this process
@@ -28,13 +30,22 @@ class InProcessLearner(Learner):
         return LearnerState(self.weights_state(), self.optimizer_state())
 
 
+class InProcessLearner(InProcess, Learner):
+    pass
+
+
+class InProcessMultiLearner(InProcess, MultiLearner):
+    pass
+
+
 class InlineRuntime:
     """Learner and workers in this process, no Ray: for debugging, profiling and fast tests.
     Workers collect between updates, never during one: no policy lag."""
 
-    def __init__(self, config: Config, probe: Probe) -> None:
-        self.learner = InProcessLearner(config, probe, max_policy_lag=0)
-        self.workers = [RolloutWorker(config, i, probe) for i in range(config.workers.num_workers)]
+    def __init__(self, config: Config, probe: Probe | AgentsProbe) -> None:
+        learner = InProcessMultiLearner if isinstance(probe, AgentsProbe) else InProcessLearner
+        self.learner = learner(config, probe, max_policy_lag=0)
+        self.workers = [make_rollout_worker(config, i, probe) for i in range(config.workers.num_workers)]
 
     def iterate(self) -> IterationStats:
         snapshot = self.learner.snapshot()

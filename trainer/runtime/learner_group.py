@@ -20,12 +20,14 @@ from ray import exceptions as ray_errors
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+from trainer.core.agents import AgentsProbe
 from trainer.core.config import Config
 from trainer.core.envs import Probe
 from trainer.core.errors import UserError
 from trainer.core.messages import PolicySnapshot, Rollout
 from trainer.core.process import set_up_process
 from trainer.learning.learner import Learner
+from trainer.learning.multi_learner import MultiLearner
 from trainer.runtime.actors import ACTOR_LOST, first_line, kill_quietly, last_line, lost_reason, unwrap_user_errors
 from trainer.runtime.placement import scheduling_strategy
 from trainer.runtime.stats import LearnerState
@@ -43,9 +45,10 @@ class LearnerLost(Exception):
     """The learner actor died during a call; the runtime rebuilds it and retries."""
 
 
-class LearnerActor(KeepsSetupError, Learner):
-    """The learner in its own process (on a GPU node when it asks for one). A UserError while
-    building it (say, learner.device: cuda on a CPU node) is kept and raised by `ready()`."""
+class OnRay:
+    """Mixin: the learner in its own process (on a GPU node when it asks for one), for either
+    kind of learner below it. A UserError while building it (say, learner.device: cuda on a CPU
+    node) is kept and raised by `ready()`."""
 
     def __init__(self, config: Config, *args) -> None:
         set_up_process(config, "learner")
@@ -116,7 +119,8 @@ class LearnerGroup:
         options = {"num_cpus": learner.num_cpus, "num_gpus": learner.num_gpus, "max_restarts": 0}
         args = (self.config, self.probe)
         trial = scheduling_strategy()  # a sweep's trial holds the learner's bundles in its placement group
-        actor_class = ray.remote(concurrency_groups=LIVENESS_GROUPS)(LearnerActor)
+        learner_class = MultiLearnerActor if isinstance(self.probe, AgentsProbe) else LearnerActor
+        actor_class = ray.remote(concurrency_groups=LIVENESS_GROUPS)(learner_class)
         if self.world == 1:
             return [actor_class.options(**options, scheduling_strategy=trial).remote(*args, 0, 1, self.max_policy_lag)]
         if trial is None:  # the ranks get a placement group of their own
@@ -304,6 +308,14 @@ class LearnerGroup:
             with suppress(Exception):
                 remove_placement_group(self.placement)
             self.placement = None
+
+
+class LearnerActor(KeepsSetupError, OnRay, Learner):
+    pass
+
+
+class MultiLearnerActor(KeepsSetupError, OnRay, MultiLearner):
+    """The policies' learners of a multi-agent run in one actor: one process, one call per iteration."""
 
 
 def _collective_error(exc: BaseException) -> str:

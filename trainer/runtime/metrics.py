@@ -2,7 +2,8 @@
 
 Tag prefixes group the dashboard: `charts/` (returns, lengths, learning rate), `losses/` (PPO
 terms and diagnostics), `perf/` (throughput and per-phase times), `workers/` (per worker),
-`normalizer/` (observation and return statistics).
+`normalizer/` (observation and return statistics); multi-agent runs add `policies/<name>/`
+(each policy's losses and normalizer) and `agents/<id>/` (each agent's returns).
 """
 
 from __future__ import annotations
@@ -41,6 +42,10 @@ def iteration_scalars(
             scalars[f"charts/episodic_{name}_min"] = float(np.min(values))
             scalars[f"charts/episodic_{name}_max"] = float(np.max(values))
     scalars["charts/episodes"] = float(len(episodes.returns))
+    for agent in sorted(set(episodes.agents)):  # a multi-agent run's episodes, each agent's own
+        scalars[f"agents/{agent}/episodic_return"] = float(
+            np.mean([ret for ret, who in zip(episodes.returns, episodes.agents) if who == agent])
+        )
     scalars["perf/steps_per_s"] = steps_per_s
     scalars["perf/policy_lag"] = float(stats.policy_lag)
     scalars["perf/iteration_s"] = iteration_s

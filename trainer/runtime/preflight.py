@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 
+from trainer.core.agent_envs import is_multi_agent
+from trainer.core.agents import AgentsProbe, probe_agents
 from trainer.core.config import Config
 from trainer.core.envs import Probe, probe_env, probe_run
 from trainer.core.errors import UserError
@@ -17,11 +19,22 @@ from trainer.runtime.ray_connect import check_cluster
 from trainer.runtime.resume import check_policy_fits
 
 
-def preflight(config: Config, checkpoint: dict | None, address: str | None = None) -> Probe:
-    """Check the run and return the env's probe (its spaces and ObsSpec)."""
+def preflight(config: Config, checkpoint: dict | None, address: str | None = None) -> Probe | AgentsProbe:
+    """Check the run and return the env's probe (its spaces and ObsSpec; a PettingZoo env's
+    agents and policies)."""
     address = address or os.environ.get("RAY_ADDRESS")
     if config.execution == "ray" and address:
         check_cluster(address)
+    if is_multi_agent(config.env):
+        probe = probe_agents(config)
+        if checkpoint is not None:
+            check_spaces(checkpoint, probe, config.env.id, checkpoint["path"])
+        return probe
+    if config.policies or config.policy_mapping:
+        raise UserError(
+            f"policies and policy_mapping are for PettingZoo (multi-agent) envs, and env {config.env.id!r} is a "
+            "gymnasium env; remove them (the `policy` section configures its one policy)"
+        )
     probe = probe_run(config)
     if checkpoint is not None:
         check_spaces(checkpoint, probe, config.env.id, checkpoint["path"])

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from trainer.core.action_masks import describe_source
+from trainer.core.agents import AgentsProbe, describe_agents
 from trainer.core.config import Config
 from trainer.core.envs import Probe
 from trainer.core.errors import UserError
@@ -154,6 +155,10 @@ def prepare_run(
             f"{config.steps_per_iteration} env steps (ppo.rollout_steps x workers.num_workers x "
             f"workers.envs_per_worker); training {planned}"
         )
+    if isinstance(probe, AgentsProbe):
+        for line in describe_agents(probe, config.env.action_mask_key):
+            progress.message(line)
+        return path, progress
     for key in probe.obs_spec.dropped:
         progress.message(f"observation {key!r} of {config.env.id!r} holds no numbers; it is left out")
     if probe.obs_spec.mask_source is not None:

@@ -1,0 +1,135 @@
+"""Small PettingZoo Parallel envs for the multi-agent tests.
+
+`CueMatch`: every agent sees a cue (one of `choices`, one-hot, in an observation of `sizes[i]`
+numbers) and earns 1 for taking the action it names, 0 otherwise. Agent i's episode lasts
+`lengths[i]` of its steps and it joins at env step `join_at[i]`: agents that finish early and
+agents that join later; the env's episode ends when every agent has. `truncate`: agents end by
+truncation instead of termination. `fixed`: cue = (agent's step + its index) % choices, the
+same in every episode whatever the seed (for exact-resume tests).
+
+`SpeakerListener`: a cooperative pair with different spaces. The speaker sees a target (one-hot
+of 3) and says one of 3 words; the listener sees the speaker's last word (one-hot) and a
+constant, and must pick the target the speaker saw one step before. Both earn 1 when it does.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from gymnasium import spaces
+from pettingzoo import ParallelEnv
+
+
+class CueMatch(ParallelEnv):
+    metadata = {"name": "cue_match_v0"}  # noqa: RUF012 - PettingZoo's convention
+
+    def __init__(
+        self,
+        num_agents: int = 2,
+        lengths: list[int] | None = None,
+        join_at: list[int] | None = None,
+        sizes: list[int] | None = None,
+        choices: int = 2,
+        truncate: bool = False,
+        prefix: str = "runner",
+        fixed: bool = False,
+    ) -> None:
+        self.possible_agents = [f"{prefix}_{i}" for i in range(num_agents)]
+        self.lengths = dict(zip(self.possible_agents, lengths or [10] * num_agents))
+        self.join_at = dict(zip(self.possible_agents, join_at or [0] * num_agents))
+        self.sizes = dict(zip(self.possible_agents, sizes or [choices] * num_agents))
+        self.choices, self.truncate, self.fixed = choices, truncate, fixed
+        self.rng = np.random.default_rng()
+
+    def observation_space(self, agent):
+        return spaces.Box(0.0, 1.0, (self.sizes[agent],), np.float32)
+
+    def action_space(self, agent):
+        return spaces.Discrete(self.choices)
+
+    def _cue(self, agent) -> int:
+        if self.fixed:
+            return (self.steps[agent] + self.possible_agents.index(agent)) % self.choices
+        return int(self.rng.integers(self.choices))
+
+    def _observe(self, agent) -> np.ndarray:
+        obs = np.zeros(self.sizes[agent], np.float32)
+        obs[self.cues[agent]] = 1.0
+        return obs
+
+    def _arrivals(self) -> None:
+        for agent in self.possible_agents:
+            if self.join_at[agent] == self.t and agent not in self.done:
+                self.agents.append(agent)
+                self.steps[agent] = 0
+                self.cues[agent] = self._cue(agent)
+
+    def reset(self, seed=None, options=None):
+        if seed is not None:
+            self.rng = np.random.default_rng(seed)
+        self.t, self.agents, self.steps, self.cues, self.done = 0, [], {}, {}, set()
+        self._arrivals()
+        return {agent: self._observe(agent) for agent in self.agents}, {agent: {} for agent in self.agents}
+
+    def step(self, actions):
+        rewards = {agent: float(actions[agent] == self.cues[agent]) for agent in self.agents}
+        terminated, truncated = {}, {}
+        for agent in self.agents:
+            self.steps[agent] += 1
+            ends = self.steps[agent] >= self.lengths[agent]
+            terminated[agent], truncated[agent] = ends and not self.truncate, ends and self.truncate
+            self.cues[agent] = self._cue(agent)
+        obs = {agent: self._observe(agent) for agent in self.agents}
+        infos = {agent: {} for agent in self.agents}
+        self.done |= {agent for agent in self.agents if terminated[agent] or truncated[agent]}
+        self.agents = [agent for agent in self.agents if agent not in self.done]
+        self.t += 1
+        waiting = [a for a in self.possible_agents if a not in self.done and a not in self.agents]
+        if not self.agents and waiting:  # nobody here yet: the next one arrives now
+            self.t = min(self.join_at[a] for a in waiting)
+        self._arrivals()
+        for agent in self.agents:
+            if agent not in obs:  # joined now: its first observation
+                obs[agent], infos[agent] = self._observe(agent), {}
+                rewards[agent], terminated[agent], truncated[agent] = 0.0, False, False
+        return obs, rewards, terminated, truncated, infos
+
+
+class SpeakerListener(ParallelEnv):
+    metadata = {"name": "speaker_listener_v0"}  # noqa: RUF012 - PettingZoo's convention
+
+    def __init__(self, length: int = 20) -> None:
+        self.possible_agents = ["speaker_0", "listener_0"]
+        self.length = length
+        self.rng = np.random.default_rng()
+
+    def observation_space(self, agent):
+        return spaces.Box(0.0, 1.0, (3,) if agent == "speaker_0" else (4,), np.float32)
+
+    def action_space(self, agent):
+        return spaces.Discrete(3)
+
+    def _obs(self) -> dict:
+        speaker = np.eye(3, dtype=np.float32)[self.target]
+        listener = np.concatenate([np.eye(3, dtype=np.float32)[self.word], [1.0]]).astype(np.float32)
+        return {"speaker_0": speaker, "listener_0": listener}
+
+    def reset(self, seed=None, options=None):
+        if seed is not None:
+            self.rng = np.random.default_rng(seed)
+        self.agents = list(self.possible_agents)
+        self.t, self.target, self.word, self.heard_target = 0, int(self.rng.integers(3)), 0, 0
+        return self._obs(), {agent: {} for agent in self.agents}
+
+    def step(self, actions):
+        reward = float(actions["listener_0"] == self.heard_target)
+        self.heard_target, self.word = self.target, int(actions["speaker_0"])
+        self.target = int(self.rng.integers(3))
+        self.t += 1
+        ends = self.t >= self.length
+        obs = self._obs()
+        rewards = dict.fromkeys(self.agents, reward)
+        terminated = dict.fromkeys(self.agents, False)
+        truncated = dict.fromkeys(self.agents, ends)
+        if ends:
+            self.agents = []
+        return obs, rewards, terminated, truncated, {agent: {} for agent in obs}

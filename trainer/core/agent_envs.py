@@ -1,0 +1,132 @@
+"""PettingZoo envs for multi-agent runs: one env stepped through one interface, whether every
+live agent acts at each step (the Parallel API) or one agent at a time (the AEC API's turns).
+
+An AEC env whose metadata says it is parallelizable is converted with PettingZoo's own
+`aec_to_parallel`; a turn-based one (board games) is stepped turn by turn, each step the
+selected agent's. A step reports what the rollout worker needs per agent: the reward it got
+since it last acted, whether it ended (with its final observation, for a truncation's bootstrap),
+and which agents act next with what they see. An env's episode is over when it has no agent
+left; the worker then resets it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from gymnasium import spaces
+
+from trainer.core.config import EnvConfig
+from trainer.core.env_making import EnvBuildError, entry_point, register_plugins
+
+
+@dataclass
+class AgentStep:
+    """What one env step (or reset) did, per agent."""
+
+    to_act: dict[str, Any]  # agent -> its observation: the agents that act at the next step
+    rewards: dict[str, float] = field(default_factory=dict)  # reward since the agent last acted
+    ended: dict[str, tuple[Any, bool, bool]] = field(
+        default_factory=dict
+    )  # agent -> (final obs, terminated, truncated)
+    over: bool = False  # no agent left: the episode is over
+
+
+def pettingzoo_kind(env: object) -> str | None:
+    """`parallel` or `aec` for a PettingZoo env or env class, None for anything else."""
+    try:
+        from pettingzoo import AECEnv, ParallelEnv
+    except ImportError:  # then nothing made here is a PettingZoo env
+        return None
+    cls = env if isinstance(env, type) else type(env)
+    if issubclass(cls, ParallelEnv):
+        return "parallel"
+    return "aec" if issubclass(cls, AECEnv) else None
+
+
+def is_multi_agent(config: EnvConfig) -> bool:
+    """Whether `env.id` is an entry point that makes a PettingZoo env (made once to find out,
+    unless it names a class)."""
+    register_plugins(config)
+    factory = entry_point(config.id)
+    if factory is None:
+        return False
+    if isinstance(factory, type):
+        return pettingzoo_kind(factory) is not None
+    env = _build(config)
+    env.close()
+    return pettingzoo_kind(env) is not None
+
+
+def _build(config: EnvConfig) -> Any:
+    factory = entry_point(config.id)
+    try:
+        return factory(**config.kwargs)
+    except TypeError as exc:
+        raise EnvBuildError(f"env.kwargs for {config.id!r} do not fit: {exc}") from None
+    except Exception as exc:
+        raise EnvBuildError(f"env {config.id!r} raised {type(exc).__name__} while being made: {exc}") from None
+
+
+class AgentEnv:
+    """One PettingZoo env, Parallel or AEC (turn-based unless it can be converted)."""
+
+    def __init__(self, config: EnvConfig) -> None:
+        register_plugins(config)
+        env = _build(config)
+        kind = pettingzoo_kind(env)
+        if kind is None:
+            raise EnvBuildError(f"env.id {config.id!r} returned {type(env).__name__}, not a PettingZoo env")
+        if kind == "aec" and env.metadata.get("is_parallelizable", False):
+            from pettingzoo.utils.conversions import aec_to_parallel
+
+            env, kind = aec_to_parallel(env), "parallel"
+        self.env, self.id = env, config.id
+        self.turn_based = kind == "aec"
+        self.possible_agents: list[str] = [str(agent) for agent in env.possible_agents]
+        self.names = {str(agent): agent for agent in env.possible_agents}  # agent ids need not be strings
+
+    def observation_space(self, agent: str) -> spaces.Space:
+        return self.env.observation_space(self.names[agent])
+
+    def action_space(self, agent: str) -> spaces.Space:
+        return self.env.action_space(self.names[agent])
+
+    def reset(self, seed: int | None = None) -> AgentStep:
+        if self.turn_based:
+            self.env.reset(seed=seed)
+            return self._next_turn({}, {})
+        obs, _ = self.env.reset(seed=seed)
+        return AgentStep({str(agent): value for agent, value in obs.items()})
+
+    def step(self, actions: dict[str, Any]) -> AgentStep:
+        if self.turn_based:
+            (agent,) = actions
+            self.env.step(actions[agent])
+            return self._next_turn({}, {})
+        obs, rewards, terminated, truncated, _ = self.env.step({self.names[a]: act for a, act in actions.items()})
+        ended = {
+            str(agent): (obs.get(agent), bool(terminated.get(agent, False)), bool(truncated.get(agent, False)))
+            for agent in obs
+            if terminated.get(agent, False) or truncated.get(agent, False)
+        }
+        to_act = {str(agent): value for agent, value in obs.items() if str(agent) not in ended}
+        rewards = {str(agent): float(value) for agent, value in rewards.items()}
+        return AgentStep(to_act, rewards, ended, over=not self.env.agents)
+
+    def _next_turn(self, rewards: dict[str, float], ended: dict) -> AgentStep:
+        """Go on to the next agent that acts: agents whose turn comes after they ended are
+        stepped out (with None, as the AEC API asks), their end reported."""
+        env = self.env
+        while env.agents:
+            agent = str(env.agent_selection)
+            obs, reward, terminated, truncated, _ = env.last()
+            rewards[agent] = rewards.get(agent, 0.0) + float(reward)
+            if not (terminated or truncated):
+                return AgentStep({agent: obs}, rewards, ended)
+            ended[agent] = (obs, bool(terminated), bool(truncated))
+            env.step(None)
+        return AgentStep({}, rewards, ended, over=True)
+
+    def close(self) -> None:
+        self.env.close()
