@@ -4,6 +4,7 @@ moment, and the env steps TensorBoard recorded."""
 
 from __future__ import annotations
 
+import re
 import signal
 import threading
 import time
@@ -23,7 +24,7 @@ def tensorboard_steps(run_dir) -> list[int]:
 def learner_processes() -> list[psutil.Process]:
     found = []
     for proc in psutil.process_iter(["cmdline"]):
-        if "ray::LearnerActor" in " ".join(proc.info["cmdline"] or []):
+        if re.search(r"ray::(Multi)?LearnerActor", " ".join(proc.info["cmdline"] or [])):
             found.append(proc)
     return found
 

@@ -5,22 +5,28 @@ worker and learner, checkpoints and exact resume."""
 
 from __future__ import annotations
 
+import re
 import shutil
 
 import numpy as np
 import pytest
 import torch
+import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tests.conftest import make_small_config
+from tests.helpers import kill_learner_when, tensorboard_steps
 from tests.test_checkpoint import flat
+from tests.test_ray_runtime import iterate_killing_host
 from trainer import train
 from trainer.core.agents import probe_agents
+from trainer.core.errors import UserError
 from trainer.core.messages import PolicySnapshot
 from trainer.core.spec import ObsLeaf, ObsSpec, RolloutSpec
 from trainer.learning.buffer import RolloutBuffer
 from trainer.runtime.checkpoint import load_checkpoint
 from trainer.runtime.inline import InlineRuntime
+from trainer.runtime.ray_runtime import RayRuntime
 from workers.multi_agent_worker import MultiAgentRolloutWorker
 
 CUES = {"id": "tests.envs.agents:CueMatch", "kwargs": {"num_agents": 3, "lengths": [5, 9, 13], "join_at": [0, 0, 3]}}
@@ -168,3 +174,118 @@ def test_inline_runtime_iterates_a_turn_based_game_with_masks_on_policy():
             assert 0 < stats.metrics["policies/shared/charts/agent_steps"] <= 32 * 2 * 2 * 2
     finally:
         runtime.close()
+
+
+SLOW_PAIR = {"id": "tests.envs.agents:SpeakerListener", "kwargs": {"length": 8, "step_sleep_s": 0.005}}
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("overlap", [False, True])
+def test_learner_killed_in_a_multi_policy_run_is_rebuilt_and_every_policy_trains_every_step_once(
+    local_ray, tmp_path, capsys, overlap
+):
+    run_dir = tmp_path / "run"
+    config = make_small_config(execution="ray", env=SLOW_PAIR, ppo={"total_steps": 1536, "sequence_length": 8},
+                               workers={"overlap": overlap}, **SEPARATE)  # fmt: skip
+    killer = kill_learner_when(lambda: any(run_dir.glob("events.out.tfevents.*")), delay_s=1.0)
+    summary = train(config, run_dir=run_dir)
+    killer.join(timeout=5)
+    out = capsys.readouterr().out
+    assert "the learner died (ActorDiedError" in out and summary["learner_restarts"] == 1, out
+    assert summary["env_steps"] == 1536
+    assert tensorboard_steps(run_dir) == list(range(64, 1537, 64))  # neither repeated nor missing
+    learner = load_checkpoint(run_dir)[1]["runtime"]["learner"]
+    for name in ("speaker", "listener"):
+        adam_steps = {int(s["step"]) for s in learner["optimizer"][name]["state"].values()}
+        assert adam_steps == {24 * 2 * 2}, name  # 24 updates x 2 epochs x 2 minibatches, each once
+    assert scalars(run_dir)["perf/policy_lag"][-1] == float(overlap)
+
+
+@pytest.mark.ray
+def test_killed_worker_in_a_multi_policy_run_is_replaced_and_every_policy_stays_on_policy(local_ray):
+    config = make_small_config(execution="ray", env={**SLOW_PAIR, "kwargs": {"length": 8, "step_sleep_s": 0.03}},
+                               ppo={"sequence_length": 8}, learner={"precision": "fp32"}, **SEPARATE)  # fmt: skip
+    messages: list[str] = []
+    runtime = RayRuntime(config, probe_agents(config), log=messages.append)
+    during, after = iterate_killing_host(runtime, 1)
+    assert during.worker_restarts == after.worker_restarts == [0, 1]
+    assert any("rollout worker 1 died" in m for m in messages), messages
+    for stats in (during, after):
+        for name in ("speaker", "listener"):
+            assert stats.metrics[f"policies/{name}/losses/first_minibatch_ratio_dev"] < 1e-5
+
+
+SELF_PLAY = {"opponents": ["player_2"], "pool_size": 3, "add_every": 2, "sample": "win_rate"}
+
+
+def test_self_play_keeps_a_pool_of_frozen_snapshots_that_never_train_and_resumes_it_exactly(tmp_path):
+    """The pool starts with the initial policy and gains a snapshot every add_every iterations,
+    the oldest leaving past pool_size; a member's weights stay those of the version it was, bit
+    for bit, while the policy trains on. A resume brings the pool back, results included."""
+    config = make_small_config(execution="inline", env=TICTACTOE, self_play=SELF_PLAY,
+                               ppo={"rollout_steps": 16, "num_minibatches": 2, "total_steps": 8 * 64},
+                               checkpoint={"every": 1, "keep_last": 10})  # fmt: skip
+    straight = tmp_path / "straight"
+    train(config, run_dir=straight)
+    states = {i: load_checkpoint(straight / f"checkpoints/iter_{i:07d}.pt")[1] for i in range(1, 9)}
+    pool = states[8]["runtime"]["learner"]["opponent_pool"]
+    assert [member["id"] for member in pool] == [4, 6, 8]  # 0 and 2 left past pool_size 3
+    for member in pool:  # the policy as it was at that version
+        then = states[member["id"]]["runtime"]["learner"]["policies"]["shared"]["policy"]
+        assert all(torch.equal(then[name], member["weights"][name]) for name in then)
+    now = states[8]["runtime"]["learner"]["policies"]["shared"]["policy"]
+    assert not all(torch.equal(now[name], pool[0]["weights"][name]) for name in now)  # the policy moved on
+    assert sum(sum(member["results"]) for member in pool) > 0
+    logged = scalars(straight)
+    assert logged["selfplay/pool_size"] == [1, 2, 2, 3, 3, 3, 3, 3]  # as each iteration's episodes saw it
+    assert all(abs(sum(logged[f"selfplay/{r}_rate"][i] for r in ("win", "draw", "loss")) - 1) < 1e-6 for i in range(8))
+
+    resumed = tmp_path / "resumed"
+    shutil.copytree(straight, resumed)
+    for later in [*sorted((resumed / "checkpoints").glob("iter_*.pt"))[4:], resumed / "checkpoints/best.pt"]:
+        later.unlink(missing_ok=True)
+    train(resume=resumed / "checkpoints/iter_0000004.pt")
+    again = load_checkpoint(resumed / "checkpoints/iter_0000008.pt")[1]["runtime"]["learner"]["opponent_pool"]
+    assert [member["id"] for member in again] == [4, 6, 8]
+    for before, after in zip(pool[:1], again[:1]):  # members added before the resume point: bit for bit
+        assert all(torch.equal(before["weights"][name], after["weights"][name]) for name in before["weights"])
+
+
+def test_self_play_trains_only_on_the_trained_side_and_swaps_seats_between_episodes():
+    config = make_small_config(execution="inline", env=TICTACTOE, self_play=SELF_PLAY, workers={"envs_per_worker": 4},
+                               ppo={"rollout_steps": 64, "num_minibatches": 1})  # fmt: skip
+    probe = probe_agents(config)
+    assert probe.groups["shared"].slots_per_env == 1  # one trained seat an env: its samples only
+    worker = MultiAgentRolloutWorker(config, 0, probe)
+    weights = {"shared": worker.groups["shared"].policy.state_dict()}
+    opponents = {"ids": [0], "weights": {0: weights["shared"]}, "probabilities": [1.0]}
+    rollouts = worker.collect(PolicySnapshot(0, weights, opponents))
+    data = rollouts.parts["shared"].tensors
+    assert data["valid"].shape[1] == 4 and 0.4 * 64 <= data["valid"].sum(0).float().mean() <= 0.55 * 64
+    seats = {agent for agent in rollouts.episodes.agents}
+    assert seats == {"player_1", "player_2"}  # the trained side played both seats
+    games = len(rollouts.outcomes)
+    assert games == len(rollouts.episodes.agents) > 0  # one trained agent's episode per game
+    assert {member for member, _ in rollouts.outcomes} == {0}
+
+
+def test_bad_self_play_settings_are_one_line_at_start():
+    for self_play, message in (
+        ({"opponents": ["nobody*"]}, "self_play.opponents: 'nobody*' matches no agent"),
+        ({"opponents": ["player_*"]}, "self_play.opponents match every agent of policy 'shared'"),
+    ):
+        with pytest.raises(UserError, match=re.escape(message)):
+            probe_agents(make_small_config(env=TICTACTOE, self_play=self_play))
+    with pytest.raises(UserError, match=re.escape("self_play.policy: no policy 'p'")):
+        make_small_config(env=TICTACTOE, self_play={"policy": "p", "opponents": ["player_2"]})
+
+
+def test_single_agent_run_directory_written_before_the_multi_agent_keys_still_resumes(tmp_path):
+    run = tmp_path / "run"
+    train(make_small_config(ppo={"total_steps": 128}), run_dir=run)
+    written = yaml.safe_load((run / "config.yaml").read_text())
+    for key in ("policies", "policy_mapping", "self_play"):
+        del written[key]
+    (run / "config.yaml").write_text(yaml.safe_dump(written))
+    summary = train(resume=run, overrides=["ppo.total_steps=256"])
+    assert summary["iterations"] == 4

@@ -31,6 +31,7 @@ from trainer.core.policy import build_policy
 from trainer.core.seeding import derive_seed
 from trainer.core.spec import OBS_PREFIX
 from trainer.core.timing import PhaseTimer
+from workers.frozen_opponents import FrozenOpponents
 from workers.rollout_worker import RolloutWorker
 
 
@@ -48,7 +49,7 @@ class PolicySlots:
         self.spec = group.probe.rollout_spec
         self.policy = build_policy(self.obs_spec, self.action_space, group.config)
         self.policy.requires_grad_(False)
-        self.slots = num_envs * len(group.agents)
+        self.slots = num_envs * group.slots_per_env
         self.acting = Acting(self.policy, self.action_space, self.slots)
         self.obs_delta = {leaf.key: RunningMeanStd(leaf.shape) for leaf in self.obs_spec.vector_leaves}
         self.return_delta = RunningMeanStd(())
@@ -195,12 +196,9 @@ class MultiAgentRolloutWorker:
         E = config.workers.envs_per_worker
         self.envs = [AgentEnv(config.env) for _ in range(E)]
         self.groups = {name: PolicySlots(group, E, config.env.id) for name, group in probe.groups.items()}
-        # agent -> (its policy's slots, the slot of that agent in env i)
-        self.where = {
-            agent: (self.groups[name], [group.slot(i, agent) for i in range(E)])
-            for name, group in probe.groups.items()
-            for agent in group.agents
-        }
+        seats = probe.self_play
+        self.frozen = FrozenOpponents(probe.groups[seats.policy], E, seats.seats) if seats is not None else None
+        self.outcomes: list[tuple[int, float]] = []  # self-play: (snapshot id, result) of each episode
         self.generator = torch.Generator().manual_seed(derive_seed(config.seed, "worker actions", worker_index))
         self.total_steps = 0
         self.vector_steps = 0  # read by the Ray actor's liveness check, from another thread
@@ -210,7 +208,31 @@ class MultiAgentRolloutWorker:
         """Reset every env (env i with `env_seed + i`) and every slot's state."""
         for slots in self.groups.values():
             slots.start()
-        self.to_act = [self._reset(i, env_seed + i).to_act for i in range(len(self.envs))]
+        if self.frozen is not None:
+            self.frozen.start()
+        E = len(self.envs)
+        self.episodes_started = [0] * E
+        self.score = np.zeros((E, 2))  # self-play: the trained and the frozen side's rewards this episode
+        self.where: list[dict] = [{} for _ in range(E)]  # env i: agent -> (who acts it, its slot there)
+        self.to_act = [self._reset(i, env_seed + i).to_act for i in range(E)]
+
+    def _seats(self, i: int) -> dict[str, tuple[object, int]]:
+        """Who acts each agent of env i in the episode it starts, in which slot: its policy's, or
+        in self-play the trained side's or the frozen one's (the sides swapping every other episode)."""
+        seats = self.probe.self_play
+        where = {
+            agent: (self.groups[name], group.slot(i, agent))
+            for name, group in self.probe.groups.items()
+            if seats is None or name != seats.policy
+            for agent in group.agents
+        }
+        if seats is not None:
+            trained, frozen = seats.sides(seats.swap and self.episodes_started[i] % 2 == 1)
+            first = i * seats.seats
+            where |= {agent: (self.groups[seats.policy], first + j) for j, agent in enumerate(trained)}
+            where |= {agent: (self.frozen, first + j) for j, agent in enumerate(frozen)}
+            self.frozen.new_episode(i)
+        return where
 
     def rng_state(self) -> torch.Tensor:
         return self.generator.get_state()
@@ -224,6 +246,8 @@ class MultiAgentRolloutWorker:
     def load(self, snapshot: PolicySnapshot) -> None:
         for name, slots in self.groups.items():
             slots.policy.load_state_dict(snapshot.weights[name])
+        if self.frozen is not None:
+            self.frozen.load(snapshot.opponents)
 
     @torch.inference_mode()
     def collect(self, snapshot: PolicySnapshot) -> AgentRollouts:
@@ -242,33 +266,36 @@ class MultiAgentRolloutWorker:
             self._step(actions, t)
             self.vector_steps += 1
             timer.add("env", time.perf_counter() - tock)
-        waiting = {slots: {} for slots in self.groups.values()}
+        waiting: dict = {slots: {} for slots in self.groups.values()}
         for i, to_act in enumerate(self.to_act):
             for agent, obs in to_act.items():
-                slots, where = self.where[agent]
-                waiting[slots][where[i]] = obs
+                target, slot = self.where[i][agent]
+                if target is not self.frozen:
+                    waiting[target][slot] = obs
         parts = {
             name: slots.finish(waiting[slots], snapshot.version, self.index) for name, slots in self.groups.items()
         }
         self.total_steps += T * len(self.envs)
         timer.add("rollout", time.perf_counter() - started)
         episodes = EpisodeStats.concat([part.episodes for part in parts.values()])
-        return AgentRollouts(snapshot.version, self.index, parts, episodes, timer.take())
+        outcomes, self.outcomes = self.outcomes, []
+        return AgentRollouts(snapshot.version, self.index, parts, episodes, timer.take(), outcomes)
 
     def _act(self) -> list[dict]:
-        """Every agent that acts now, batched by policy -> per env, agent -> env action."""
-        asked: dict[PolicySlots, tuple[list, list, list]] = {slots: ([], [], []) for slots in self.groups.values()}
+        """Every agent that acts now, batched by who acts it (a policy's slots, self-play's frozen
+        seats) -> per env, agent -> env action."""
+        asked: dict = {}  # who acts them -> (their slots, observations, (env, agent))
         for i, to_act in enumerate(self.to_act):
             for agent, obs in to_act.items():
-                slots, where = self.where[agent]
-                batch = asked[slots]
-                batch[0].append(where[i])
+                target, slot = self.where[i][agent]
+                batch = asked.setdefault(target, ([], [], []))
+                batch[0].append(slot)
                 batch[1].append(obs)
                 batch[2].append((i, agent))
         actions: list[dict] = [{} for _ in self.envs]
-        for slots, (which, observations, agents) in asked.items():
+        for target, (which, observations, agents) in asked.items():
             if which:
-                chosen = slots.act(np.array(which, dtype=np.int64), observations, self.generator)
+                chosen = target.act(np.array(which, dtype=np.int64), observations, self.generator)
                 for (i, agent), action in zip(agents, chosen):
                     actions[i][agent] = action
         return actions
@@ -284,6 +311,7 @@ class MultiAgentRolloutWorker:
                 raise self._env_error(exc, where) from exc
             self._deliver(i, step, truncations)
             if step.over:
+                self._score(i)
                 step = self._reset(i, None)
             self.to_act[i] = step.to_act
         for slots, (which, rows, observations) in truncations.items():
@@ -291,22 +319,33 @@ class MultiAgentRolloutWorker:
 
     def _deliver(self, i: int, step: AgentStep, truncations: dict) -> None:
         for agent, reward in step.rewards.items():
-            slots, where = self.where[agent]
-            slots.reward(where[i], reward)
+            target, slot = self.where[i][agent]
+            target.reward(slot, reward)
+            self.score[i, int(target is self.frozen)] += reward
         for agent, (final_obs, terminated, truncated) in step.ended.items():
-            slots, where = self.where[agent]
-            row = slots.ended(where[i], agent, terminated, truncated)
+            target, slot = self.where[i][agent]
+            row = target.ended(slot, agent, terminated, truncated)
             if row is not None and truncated and not terminated:
-                which, rows, observations = truncations.setdefault(slots, ([], [], []))
-                which.append(where[i])
+                which, rows, observations = truncations.setdefault(target, ([], [], []))
+                which.append(slot)
                 rows.append(row)
                 observations.append(final_obs)
 
+    def _score(self, i: int) -> None:
+        """Self-play: env i's episode is over; its result for the trained side against its snapshot."""
+        if self.frozen is not None and self.frozen.member[i] is not None:
+            trained, frozen = self.score[i]
+            self.outcomes.append((self.frozen.member[i], float(np.sign(trained - frozen))))
+        self.score[i] = 0.0
+
     def _reset(self, i: int, seed: int | None) -> AgentStep:
         try:
-            return self.envs[i].reset(seed=seed)
+            step = self.envs[i].reset(seed=seed)
         except Exception as exc:
             raise self._env_error(exc, f"on reset (worker {self.index})") from exc
+        self.where[i] = self._seats(i)
+        self.episodes_started[i] += 1
+        return step
 
     def _env_error(self, exc: Exception, where: str) -> EnvStepError:
         if isinstance(exc, UserError):

@@ -10,9 +10,12 @@ same in every episode whatever the seed (for exact-resume tests).
 `SpeakerListener`: a cooperative pair with different spaces. The speaker sees a target (one-hot
 of 3) and says one of 3 words; the listener sees the speaker's last word (one-hot) and a
 constant, and must pick the target the speaker saw one step before. Both earn 1 when it does.
+`step_sleep_s`: each step waits that long (a slow simulator, for the fault tests).
 """
 
 from __future__ import annotations
+
+import time
 
 import numpy as np
 from gymnasium import spaces
@@ -97,9 +100,9 @@ class CueMatch(ParallelEnv):
 class SpeakerListener(ParallelEnv):
     metadata = {"name": "speaker_listener_v0"}  # noqa: RUF012 - PettingZoo's convention
 
-    def __init__(self, length: int = 20) -> None:
+    def __init__(self, length: int = 20, step_sleep_s: float = 0.0) -> None:
         self.possible_agents = ["speaker_0", "listener_0"]
-        self.length = length
+        self.length, self.step_sleep_s = length, step_sleep_s
         self.rng = np.random.default_rng()
 
     def observation_space(self, agent):
@@ -121,6 +124,7 @@ class SpeakerListener(ParallelEnv):
         return self._obs(), {agent: {} for agent in self.agents}
 
     def step(self, actions):
+        time.sleep(self.step_sleep_s)
         reward = float(actions["listener_0"] == self.heard_target)
         self.heard_target, self.word = self.target, int(actions["speaker_0"])
         self.target = int(self.rng.integers(3))

@@ -40,10 +40,31 @@ class PolicyGroup:
     agents: tuple[str, ...]
     config: Config  # the run's config as this policy's learner sees it (Config.policy_config)
     probe: Probe  # its spaces, ObsSpec and RolloutSpec (with the `valid` flag)
+    slots_per_env: int  # its agent slots in each env: its agents, or its trained seats in self-play
 
     def slot(self, env_index: int, agent: str) -> int:
         """The agent slot (a column of the policy's rollouts) of `agent` in env `env_index`."""
-        return env_index * len(self.agents) + self.agents.index(agent)
+        return env_index * self.slots_per_env + self.agents.index(agent)
+
+
+@dataclass(frozen=True)
+class SelfPlaySeats:
+    """Who plays whom in self-play: `policy` trains as `learners` (or, every other episode when
+    seats swap, as `opponents`) while the other side acts with frozen snapshots."""
+
+    policy: str
+    learners: tuple[str, ...]
+    opponents: tuple[str, ...]
+    swap: bool
+
+    @property
+    def seats(self) -> int:
+        """Agent slots per env of the trained side: the larger side when the sides swap."""
+        return max(len(self.learners), len(self.opponents)) if self.swap else len(self.learners)
+
+    def sides(self, swapped: bool) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(trained agents, frozen agents) of an episode."""
+        return (self.opponents, self.learners) if swapped else (self.learners, self.opponents)
 
 
 @dataclass(frozen=True)
@@ -55,6 +76,7 @@ class AgentsProbe:
     turn_based: bool
     groups: dict[str, PolicyGroup]
     reward_threshold: float | None
+    self_play: SelfPlaySeats | None = None
 
     def policy_of(self, agent: str) -> str:
         return next(name for name, group in self.groups.items() if agent in group.agents)
@@ -78,6 +100,12 @@ def describe_agents(probe: AgentsProbe, mask_key: str) -> list[str]:
     for name, group in probe.groups.items():
         masked = f"; action masks from observation key {mask_key!r}" if group.probe.obs_spec.mask_key else ""
         lines.append(f"policy {name!r}: agents {', '.join(group.agents)} ({group.config.policy.kind}){masked}")
+    if (seats := probe.self_play) is not None:
+        swap = "; the sides swap every other episode" if seats.swap else ""
+        lines.append(
+            f"self-play: policy {seats.policy!r} trains as {', '.join(seats.learners)} against snapshots of itself "
+            f"as {', '.join(seats.opponents)}{swap}"
+        )
     return lines
 
 
@@ -115,16 +143,47 @@ def probe_agents(config: Config) -> AgentsProbe:
     try:
         agents = env.possible_agents
         mapping = map_agents(agents, config)
+        seats = _self_play_seats(agents, mapping, config)
         groups = {}
         for name in dict.fromkeys(mapping.values()):
             members = tuple(agent for agent in agents if mapping[agent] == name)
-            groups[name] = _group(name, members, env, config)
-        return AgentsProbe(config.env.id, tuple(agents), env.turn_based, groups, config.env.reward_threshold)
+            slots = seats.seats if seats is not None and seats.policy == name else len(members)
+            groups[name] = _group(name, members, slots, env, config)
+        return AgentsProbe(config.env.id, tuple(agents), env.turn_based, groups, config.env.reward_threshold, seats)
     finally:
         env.close()
 
 
-def _group(name: str, agents: tuple[str, ...], env: AgentEnv, config: Config) -> PolicyGroup:
+def _self_play_seats(agents: list[str], mapping: dict[str, str], config: Config) -> SelfPlaySeats | None:
+    """The self-play sides, each pattern matching some agent of the policy, neither side empty."""
+    play = config.self_play
+    if play is None:
+        return None
+    mine = [agent for agent in agents if mapping[agent] == play.policy]
+    opponents = []
+    for pattern in play.opponents:
+        matched = [agent for agent in agents if fnmatch.fnmatchcase(agent, pattern)]
+        if not matched:
+            raise AgentMappingError(
+                f"self_play.opponents: {pattern!r} matches no agent of env {config.env.id!r} ({', '.join(agents)})"
+            )
+        other = next((agent for agent in matched if mapping[agent] != play.policy), None)
+        if other is not None:
+            raise AgentMappingError(
+                f"self_play.opponents: {pattern!r} matches agent {other!r}, which acts with policy {mapping[other]!r}; "
+                f"opponents play snapshots of {play.policy!r}, so map them to it in policy_mapping"
+            )
+        opponents += [agent for agent in matched if agent not in opponents]
+    learners = [agent for agent in mine if agent not in opponents]
+    if not learners:
+        raise AgentMappingError(
+            f"self_play.opponents match every agent of policy {play.policy!r} ({', '.join(mine)}); leave it some "
+            "to train"
+        )
+    return SelfPlaySeats(play.policy, tuple(learners), tuple(a for a in mine if a in opponents), play.swap_seats)
+
+
+def _group(name: str, agents: tuple[str, ...], slots: int, env: AgentEnv, config: Config) -> PolicyGroup:
     first = agents[0]
     observation, action = env.observation_space(first), env.action_space(first)
     for agent in agents[1:]:
@@ -137,7 +196,7 @@ def _group(name: str, agents: tuple[str, ...], env: AgentEnv, config: Config) ->
                     f"agents {first!r} and {agent!r} of env {config.env.id!r} share policy {name!r} but have different "
                     f"{what} spaces ({mine} and {theirs}); give them policies of their own (policies, policy_mapping)"
                 )
-    policy_config = _policy_config(name, len(agents), config)
+    policy_config = _policy_config(name, slots, config)
     mask_key = _mask_key(observation, config)
     obs_spec = ObsSpec.from_space(
         observation, config.env.id, policy_config.policy.image_layout, mask_key, "observation" if mask_key else None
@@ -147,7 +206,7 @@ def _group(name: str, agents: tuple[str, ...], env: AgentEnv, config: Config) ->
         policy = build_policy(obs_spec, action, policy_config)
     spec = rollout_spec(obs_spec, policy, policy_config, padded=True)
     probe = Probe(observation, action, None, obs_spec, None, spec)
-    return PolicyGroup(name, agents, policy_config, probe)
+    return PolicyGroup(name, agents, policy_config, probe, slots)
 
 
 def _policy_config(name: str, agents_per_env: int, config: Config) -> Config:

@@ -277,6 +277,25 @@ class CheckpointConfig(Section):
     """Periodic checkpoints kept on disk; best.pt (highest mean return) is kept besides."""
 
 
+class SelfPlayConfig(Section):
+    """Multi-agent: one policy trains against frozen past snapshots of itself."""
+
+    policy: str = "shared"
+    """The policy that trains; its `opponents` agents act with snapshots from the pool."""
+    opponents: list[str] = Field(min_length=1)
+    """Agent-name patterns (fnmatch) of the seats the pool's snapshots play, e.g. [player_2]."""
+    pool_size: int = Field(default=10, gt=0)
+    """Snapshots kept (the oldest leaves first); the pool starts with the initial policy."""
+    add_every: int = Field(default=10, gt=0)
+    """Iterations between snapshots added to the pool."""
+    sample: Literal["uniform", "latest", "win_rate"] = "uniform"
+    """Which snapshot plays an episode: any, the newest, or the ones the policy beats least
+    often (weight 1 - its win rate against each)."""
+    swap_seats: bool = True
+    """Trained and frozen sides swap agents every other episode of each env, so the policy
+    learns every seat of an asymmetric game (who moves first, say)."""
+
+
 class Config(Section):
     name: str = "run"
     """Short config name used in run directory names; load_config sets it from the file name."""
@@ -301,6 +320,8 @@ class Config(Section):
     policy_mapping: dict[str, str] = {}
     """Agent-name pattern (fnmatch, `speaker*`) -> policy name; the first match wins. May be
     left out with one policy (every agent acts with it)."""
+    self_play: SelfPlayConfig | None = None
+    """Multi-agent: a policy trains against a pool of its own past snapshots (see SelfPlayConfig)."""
 
     def policy_config(self, name: str, agents_per_env: int) -> Config:
         """This config as policy `name` of a multi-agent run sees it: its `policy` and `ppo`
@@ -314,7 +335,7 @@ class Config(Section):
         raw["ppo"] = {**raw["ppo"], **ppo}
         raw["ppo"]["total_steps"] *= agents_per_env
         raw["workers"]["envs_per_worker"] *= agents_per_env
-        raw["policies"], raw["policy_mapping"] = {}, {}
+        raw["policies"], raw["policy_mapping"], raw["self_play"] = {}, {}, None
         return Config.model_validate(raw)
 
     @property
@@ -379,6 +400,9 @@ class Config(Section):
             if name not in self.policies:
                 known = ", ".join(self.policies) or "none: add a `policies` section"
                 problems.append(f"policy_mapping[{pattern!r}]: no policy {name!r} in `policies` (they are: {known})")
+        if self.self_play is not None and self.self_play.policy not in (self.policies or {"shared": {}}):
+            known = ", ".join(self.policies or ["shared"])
+            problems.append(f"self_play.policy: no policy {self.self_play.policy!r} (they are: {known})")
         if self.policies and len(self.policies) > 1 and not self.policy_mapping:
             problems.append("policies: with several policies, policy_mapping must say which agents act with which")
         if problems:

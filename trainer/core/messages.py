@@ -22,6 +22,7 @@ class PolicySnapshot:
 
     version: int
     weights: dict[str, torch.Tensor]
+    opponents: dict | None = None  # self-play: the pool's snapshots and how to sample them (opponent_pool.py)
 
 
 @dataclass
@@ -70,6 +71,7 @@ class AgentRollouts:
     parts: dict[str, Rollout]
     episodes: EpisodeStats
     timings: dict[str, float]
+    outcomes: list[tuple[int, float]] = field(default_factory=list)  # self-play: (snapshot id, +1 won / 0 / -1 lost)
 
 
 def check_rollout(

@@ -11,6 +11,7 @@ from trainer.core.config import Config
 from trainer.core.messages import AgentRollouts, PolicySnapshot
 from trainer.core.timing import PhaseTimer, is_phase
 from trainer.learning.learner import Learner
+from trainer.learning.opponent_pool import OpponentPool
 
 
 class MultiLearner:
@@ -26,6 +27,10 @@ class MultiLearner:
             for name, group in probe.groups.items()
         }
         self.timer = PhaseTimer()
+        self.pool = None  # self-play's snapshots, starting with the initial policy
+        if probe.self_play is not None and config.self_play is not None:
+            self.pool = OpponentPool(config.self_play)
+            self.pool.add(0, self.learners[config.self_play.policy].policy.state_dict())
 
     @property
     def lead(self) -> Learner:
@@ -47,9 +52,8 @@ class MultiLearner:
             learner.collective = self.lead.collective
 
     def snapshot(self) -> PolicySnapshot:
-        return PolicySnapshot(
-            self.version, {name: learner.snapshot().weights for name, learner in self.learners.items()}
-        )
+        weights = {name: learner.snapshot().weights for name, learner in self.learners.items()}
+        return PolicySnapshot(self.version, weights, self.pool.published() if self.pool is not None else None)
 
     def weights_state(self) -> dict:
         lead = self.lead
@@ -58,7 +62,7 @@ class MultiLearner:
             "version": lead.version,
             "iteration": lead.iteration,
             "env_steps": lead.env_steps // max(1, self._agents_per_env(lead)),
-        }
+        } | ({"opponent_pool": self.pool.state_dict()} if self.pool is not None else {})
 
     def _agents_per_env(self, learner: Learner) -> int:
         return learner.config.workers.envs_per_worker // self.config.workers.envs_per_worker
@@ -75,6 +79,8 @@ class MultiLearner:
             if "optimizer" in state:  # absent when it was lost with a learner's node
                 part["optimizer"] = state["optimizer"][name]
             learner.load_state_dict(part)
+        if self.pool is not None and "opponent_pool" in state:  # (a run that starts self-play on a resume has none)
+            self.pool.load_state_dict(state["opponent_pool"])
 
     def update(self, rollouts: list[AgentRollouts]) -> dict[str, float]:
         """Each policy's update on its part of every worker's rollouts."""
@@ -93,4 +99,18 @@ class MultiLearner:
             metrics[f"policies/{name}/charts/agent_steps"] = float(learner.buffer.valid.sum().item())
         metrics["losses/first_minibatch_ratio_dev"] = max(deviations)
         metrics["perf/learner_bf16"] = max(bf16)
+        if self.pool is not None:
+            metrics |= self._self_play(rollouts)
         return metrics | phases
+
+    def _self_play(self, rollouts: list[AgentRollouts]) -> dict[str, float]:
+        """Every rank's episodes' results into the pool (so every rank keeps the same pool); a
+        snapshot of the trained policy joins every self_play.add_every iterations."""
+        outcomes = [outcome for part in self.lead.collective.gather([o for r in rollouts for o in r.outcomes])
+                    for outcome in part]  # fmt: skip
+        metrics = self.pool.record(outcomes)
+        settings = self.config.self_play
+        if self.lead.iteration % settings.add_every == 0:
+            self.pool.add(self.version, self.learners[settings.policy].policy.state_dict())
+            metrics["selfplay/pool_size"] = float(len(self.pool.members))
+        return metrics

@@ -89,12 +89,17 @@ def foreign_entries(path: Path) -> list[str]:
 
 def _is_resolved_config(path: Path) -> bool:
     """Whether a config.yaml is one a run wrote: every section of the config, defaults included
-    (a user's own config holds only what differs)."""
+    (a user's own config holds only what differs; an older trainer's lacks the NEWER_KEYS)."""
     try:
         raw = yaml.safe_load(path.read_text())
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return False
-    return isinstance(raw, dict) and set(raw) == set(Config.model_fields)
+    fields = set(Config.model_fields)
+    return isinstance(raw, dict) and fields - NEWER_KEYS <= set(raw) <= fields
+
+
+NEWER_KEYS = {"policies", "policy_mapping", "self_play"}
+"""Config keys newer than some run directories: a config.yaml written before them is still a run's."""
 
 
 _held: dict[Path, tuple[RunLock, bool]] = {}  # the run directories this process holds: lock, made here
