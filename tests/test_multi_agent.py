@@ -14,7 +14,7 @@ import torch
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.conftest import make_small_config
+from tests.conftest import cli, make_small_config
 from tests.helpers import kill_learner_when, tensorboard_steps
 from tests.test_checkpoint import flat
 from tests.test_ray_runtime import iterate_killing_host
@@ -23,6 +23,7 @@ from trainer.core.agents import probe_agents
 from trainer.core.errors import UserError
 from trainer.core.messages import PolicySnapshot
 from trainer.core.spec import ObsLeaf, ObsSpec, RolloutSpec
+from trainer.inference import load_policy
 from trainer.learning.buffer import RolloutBuffer
 from trainer.runtime.checkpoint import load_checkpoint
 from trainer.runtime.inline import InlineRuntime
@@ -289,3 +290,38 @@ def test_single_agent_run_directory_written_before_the_multi_agent_keys_still_re
     (run / "config.yaml").write_text(yaml.safe_dump(written))
     summary = train(resume=run, overrides=["ppo.total_steps=256"])
     assert summary["iterations"] == 4
+
+
+def test_self_play_run_is_evaluated_against_a_random_player_in_both_seats_during_training_and_after(tmp_path):
+    config = make_small_config(execution="inline", env=TICTACTOE, self_play=SELF_PLAY,
+                               ppo={"rollout_steps": 16, "num_minibatches": 2, "total_steps": 4 * 64},
+                               eval={"every": 2, "episodes": 20, "opponent": "random"})  # fmt: skip
+    run = tmp_path / "run"
+    train(config, run_dir=run)
+    logged = scalars(run)
+    for tag in ("eval/win_rate", "eval/as_player_1/win_rate", "eval/as_player_2/loss_rate", "eval/return_mean"):
+        assert len(logged[tag]) == 2, tag
+    rates = [logged[f"eval/{name}_rate"][-1] for name in ("win", "draw", "loss")]
+    assert abs(sum(rates) - 1) < 1e-6
+    result = cli("evaluate", str(run), "--episodes", "20", "--opponent", "random")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("20 episodes against random: overall won ") and "; as player_2 won" in result.stdout
+    itself = cli("evaluate", str(run), "--episodes", "6", "--opponent", f"{run}:shared")  # a checkpoint's policy
+    assert itself.returncode == 0 and itself.stdout.startswith(f"6 episodes against {run}:shared: "), itself.stderr
+
+
+def test_load_policy_of_a_multi_policy_run_names_the_policy_and_predicts_with_its_spaces(tmp_path):
+    config = make_small_config(execution="inline", env=PAIR, ppo={"rollout_steps": 16, "sequence_length": 8,
+                               "total_steps": 64}, **SEPARATE)  # fmt: skip
+    train(config, run_dir=tmp_path / "run")
+    with pytest.raises(UserError, match=r"holds the policies speaker, listener of a multi-agent run; name one"):
+        load_policy(tmp_path / "run")
+    listener = load_policy(tmp_path / "run", policy="listener")
+    assert listener.recurrent and listener.observation_space.shape == (4,)
+    action, state = listener.predict(np.array([0, 1, 0, 1], dtype=np.float32))
+    assert 0 <= int(action) < 3 and state is not None
+    speaker = load_policy(tmp_path / "run", policy="speaker")
+    assert not speaker.recurrent and speaker.predict(np.eye(3, dtype=np.float32))[0].shape == (3,)
+    every_agent = cli("evaluate", str(tmp_path / "run"), "--episodes", "4")  # each agent with its own policy
+    assert every_agent.returncode == 0, every_agent.stderr
+    assert every_agent.stdout.startswith("4 episodes: mean return per agent speaker_0 "), every_agent.stdout

@@ -85,9 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     evaluate.add_argument("--seed", type=int, help="env i starts from seed + i (default: the config's eval.seed)")
     evaluate.add_argument("--video", metavar="DIR", help="record the first episode as DIR/episode_0.mp4")
+    evaluate.add_argument(
+        "--opponent", metavar="random|CHECKPOINT[:POLICY]",
+        help="multi-agent self-play: play the trained policy against this in the opponents' seats (eval.opponent)",
+    )  # fmt: skip
     export = commands.add_parser("export", help="write a self-contained inference program (.pt2)")
     export.add_argument("checkpoint", help="checkpoint file or run directory")
     export.add_argument("out", help="output path, e.g. policy.pt2")
+    export.add_argument("--policy", help="which policy of a multi-agent run (may be left out where it has one)")
     board = commands.add_parser("tensorboard", help="serve TensorBoard for a run directory (or a folder of runs)")
     board.add_argument("logdir", nargs="?", default="runs", help="run directory or parent of run directories")
     board.add_argument("--port", type=int, default=6006)
@@ -141,9 +146,13 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "tune":
             run_tune(args)
         elif args.command == "evaluate":
+            from trainer.agent_evaluation import describe_agent_result
             from trainer.evaluate import evaluate
 
-            result = evaluate(args.checkpoint, args.episodes, args.deterministic, args.video, args.seed)
+            result = evaluate(args.checkpoint, args.episodes, args.deterministic, args.video, args.seed, args.opponent)
+            if "agents" in result:
+                print(describe_agent_result(result))
+                return 0
             print(
                 f"{result['episodes']} episodes: return {result['mean_return']:.2f} +- {result['std_return']:.2f}, "
                 f"length {result['mean_length']:.1f} +- {result['std_length']:.1f}"
@@ -152,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "export":
             from trainer.export import export_checkpoint
 
-            print(f"exported {export_checkpoint(args.checkpoint, args.out)}")
+            print(f"exported {export_checkpoint(args.checkpoint, args.out, args.policy)}")
         elif args.command == "tensorboard":
             serve_tensorboard(args.logdir, args.port, args.host)
     except UserError as exc:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from trainer.agent_evaluation import agents_checkpoint, evaluate_agents
 from trainer.core.episodes import run_episodes
 from trainer.core.errors import UserError
 from trainer.core.video import VideoError, check_renders, require_video, write_mp4
@@ -27,8 +28,10 @@ def evaluate(
     deterministic: bool | None = None,
     video_dir: str | Path | None = None,
     seed: int | None = None,
+    opponent: str | None = None,
 ) -> dict:
-    """`None` takes the checkpoint config's `eval.*` value; an exported policy is deterministic."""
+    """`None` takes the checkpoint config's `eval.*` value; an exported policy is deterministic.
+    A multi-agent checkpoint: see evaluate_agents (`opponent` is its eval.opponent)."""
     if episodes is not None and episodes < 1:
         raise UserError(f"evaluate needs at least 1 episode, got {episodes} (--episodes N)")
     if seed is not None and not 0 <= seed <= MAX_SEED:
@@ -36,6 +39,12 @@ def evaluate(
     if video_dir is not None:
         require_video()
         check_video_dir(Path(video_dir))
+    if agents_checkpoint(target):
+        if video_dir is not None:
+            raise VideoError("evaluate --video records gymnasium envs' frames; leave it out for a PettingZoo env")
+        return evaluate_agents(target, episodes, deterministic, seed, opponent)
+    if opponent is not None:
+        raise UserError("evaluate --opponent plays against a multi-agent run's self-play policy; leave it out here")
     policy = load_policy(target)
     settings = policy.config.eval
     if video_dir is not None:

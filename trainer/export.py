@@ -48,9 +48,10 @@ class InferencePolicy(nn.Module):
         return self.policy.dist.mode(self.policy.masked(params, obs)), hidden
 
 
-def export_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
+def export_checkpoint(checkpoint: str | Path, out: str | Path, policy: str | None = None) -> Path:
     """Write the checkpoint's (or run directory's newest) policy to `out`, atomically: a failed
-    export leaves whatever was at `out` as it was. `out` is checked before anything is loaded."""
+    export leaves whatever was at `out` as it was. `out` is checked before anything is loaded.
+    `policy`: which policy of a multi-agent run (see load_policy)."""
     out = Path(out)
     if (problem := unwritable(out.parent)) is not None:
         raise ExportError(f"export: cannot write {out}: {problem}; give a path in a directory you can write")
@@ -58,7 +59,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
         raise ExportError(f"export: {out} is a directory; give the program's file path, e.g. {out / 'policy.pt2'}")
     if Path(checkpoint).is_file() and stored_format(Path(checkpoint)) == EXPORTED:
         raise CheckpointError(f"{checkpoint} is exported already; export takes a checkpoint or run directory")
-    loaded = load_policy(checkpoint)
+    loaded = load_policy(checkpoint, policy=policy)
     policy = loaded.network
     module = InferencePolicy(policy).eval()
     batch = torch.export.Dim("batch", min=1, max=65536)
@@ -80,7 +81,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
         "iteration": loaded.iteration,
         "state_dims": list(dims),
         "observation": loaded.obs_spec.describe(),
-    }
+    } | ({"policy": loaded.name} if loaded.name is not None else {})
     extra_files = {CONFIG_FILE: dump_config(loaded.config), META_FILE: json.dumps(meta)}
     data = io.BytesIO()
     torch.export.save(program, data, extra_files=extra_files)

@@ -25,11 +25,13 @@ from torch import nn
 
 from trainer.core.acting import Acting
 from trainer.core.action_masks import WRAPPED_KEY, describe_source, mask_sizes, no_legal_action
+from trainer.core.agents import probe_agents
 from trainer.core.config import Config, load_config
 from trainer.core.envs import probe_env
 from trainer.core.errors import UserError
 from trainer.core.policy import ActorCritic, build_policy
 from trainer.core.spec import ROOT, ObsLeaf, ObsSpec, is_recurrent, pick_leaf, state_shape
+from trainer.runtime.agent_checkpoints import checkpoint_policy
 from trainer.runtime.checkpoint import CheckpointError, check_spaces, load_checkpoint
 
 EXPORTED, CHECKPOINT = "exported program", "checkpoint"
@@ -70,6 +72,7 @@ class Policy:
     path: Path
     iteration: int | None = None  # of the checkpoint (None for an exported program)
     seed: int = 0
+    name: str | None = None  # the policy's, in a multi-agent run (whose config `config` is)
 
     def __post_init__(self) -> None:
         self.generator = torch.Generator().manual_seed(self.seed)
@@ -217,11 +220,12 @@ def stored_format(path: Path) -> str | None:
     return None
 
 
-def load_policy(target: str | Path, seed: int = 0) -> Policy:
+def load_policy(target: str | Path, seed: int = 0, policy: str | None = None) -> Policy:
     """The policy of a run directory (its newest checkpoint), a checkpoint file or an exported
     `.pt2`. The env of its config is made once to learn the spaces (its package must be
     installed); `seed` seeds sampled actions (`deterministic=False`). A file is read as what it
-    holds, whatever its name: a checkpoint renamed to `.pt2` is still a checkpoint."""
+    holds, whatever its name: a checkpoint renamed to `.pt2` is still a checkpoint. `policy`:
+    which policy of a multi-agent run (may be left out where the run has one)."""
     found = stored_format(Path(target)) if Path(target).is_file() else CHECKPOINT
     if found is None and str(target).endswith(".pt2"):
         raise CheckpointError(
@@ -230,19 +234,27 @@ def load_policy(target: str | Path, seed: int = 0) -> Policy:
             "directory"
         )
     if found == EXPORTED:
-        config, module, state_dims = load_exported(target)
-        probe = probe_env(config.env, config.policy)
+        config, module, state_dims, name = load_exported(target)
+        probe = probe_agents(config).groups[name].probe if name is not None else probe_env(config.env, config.policy)
         network = ExportedNetwork(module, state_dims, probe.obs_spec.is_single)
         return Policy(
-            network, probe.obs_spec, probe.observation_space, probe.action_space, config, Path(target), None, seed
+            network, probe.obs_spec, probe.observation_space, probe.action_space, config, Path(target), None, seed, name
         )
     path, state = load_checkpoint(target)
     config = load_config(state["config"])
-    probe = probe_env(config.env, config.policy)
-    check_spaces(state, probe, config.env.id, path)
-    network = build_policy(probe.obs_spec, probe.action_space, config)
+    policy_config = config
+    if "policies" in state["runtime"]["learner"]:
+        policy, group, weights = checkpoint_policy(state, config, path, policy)
+        policy_config, probe = group.config, group.probe
+    elif policy is not None:
+        raise CheckpointError(f"{path} holds the one policy of a single-agent run; load it without policy={policy!r}")
+    else:
+        probe = probe_env(config.env, config.policy)
+        check_spaces(state, probe, config.env.id, path)
+        weights = state["runtime"]["learner"]["policy"]
+    network = build_policy(probe.obs_spec, probe.action_space, policy_config)
     try:
-        network.load_state_dict(state["runtime"]["learner"]["policy"])
+        network.load_state_dict(weights)
     except RuntimeError as exc:
         raise CheckpointError(f"checkpoint weights do not fit the policy of its config: {exc}") from None
     network.requires_grad_(False)
@@ -255,11 +267,13 @@ def load_policy(target: str | Path, seed: int = 0) -> Policy:
         path,
         state["iteration"],
         seed,
+        policy,
     )
 
 
-def load_exported(path: str | Path) -> tuple[Config, nn.Module, tuple[int | None, ...]]:
-    """The config, the runnable module and the recurrent state's dims of an exported policy."""
+def load_exported(path: str | Path) -> tuple[Config, nn.Module, tuple[int | None, ...], str | None]:
+    """The config, the runnable module, the recurrent state's dims of an exported policy, and its
+    name in its multi-agent run (None for a single-agent run's)."""
     extra = {CONFIG_FILE: "", META_FILE: ""}
     torch_log = logging.getLogger("torch.export")
     level = torch_log.level
@@ -289,4 +303,4 @@ def load_exported(path: str | Path) -> tuple[Config, nn.Module, tuple[int | None
     except (UserError, yaml.YAMLError, ValueError, TypeError, KeyError) as exc:
         detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise CheckpointError(f"{path} holds a config or meta.json this trainer cannot read ({detail})") from None
-    return config, program.module(), dims
+    return config, program.module(), dims, meta.get("policy")

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from trainer.core.agent_evaluator import AgentEvaluator
+from trainer.core.agents import AgentsProbe
 from trainer.core.config import Config
 from trainer.core.env_making import ensure_registered
 from trainer.core.envs import Probe
@@ -26,8 +28,11 @@ class EvalOutcome:
 
 
 class EvaluationWorker:
-    def __init__(self, config: Config, probe: Probe) -> None:
+    def __init__(self, config: Config, probe: Probe | AgentsProbe) -> None:
         self.config = config
+        self.agents = AgentEvaluator(config, probe) if isinstance(probe, AgentsProbe) else None
+        if self.agents is not None:
+            return
         ensure_registered(config.eval_env, probe.registry_spec)
         self.obs_spec = probe.obs_spec
         self.policy = build_policy(self.obs_spec, probe.action_space, config)
@@ -35,9 +40,14 @@ class EvaluationWorker:
 
     def evaluate(self, learner_state: dict, record: bool = False) -> EvalOutcome:
         """Run eval.episodes with the state's weights: the most likely actions (eval/return_*) and,
-        or only with eval.deterministic false, sampled ones (eval/stochastic_return_mean)."""
-        self.policy.load_state_dict(learner_state["policy"])
+        or only with eval.deterministic false, sampled ones (eval/stochastic_return_mean). A
+        multi-agent run's: see AgentEvaluator."""
         settings = self.config.eval
+        if self.agents is not None:
+            self.agents.load(learner_state["policies"])
+            scalars, returns = self.agents.evaluate(settings.episodes, settings.deterministic, settings.seed)
+            return EvalOutcome({f"eval/{name}": value for name, value in scalars.items()}, returns)
+        self.policy.load_state_dict(learner_state["policy"])
         runs: dict[str, EpisodeResults] = {}
         for deterministic in (True, False) if settings.deterministic else (False,):
             runs["deterministic" if deterministic else "stochastic"] = run_episodes(

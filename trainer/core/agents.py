@@ -77,6 +77,7 @@ class AgentsProbe:
     groups: dict[str, PolicyGroup]
     reward_threshold: float | None
     self_play: SelfPlaySeats | None = None
+    eval_opponent: dict | None = None  # eval.opponent's policy, a checkpoint's: its "config" and "weights"
 
     def policy_of(self, agent: str) -> str:
         return next(name for name, group in self.groups.items() if agent in group.agents)
@@ -255,5 +256,5 @@ def _refuse_single_agent_keys(config: Config) -> None:
         raise AgentMappingError(
             f"workers.vector_env: {workers.vector_env} is for gymnasium envs; PettingZoo envs run sync"
         )
-    if config.eval.every:
-        raise AgentMappingError("eval.every: evaluation during training runs gymnasium envs only so far; set it to 0")
+    if config.eval.video_every:
+        raise AgentMappingError("eval.video_every records gymnasium envs' frames; set it to 0 for a PettingZoo env")

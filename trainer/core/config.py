@@ -260,6 +260,11 @@ class EvalConfig(Section):
     animation in TensorBoard (eval/video); 0: never. Needs the video extra."""
     num_cpus: float = Field(default=1.0, gt=0)
     """Ray only: CPUs the evaluation actor asks for."""
+    opponent: str | None = None
+    """Multi-agent with self_play: evaluate the trained policy against `random` (uniformly random
+    legal actions) or `CHECKPOINT[:policy]` (another run's policy) playing the opponents' seats,
+    in every seat it trains in; logged as eval/win_rate, draw_rate, loss_rate, overall and per
+    seat. Unset: every agent acts with its own policy."""
 
 
 class LoggingConfig(Section):

@@ -37,6 +37,12 @@ class Submitted:
     result: object = None  # the EvalOutcome (inline) or its reference (Ray)
 
 
+def _rates(scalars: dict[str, float]) -> str:
+    """A self-play evaluation's results against its opponent."""
+    words = (("won", "win"), ("drew", "draw"), ("lost", "loss"))
+    return ", " + ", ".join(f"{word} {scalars[f'eval/{rate}_rate']:.0%}" for word, rate in words)
+
+
 def check_video(config: Config) -> None:
     """With eval.video_every, the eval env must render frames to record: refused before training
     starts, in one line, rather than at the first recorded evaluation."""
@@ -142,7 +148,9 @@ class Evaluation(Callback):
         self.log(
             f"eval of the weights after iteration {iteration} (env step {env_steps}): return {mean:.1f} "
             f"+- {outcome.scalars['eval/return_std']:.1f}, length {outcome.scalars['eval/length_mean']:.0f}, "
-            f"{len(outcome.returns)} episodes" + (" (best so far: best.pt)" if best else "")
+            f"{len(outcome.returns)} episodes"
+            + (_rates(outcome.scalars) if "eval/win_rate" in outcome.scalars else "")
+            + (" (best so far: best.pt)" if best else "")
         )
         return {**scalars, "eval/env_step": float(env_steps)}
 

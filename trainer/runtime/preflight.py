@@ -12,6 +12,7 @@ from trainer.core.config import Config
 from trainer.core.envs import Probe, probe_env, probe_run
 from trainer.core.errors import UserError
 from trainer.core.policy import build_policy
+from trainer.runtime.agent_checkpoints import with_eval_opponent
 from trainer.runtime.checkpoint import check_spaces, describe_spaces
 from trainer.runtime.evaluation import check_video
 from trainer.runtime.memory_fit import ensure_memory_fits
@@ -29,11 +30,11 @@ def preflight(config: Config, checkpoint: dict | None, address: str | None = Non
         probe = probe_agents(config)
         if checkpoint is not None:
             check_spaces(checkpoint, probe, config.env.id, checkpoint["path"])
-        return probe
-    if config.policies or config.policy_mapping:
+        return with_eval_opponent(config, probe)
+    if config.policies or config.policy_mapping or config.self_play or config.eval.opponent:
         raise UserError(
-            f"policies and policy_mapping are for PettingZoo (multi-agent) envs, and env {config.env.id!r} is a "
-            "gymnasium env; remove them (the `policy` section configures its one policy)"
+            "policies, policy_mapping, self_play and eval.opponent are for PettingZoo (multi-agent) envs, and env "
+            f"{config.env.id!r} is a gymnasium env; remove them (the `policy` section configures its one policy)"
         )
     probe = probe_run(config)
     if checkpoint is not None:
