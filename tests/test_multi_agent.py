@@ -20,6 +20,7 @@ from tests.test_checkpoint import flat
 from tests.test_ray_runtime import iterate_killing_host
 from trainer import train
 from trainer.core.agents import probe_agents
+from trainer.core.config import load_config
 from trainer.core.errors import UserError
 from trainer.core.messages import PolicySnapshot
 from trainer.core.spec import ObsLeaf, ObsSpec, RolloutSpec
@@ -325,3 +326,32 @@ def test_load_policy_of_a_multi_policy_run_names_the_policy_and_predicts_with_it
     every_agent = cli("evaluate", str(tmp_path / "run"), "--episodes", "4")  # each agent with its own policy
     assert every_agent.returncode == 0, every_agent.stderr
     assert every_agent.stdout.startswith("4 episodes: mean return per agent speaker_0 "), every_agent.stdout
+
+
+@pytest.mark.parametrize(
+    "name, policies, agents",
+    [
+        ("tictactoe_selfplay", {"shared": 1}, ["player_1", "player_2"]),  # one trained seat an env
+        ("speaker_listener", {"speaker": 1, "listener": 1}, ["speaker_0", "listener_0"]),
+        ("pursuit", {"shared": 8}, [f"pursuer_{i}" for i in range(8)]),
+    ],
+)
+def test_shipped_multi_agent_configs_find_their_agents_and_policies(repo_root, name, policies, agents):
+    probe = probe_agents(load_config(repo_root / f"configs/{name}.yaml"))
+    assert list(probe.agents) == agents
+    assert {group: probe.groups[group].slots_per_env for group in probe.groups} == policies
+
+
+@pytest.mark.ray
+def test_two_data_parallel_learners_train_every_policy_as_one_learner_does(local_ray, tmp_path):
+    runs = {}
+    for count in (1, 2):
+        config = make_small_config(execution="ray", env=PAIR, learner={"num_learners": count, "precision": "fp32"},
+                                   ppo={"total_steps": 3 * 64, "sequence_length": 8}, **SEPARATE)  # fmt: skip
+        train(config, run_dir=tmp_path / str(count))
+        runs[count] = load_checkpoint(tmp_path / str(count))[1]["runtime"]["learner"]["policies"]
+    for name in ("speaker", "listener"):
+        one, two = runs[1][name]["policy"], runs[2][name]["policy"]
+        assert max((one[key] - two[key]).abs().max().item() for key in one) < 1e-5, name
+        stats_one, stats_two = flat(runs[1][name]["obs_rms"]), flat(runs[2][name]["obs_rms"])
+        assert all(torch.equal(torch.as_tensor(stats_one[k]), torch.as_tensor(stats_two[k])) for k in stats_one)
