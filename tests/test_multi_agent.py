@@ -51,13 +51,13 @@ def test_shared_policy_learns_every_agents_task_when_agents_finish_and_join_at_d
     config = make_small_config(
         execution="inline", env=CUES, ppo={"total_steps": 16384, "rollout_steps": 32, "num_minibatches": 2, "lr": 1e-3}
     )
-    train(config, run_dir=tmp_path / "run")
+    summary = train(config, run_dir=tmp_path / "run")
     logged = scalars(tmp_path / "run")
     for agent, length in (("runner_0", 5), ("runner_1", 9), ("runner_2", 13)):
-        assert logged[f"agents/{agent}/episodic_return"][-1] >= 0.9 * length, (
-            agent,
-            logged[f"agents/{agent}/episodic_return"],
-        )
+        assert logged[f"agents/{agent}/episodic_return"][-1] >= 0.9 * length, logged[f"agents/{agent}/episodic_return"]
+        assert summary["agents"][agent]["mean_return_last20"] >= 0.9 * length
+    assert summary["policies"]["shared"]["agents"] == ["runner_0", "runner_1", "runner_2"]
+    assert summary["agents"]["runner_2"]["episodes"] == summary["agents"]["runner_0"]["episodes"] > 0  # one an env episode
     assert max(logged["policies/shared/losses/first_minibatch_ratio_dev"]) < 1e-5
     assert "policies/shared/losses/policy" in logged and "policies/shared/normalizer/obs_std_mean" in logged
 

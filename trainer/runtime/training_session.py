@@ -11,6 +11,9 @@ import time
 from contextlib import suppress
 from pathlib import Path
 
+import numpy as np
+
+from trainer.core.agents import AgentsProbe
 from trainer.core.config import Config
 from trainer.core.envs import Probe
 from trainer.runtime.callbacks import IterationReport, PolicyWeights, SessionView, callback_name, fetch
@@ -66,6 +69,9 @@ class TrainingSession:
         self.best_by_callback = any(callback.saves_best for callback in self.callbacks)
         self.stopped_by: str | None = None  # the callback that stopped the run
         self.tracker = EpisodeTracker(probe.reward_threshold)
+        # A multi-agent run's: each agent's episodes, and each policy's agents (for the summary).
+        self.groups = {name: g.agents for name, g in probe.groups.items()} if isinstance(probe, AgentsProbe) else {}
+        self.agent_trackers = {agent: EpisodeTracker(None) for agents in self.groups.values() for agent in agents}
         self.iteration, self.env_steps, self.wall_before = 0, 0, 0.0
         # Restarts over the run: the earlier sessions' (from the checkpoint) plus this runtime's.
         self.worker_restarts, self.learner_restarts = [0] * config.workers.num_workers, 0
@@ -75,6 +81,9 @@ class TrainingSession:
             self.worker_restarts[: len(saved)] = saved  # keeps what it can
             self.learner_restarts = checkpoint["learner_restarts"]
             self.tracker.load_state_dict(checkpoint["tracker"])
+            for agent, state in checkpoint.get("agent_trackers", {}).items():
+                if agent in self.agent_trackers:
+                    self.agent_trackers[agent].load_state_dict(state)
             self.iteration, self.env_steps = checkpoint["iteration"], checkpoint["env_steps"]
             self.wall_before = checkpoint["wall_time_s"]
             for callback in self.callbacks:
@@ -194,6 +203,10 @@ class TrainingSession:
         self.iteration += 1
         self.env_steps += self.config.steps_per_iteration
         self.tracker.add(stats.episodes.returns, self.env_steps)
+        for agent, tracker in self.agent_trackers.items():
+            tracker.add(
+                [r for r, who in zip(stats.episodes.returns, stats.episodes.agents) if who == agent], self.env_steps
+            )
         now = time.perf_counter()
         steps_per_s = (self.env_steps - self.first_step) / (now - self.start)
         workers_before, learner_before = self.restarts_before
@@ -238,6 +251,7 @@ class TrainingSession:
             "restarts": list(self.worker_restarts),
             "learner_restarts": self.learner_restarts,
             "tracker": self.tracker.state_dict(),
+            "agent_trackers": {agent: tracker.state_dict() for agent, tracker in self.agent_trackers.items()},
             "spaces": self.spaces,
         }
         states = {callback_name(callback): callback.state_dict() for callback in self.callbacks}
@@ -270,21 +284,42 @@ class TrainingSession:
 
     def summary(self, stopped_by: str | None = None) -> dict:
         config, tracker, wall = self.config, self.tracker, self.wall_time_s
-        return {
-            "env_id": config.env.id,
-            "env_steps": self.env_steps,
-            "iterations": self.iteration,
-            "episodes": tracker.episodes,
-            "wall_time_s": round(wall, 3),
-            "startup_s": round(self.start - self.launched, 3),
-            "steps_per_s": round(self.env_steps / wall, 1) if wall > 0 else 0.0,
-            "mean_return_last20": tracker.mean_return,
-            "best_mean_return": tracker.best_mean_return if tracker.episodes >= WINDOW else None,
-            "reward_threshold": tracker.reward_threshold,
-            "solved_at_step": tracker.solved_at_step,
-            "execution": config.execution,
-            "worker_restarts": sum(self.worker_restarts),
-            "learner_restarts": self.learner_restarts,
-            "interrupted_by": stopped_by,
-            "run_dir": str(self.path),
-        } | {key: value for callback in self.callbacks for key, value in callback.summary().items()}
+        return (
+            {
+                "env_id": config.env.id,
+                "env_steps": self.env_steps,
+                "iterations": self.iteration,
+                "episodes": tracker.episodes,
+                "wall_time_s": round(wall, 3),
+                "startup_s": round(self.start - self.launched, 3),
+                "steps_per_s": round(self.env_steps / wall, 1) if wall > 0 else 0.0,
+                "mean_return_last20": tracker.mean_return,
+                "best_mean_return": tracker.best_mean_return if tracker.episodes >= WINDOW else None,
+                "reward_threshold": tracker.reward_threshold,
+                "solved_at_step": tracker.solved_at_step,
+                "execution": config.execution,
+                "worker_restarts": sum(self.worker_restarts),
+                "learner_restarts": self.learner_restarts,
+                "interrupted_by": stopped_by,
+                "run_dir": str(self.path),
+            }
+            | self._agents_summary()
+            | {key: value for callback in self.callbacks for key, value in callback.summary().items()}
+        )
+
+    def _agents_summary(self) -> dict:
+        """A multi-agent run's: each agent's episodes and mean return (last 20), and each policy's."""
+        if not self.groups:
+            return {}
+        agents = {
+            agent: {
+                "episodes": tracker.episodes,
+                "mean_return_last20": tracker.mean_return if tracker.episodes else None,
+            }
+            for agent, tracker in self.agent_trackers.items()
+        }
+        policies = {}
+        for name, members in self.groups.items():
+            means = [agents[a]["mean_return_last20"] for a in members if agents[a]["episodes"]]
+            policies[name] = {"agents": list(members), "mean_return_last20": float(np.mean(means)) if means else None}
+        return {"agents": agents, "policies": policies}

@@ -1,0 +1,196 @@
+"""Multi-agent runs: agent steps/s against RLlib, tic-tac-toe by self-play, a cooperative pair.
+
+    python -m benchmarks.multi_agent throughput [--pairs 3] [--iterations 10] [--json out.json]
+    python -m benchmarks.multi_agent learning [--steps 2000000] [--games 500] [--json out.json]
+
+- throughput: MPE's simple_spread (mpe2, 3 agents, discrete actions, 25-step episodes), one
+  policy shared by the agents, on Ray: this trainer and RLlib's multi-agent PPO (the new API
+  stack, ParallelPettingZooEnv; RLlib ships in the same ray wheel) with the same 2 env runners x
+  8 envs, 2048 env steps an iteration, 4 epochs of 4 minibatches, a [64, 64] tanh network and
+  one torch thread. Each side runs `--iterations` iterations in a fresh process; agent steps over
+  training wall time (ours: summary.json's, from the first iteration to the last; RLlib's: from
+  its first train() call to its last, its actors already started). The sides alternate, A B A B,
+  `--pairs` times; medians and every pair printed.
+- Tic-tac-toe (configs/tictactoe_selfplay.yaml, inline): the policy trains against its pool of
+  past snapshots; then its most likely moves play `--games` games against a uniformly random
+  legal player as first player (player_1) and as many as second. Reported: won, drew, lost and
+  win-or-draw in each seat (the target: win-or-draw >= 0.95 in both), and the win rate against the
+  pool at a few points of training (TensorBoard's selfplay/win_rate).
+- The speaker-listener pair of tests/envs/agents.py (separate policies, speaker MLP, listener
+  LSTM): the listener is right when it picks the target the speaker saw a step before. Reported:
+  the success rate (return / episode length) of the last evaluation against chance (1/3).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.report import fmt, table, write_json
+from benchmarks.rows import REPO_ROOT
+
+PAIR_LENGTH = 20
+SPREAD = {"id": "mpe2.simple_spread_v3:parallel_env", "kwargs": {"N": 3, "max_cycles": 25, "continuous_actions": False}}
+AGENTS = 3
+WORKERS, ENVS, ROLLOUT = 2, 8, 128
+
+
+def ours_throughput(iterations: int) -> float:
+    """Agent steps/s of this trainer on simple_spread, in a process of its own (its embedded Ray)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        config = {
+            "env": SPREAD,
+            "policy": {"hidden_sizes": [64, 64]},
+            "ppo": {"total_steps": iterations * WORKERS * ENVS * ROLLOUT, "rollout_steps": ROLLOUT},
+            "workers": {"num_workers": WORKERS, "envs_per_worker": ENVS},
+            "checkpoint": {"every": 0},
+        }
+        path = Path(scratch) / "config.yaml"
+        path.write_text(json.dumps(config))
+        run = Path(scratch) / "run"
+        subprocess.run([sys.executable, "-m", "trainer", "train", str(path), "--run-dir", str(run)], check=True,
+                       cwd=REPO_ROOT, capture_output=True)  # fmt: skip
+        summary = json.loads((run / "summary.json").read_text())
+    return summary["steps_per_s"] * AGENTS
+
+
+def rllib_throughput(iterations: int) -> float:
+    """Agent steps/s of RLlib's PPO on simple_spread, in a process of its own."""
+    done = subprocess.run([sys.executable, "-m", "benchmarks.multi_agent", "rllib", "--iterations", str(iterations)],
+                          check=True, cwd=REPO_ROOT, capture_output=True, text=True)  # fmt: skip
+    line = next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))
+    return json.loads(line.removeprefix("RESULT "))["agent_steps_per_s"]
+
+
+def rllib_run(iterations: int) -> None:
+    """RLlib's side (run as its own process): prints `RESULT {json}`."""
+    import ray
+    import torch
+    from ray.rllib.algorithms.ppo import PPOConfig
+    from ray.rllib.env.wrappers.pettingzoo_env import ParallelPettingZooEnv
+    from ray.tune.registry import register_env
+
+    def make(_):
+        from mpe2 import simple_spread_v3
+
+        return ParallelPettingZooEnv(simple_spread_v3.parallel_env(**SPREAD["kwargs"]))
+
+    torch.set_num_threads(1)
+    ray.init(include_dashboard=False, logging_level="ERROR")
+    register_env("spread", make)
+    batch = WORKERS * ENVS * ROLLOUT
+    config = (
+        PPOConfig()
+        .environment("spread")
+        .env_runners(num_env_runners=WORKERS, num_envs_per_env_runner=ENVS, rollout_fragment_length=ROLLOUT)
+        .multi_agent(policies={"shared"}, policy_mapping_fn=lambda agent_id, episode, **kwargs: "shared")
+        .rl_module(model_config={"fcnet_hiddens": [64, 64], "fcnet_activation": "tanh"})
+        .training(train_batch_size_per_learner=batch, minibatch_size=batch * AGENTS // 4, num_epochs=4, lr=2.5e-4)
+    )
+    algo = config.build_algo()
+    start = time.perf_counter()
+    for _ in range(iterations):
+        result = algo.train()
+    wall = time.perf_counter() - start
+    agent_steps = sum(result["env_runners"]["num_agent_steps_sampled_lifetime"].values())
+    print("RESULT " + json.dumps({"agent_steps_per_s": agent_steps / wall, "agent_steps": agent_steps}))
+    algo.stop()
+
+
+def tictactoe(steps: int, games: int, run_dir: Path) -> dict:
+    import trainer
+    from trainer.agent_evaluation import evaluate_agents
+
+    overrides = ["execution=inline", f"ppo.total_steps={steps}", "eval.every=0"]
+    summary = trainer.train(REPO_ROOT / "configs/tictactoe_selfplay.yaml", overrides, run_dir=run_dir)
+    result = evaluate_agents(run_dir, 2 * games, True, 0, "random")
+    seats = {}
+    for seat in ("player_1", "player_2"):
+        rates = {name: result[f"as_{seat}/{name}_rate"] for name in ("win", "draw", "loss")}
+        seats[seat] = rates | {"win_or_draw": rates["win"] + rates["draw"]}
+    return {"steps": summary["env_steps"], "steps_per_s": summary["steps_per_s"], "seats": seats,
+            "pool_win_rate": _curve(run_dir, "selfplay/win_rate")}  # fmt: skip
+
+
+def pair(steps: int, run_dir: Path) -> dict:
+    import trainer
+
+    config = {
+        "execution": "inline",
+        "env": {"id": "tests.envs.agents:SpeakerListener", "kwargs": {"length": PAIR_LENGTH}},
+        "policies": {"speaker": {}, "listener": {"kind": "lstm", "lstm_hidden_size": 32}},
+        "policy_mapping": {"speaker*": "speaker", "listener*": "listener"},
+        "ppo": {"total_steps": steps, "rollout_steps": 32, "sequence_length": 8, "lr": 1e-3},
+        "eval": {"every": 10, "episodes": 50},
+    }
+    summary = trainer.train(config, run_dir=run_dir)
+    curve = _curve(run_dir, "eval/return_mean")
+    return {"steps": summary["env_steps"], "success": [(step, value / PAIR_LENGTH) for step, value in curve]}
+
+
+def _curve(run_dir: Path, tag: str, points: int = 5) -> list[tuple[int, float]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    values = [(event.step, round(event.value, 3)) for event in events.Scalars(tag)]
+    return values[:: max(1, len(values) // points)] + values[-1:]
+
+
+def throughput(pairs: int, iterations: int) -> dict:
+    runs = {"ours": [], "rllib": []}
+    for _ in range(pairs):
+        runs["ours"].append(round(ours_throughput(iterations)))
+        runs["rllib"].append(round(rllib_throughput(iterations)))
+        print(f"pair: ours {runs['ours'][-1]:,} agent steps/s, RLlib {runs['rllib'][-1]:,}", flush=True)
+    medians = {side: statistics.median(values) for side, values in runs.items()}
+    rows = [[side, fmt(medians[side]), ", ".join(f"{v:,}" for v in values)] for side, values in runs.items()]
+    print(table(f"simple_spread (3 agents, shared policy), {WORKERS} workers x {ENVS} envs, agent steps/s",
+                ["trainer", "median", "every run"], rows))  # fmt: skip
+    print(f"ours / RLlib: {medians['ours'] / medians['rllib']:.2f}")
+    return {"runs": runs, "medians": medians}
+
+
+def learning(args) -> dict:
+    with tempfile.TemporaryDirectory() as scratch:
+        results = {
+            "tictactoe": tictactoe(args.steps, args.games, Path(scratch) / "tictactoe"),
+            "pair": pair(args.pair_steps, Path(scratch) / "pair"),
+        }
+    seats = results["tictactoe"]["seats"]
+    rows = [
+        [seat, *(fmt(rates[k], ".3f") for k in ("win", "draw", "loss", "win_or_draw"))] for seat, rates in seats.items()
+    ]
+    print(table(f"tic-tac-toe after {results['tictactoe']['steps']:,} steps, against a random legal player",
+                ["seat", "won", "drew", "lost", "won or drew"], rows))  # fmt: skip
+    print("win rate against the pool:", results["tictactoe"]["pool_win_rate"])
+    print("speaker-listener success (chance 0.333):", results["pair"]["success"])
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("mode", choices=("throughput", "learning", "rllib"))
+    parser.add_argument("--pairs", type=int, default=3, help="throughput: A B pairs")
+    parser.add_argument("--iterations", type=int, default=10, help="throughput: iterations of each run")
+    parser.add_argument("--steps", type=int, default=2_000_000, help="learning: tic-tac-toe env steps")
+    parser.add_argument("--pair-steps", type=int, default=300_000, help="learning: speaker-listener env steps")
+    parser.add_argument("--games", type=int, default=500, help="learning: games in each seat against random")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    if args.mode == "rllib":
+        rllib_run(args.iterations)
+        return
+    results = throughput(args.pairs, args.iterations) if args.mode == "throughput" else learning(args)
+    if args.json:
+        write_json(args.json, results)
+
+
+if __name__ == "__main__":
+    main()
