@@ -24,6 +24,7 @@ from trainer.core.config import load_config
 from trainer.core.errors import UserError
 from trainer.core.messages import PolicySnapshot
 from trainer.core.spec import ObsLeaf, ObsSpec, RolloutSpec
+from trainer.export import export_checkpoint
 from trainer.inference import load_policy
 from trainer.learning.buffer import RolloutBuffer
 from trainer.runtime.checkpoint import load_checkpoint
@@ -57,7 +58,9 @@ def test_shared_policy_learns_every_agents_task_when_agents_finish_and_join_at_d
         assert logged[f"agents/{agent}/episodic_return"][-1] >= 0.9 * length, logged[f"agents/{agent}/episodic_return"]
         assert summary["agents"][agent]["mean_return_last20"] >= 0.9 * length
     assert summary["policies"]["shared"]["agents"] == ["runner_0", "runner_1", "runner_2"]
-    assert summary["agents"]["runner_2"]["episodes"] == summary["agents"]["runner_0"]["episodes"] > 0  # one an env episode
+    assert (
+        summary["agents"]["runner_2"]["episodes"] == summary["agents"]["runner_0"]["episodes"] > 0
+    )  # one an env episode
     assert max(logged["policies/shared/losses/first_minibatch_ratio_dev"]) < 1e-5
     assert "policies/shared/losses/policy" in logged and "policies/shared/normalizer/obs_std_mean" in logged
 
@@ -323,6 +326,11 @@ def test_load_policy_of_a_multi_policy_run_names_the_policy_and_predicts_with_it
     assert 0 <= int(action) < 3 and state is not None
     speaker = load_policy(tmp_path / "run", policy="speaker")
     assert not speaker.recurrent and speaker.predict(np.eye(3, dtype=np.float32))[0].shape == (3,)
+    program = export_checkpoint(tmp_path / "run", tmp_path / "listener.pt2", policy="listener")
+    exported = load_policy(program)
+    assert exported.name == "listener" and exported.observation_space.shape == (4,)
+    observations = np.random.default_rng(0).random((5, 4)).astype(np.float32)
+    assert np.array_equal(exported.predict(observations)[0], listener.predict(observations)[0])
     every_agent = cli("evaluate", str(tmp_path / "run"), "--episodes", "4")  # each agent with its own policy
     assert every_agent.returncode == 0, every_agent.stderr
     assert every_agent.stdout.startswith("4 episodes: mean return per agent speaker_0 "), every_agent.stdout
