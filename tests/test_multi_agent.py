@@ -20,13 +20,14 @@ from tests.test_checkpoint import flat
 from tests.test_ray_runtime import iterate_killing_host
 from trainer import train
 from trainer.core.agents import probe_agents
-from trainer.core.config import load_config
+from trainer.core.config import SelfPlayConfig, load_config
 from trainer.core.errors import UserError
 from trainer.core.messages import PolicySnapshot
 from trainer.core.spec import ObsLeaf, ObsSpec, RolloutSpec
 from trainer.export import export_checkpoint
 from trainer.inference import load_policy
 from trainer.learning.buffer import RolloutBuffer
+from trainer.learning.opponent_pool import OpponentPool
 from trainer.runtime.checkpoint import load_checkpoint
 from trainer.runtime.inline import InlineRuntime
 from trainer.runtime.ray_runtime import RayRuntime
@@ -363,3 +364,14 @@ def test_two_data_parallel_learners_train_every_policy_as_one_learner_does(local
         assert max((one[key] - two[key]).abs().max().item() for key in one) < 1e-5, name
         stats_one, stats_two = flat(runs[1][name]["obs_rms"]), flat(runs[2][name]["obs_rms"])
         assert all(torch.equal(torch.as_tensor(stats_one[k]), torch.as_tensor(stats_two[k])) for k in stats_one)
+
+
+@pytest.mark.parametrize("keep_initial, ids", [(False, [4, 6, 8]), (True, [0, 6, 8])])
+def test_pool_drops_its_oldest_snapshot_or_keeps_the_initial_one(keep_initial, ids):
+    pool = OpponentPool(SelfPlayConfig(opponents=["b"], pool_size=3, keep_initial=keep_initial, sample="win_rate"))
+    for version in range(0, 10, 2):
+        pool.add(version, {"w": torch.full((2,), float(version))})
+    assert [member["id"] for member in pool.members] == ids
+    pool.record([(ids[0], 1.0)] * 8 + [(ids[1], -1.0)] * 8)  # beaten often, and beating the policy often
+    first, second, third = pool.probabilities()
+    assert second > third > first and abs(first + second + third - 1) < 1e-9

@@ -299,6 +299,9 @@ class SelfPlayConfig(Section):
     swap_seats: bool = True
     """Trained and frozen sides swap agents every other episode of each env, so the policy
     learns every seat of an asymmetric game (who moves first, say)."""
+    keep_initial: bool = False
+    """The initial policy stays in the pool for good (past pool_size the oldest other snapshot
+    leaves): some games keep reaching the positions an untrained player makes."""
 
 
 class Config(Section):

@@ -20,7 +20,9 @@ class OpponentPool:
         """A copy of the policy at `version` joins; past pool_size, the oldest leaves."""
         copy = {name: tensor.detach().to("cpu", copy=True) for name, tensor in weights.items()}
         self.members.append({"id": version, "weights": copy, "results": [0, 0, 0]})
-        del self.members[: -self.settings.pool_size]
+        first = 1 if self.settings.keep_initial and self.settings.pool_size > 1 else 0
+        while len(self.members) > self.settings.pool_size:
+            del self.members[first]
 
     def record(self, outcomes: list[tuple[int, float]]) -> dict[str, float]:
         """Fold in the episodes' results (snapshot id, +1 / 0 / -1 for the trained side); the
