@@ -95,7 +95,7 @@ class AgentEnv:
     def reset(self, seed: int | None = None) -> AgentStep:
         if self.turn_based:
             self.env.reset(seed=seed)
-            return self._next_turn({}, {})
+            return self._next_turn()
         obs, _ = self.env.reset(seed=seed)
         return AgentStep({str(agent): value for agent, value in obs.items()})
 
@@ -103,7 +103,7 @@ class AgentEnv:
         if self.turn_based:
             (agent,) = actions
             self.env.step(actions[agent])
-            return self._next_turn({}, {})
+            return self._next_turn()
         obs, rewards, terminated, truncated, _ = self.env.step({self.names[a]: act for a, act in actions.items()})
         ended = {
             str(agent): (obs.get(agent), bool(terminated.get(agent, False)), bool(truncated.get(agent, False)))
@@ -114,10 +114,10 @@ class AgentEnv:
         rewards = {str(agent): float(value) for agent, value in rewards.items()}
         return AgentStep(to_act, rewards, ended, over=not self.env.agents)
 
-    def _next_turn(self, rewards: dict[str, float], ended: dict) -> AgentStep:
+    def _next_turn(self) -> AgentStep:
         """Go on to the next agent that acts: agents whose turn comes after they ended are
         stepped out (with None, as the AEC API asks), their end reported."""
-        env = self.env
+        env, rewards, ended = self.env, {}, {}
         while env.agents:
             agent = str(env.agent_selection)
             obs, reward, terminated, truncated, _ = env.last()

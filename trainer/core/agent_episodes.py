@@ -62,14 +62,14 @@ class AgentEpisodes:
     results: list[float] = field(default_factory=list)  # the evaluated side's +1 / 0 / -1, per episode
     lengths: list[int] = field(default_factory=list)  # env steps of each episode
 
-    def summary(self, prefix: str = "") -> dict[str, float]:
+    def summary(self) -> dict[str, float]:
         """Mean return per agent (`agents/<id>/return_mean`) and, where sides played, the rates."""
-        scalars = {f"{prefix}agents/{agent}/return_mean": float(np.mean(r)) for agent, r in self.returns.items()}
+        scalars = {f"agents/{agent}/return_mean": float(np.mean(r)) for agent, r in self.returns.items()}
         if self.results:
             results = np.array(self.results)
-            scalars[f"{prefix}win_rate"] = float((results > 0).mean())
-            scalars[f"{prefix}draw_rate"] = float((results == 0).mean())
-            scalars[f"{prefix}loss_rate"] = float((results < 0).mean())
+            scalars["win_rate"] = float((results > 0).mean())
+            scalars["draw_rate"] = float((results == 0).mean())
+            scalars["loss_rate"] = float((results < 0).mean())
         return scalars
 
 
