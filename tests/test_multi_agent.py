@@ -67,32 +67,38 @@ def test_shared_policy_learns_every_agents_task_when_agents_finish_and_join_at_d
 
 
 def test_separate_policies_for_agents_with_different_spaces_train_inline_and_on_ray_alike(tmp_path, local_ray):
-    """Same seeds: the Ray run's workers and learner actor compute what the inline run does, bit for bit."""
+    """Same seeds: the Ray run's workers and learner compute what the inline run does, bit for
+    bit, whether one learner actor holds both policies or each has its own."""
     ends = {}
-    for execution in ("inline", "ray"):
+    for run, execution, own_actors in (("inline", "inline", False), ("ray", "ray", False), ("apart", "ray", True)):
         config = make_small_config(execution=execution, env=PAIR, ppo={"rollout_steps": 16, "sequence_length": 8,
-                                   "num_minibatches": 2, "total_steps": 4 * 64}, **SEPARATE)  # fmt: skip
-        summary = train(config, run_dir=tmp_path / execution)
+                                   "num_minibatches": 2, "total_steps": 4 * 64},
+                                   learner={"actor_per_policy": own_actors}, **SEPARATE)  # fmt: skip
+        summary = train(config, run_dir=tmp_path / run)
         assert summary["env_steps"] == 256 and summary["iterations"] == 4
-        ends[execution] = load_checkpoint(tmp_path / execution)[1]
+        ends[run] = load_checkpoint(tmp_path / run)[1]
     learner = ends["inline"]["runtime"]["learner"]
     speaker, listener = learner["policies"]["speaker"]["policy"], learner["policies"]["listener"]["policy"]
     assert speaker["preprocess.standardize.obs.mean"].shape == (3,)
     assert listener["preprocess.standardize.obs.mean"].shape == (4,)
     assert any("lstm" in name for name in listener) and not any("lstm" in name for name in speaker)
     assert ends["inline"]["spaces"]["policies"]["listener"]["agents"] == ["listener_0"]
-    inline, ray_run = flat(learner), flat(ends["ray"]["runtime"]["learner"])
-    assert inline.keys() == ray_run.keys()
-    for name, value in inline.items():
-        if isinstance(value, torch.Tensor):
-            assert torch.equal(value, ray_run[name]), name
-    logged = scalars(tmp_path / "ray")
-    for tag in (
-        "policies/speaker/losses/policy",
-        "policies/listener/losses/value",
-        "agents/listener_0/episodic_return",
-    ):
-        assert len(logged[tag]) == 4, tag
+    inline = flat(learner)
+    for run in ("ray", "apart"):
+        other = flat(ends[run]["runtime"]["learner"])
+        assert inline.keys() == other.keys()
+        for name, value in inline.items():
+            if isinstance(value, torch.Tensor):
+                assert torch.equal(value, other[name]), (run, name)
+            else:
+                assert value == other[name], (run, name)
+        logged = scalars(tmp_path / run)
+        for tag in (
+            "policies/speaker/losses/policy",
+            "policies/listener/losses/value",
+            "agents/listener_0/episodic_return",
+        ):
+            assert len(logged[tag]) == 4, (run, tag)
 
 
 def test_turn_based_game_rewards_reach_the_moves_that_earned_them():
@@ -186,14 +192,16 @@ SLOW_PAIR = {"id": "tests.envs.agents:SpeakerListener", "kwargs": {"length": 8, 
 
 
 @pytest.mark.ray
-@pytest.mark.parametrize("overlap", [False, True])
+@pytest.mark.parametrize("overlap, own_actors", [(False, False), (True, False), (True, True)])
 def test_learner_killed_in_a_multi_policy_run_is_rebuilt_and_every_policy_trains_every_step_once(
-    local_ray, tmp_path, capsys, overlap
+    local_ray, tmp_path, capsys, overlap, own_actors
 ):
+    """With an actor per policy, one of them is killed; the other is rebuilt with it, in step."""
     run_dir = tmp_path / "run"
     config = make_small_config(execution="ray", env=SLOW_PAIR, ppo={"total_steps": 1536, "sequence_length": 8},
-                               workers={"overlap": overlap}, **SEPARATE)  # fmt: skip
-    killer = kill_learner_when(lambda: any(run_dir.glob("events.out.tfevents.*")), delay_s=1.0)
+                               workers={"overlap": overlap}, learner={"actor_per_policy": own_actors},
+                               **SEPARATE)  # fmt: skip
+    killer = kill_learner_when(lambda: any(run_dir.glob("events.out.tfevents.*")), delay_s=1.0, one=own_actors)
     summary = train(config, run_dir=run_dir)
     killer.join(timeout=5)
     out = capsys.readouterr().out
@@ -353,12 +361,14 @@ def test_shipped_multi_agent_configs_find_their_agents_and_policies(repo_root, n
 
 @pytest.mark.ray
 def test_two_data_parallel_learners_train_every_policy_as_one_learner_does(local_ray, tmp_path):
-    runs = {}
+    runs, counted = {}, {}
     for count in (1, 2):
         config = make_small_config(execution="ray", env=PAIR, learner={"num_learners": count, "precision": "fp32"},
                                    ppo={"total_steps": 3 * 64, "sequence_length": 8}, **SEPARATE)  # fmt: skip
         train(config, run_dir=tmp_path / str(count))
         runs[count] = load_checkpoint(tmp_path / str(count))[1]["runtime"]["learner"]["policies"]
+        counted[count] = {tag: values for tag, values in scalars(tmp_path / str(count)).items() if "agent_steps" in tag}
+    assert counted[1] == counted[2] and len(counted[1]) == 2  # each policy's agent steps, summed over the ranks
     for name in ("speaker", "listener"):
         one, two = runs[1][name]["policy"], runs[2][name]["policy"]
         assert max((one[key] - two[key]).abs().max().item() for key in one) < 1e-5, name

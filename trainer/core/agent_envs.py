@@ -44,18 +44,19 @@ def pettingzoo_kind(env: object) -> str | None:
     return "aec" if issubclass(cls, AECEnv) else None
 
 
-def is_multi_agent(config: EnvConfig) -> bool:
-    """Whether `env.id` is an entry point that makes a PettingZoo env (made once to find out,
-    unless it names a class)."""
+def made_agent_env(config: EnvConfig) -> Any | None:
+    """The PettingZoo env `env.id` makes, or None where it names no entry point that makes one.
+    A factory function is called to find out; what it made is kept for the probe (AgentEnv's
+    `made`), so the env is made once at start-up."""
     register_plugins(config)
     factory = entry_point(config.id)
-    if factory is None:
-        return False
-    if isinstance(factory, type):
-        return pettingzoo_kind(factory) is not None
+    if factory is None or (isinstance(factory, type) and pettingzoo_kind(factory) is None):
+        return None
     env = _build(config)
-    env.close()
-    return pettingzoo_kind(env) is not None
+    if pettingzoo_kind(env) is None:
+        env.close()
+        return None
+    return env
 
 
 def _build(config: EnvConfig) -> Any:
@@ -71,9 +72,10 @@ def _build(config: EnvConfig) -> Any:
 class AgentEnv:
     """One PettingZoo env, Parallel or AEC (turn-based unless it can be converted)."""
 
-    def __init__(self, config: EnvConfig) -> None:
+    def __init__(self, config: EnvConfig, made: Any | None = None) -> None:
+        """`made`: the env `made_agent_env` already made from this config, else one is made here."""
         register_plugins(config)
-        env = _build(config)
+        env = _build(config) if made is None else made
         kind = pettingzoo_kind(env)
         if kind is None:
             raise EnvBuildError(f"env.id {config.id!r} returned {type(env).__name__}, not a PettingZoo env")

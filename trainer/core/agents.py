@@ -12,7 +12,8 @@ from, as the single-agent Probe is.
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 from gymnasium import spaces
@@ -79,6 +80,11 @@ class AgentsProbe:
     self_play: SelfPlaySeats | None = None
     eval_opponent: dict | None = None  # eval.opponent's policy, a checkpoint's: its "config" and "weights"
 
+    def only(self, name: str) -> AgentsProbe:
+        """This probe as a learner holding policy `name` alone sees it (learner.actor_per_policy)."""
+        seats = self.self_play if self.self_play is not None and self.self_play.policy == name else None
+        return replace(self, groups={name: self.groups[name]}, self_play=seats)
+
     def policy_of(self, agent: str) -> str:
         return next(name for name, group in self.groups.items() if agent in group.agents)
 
@@ -136,12 +142,13 @@ def map_agents(agents: list[str], config: Config) -> dict[str, str]:
     return mapping
 
 
-def probe_agents(config: Config) -> AgentsProbe:
+def probe_agents(config: Config, made: Any | None = None) -> AgentsProbe:
     """The env's agents, their policies and each policy's spaces and rollout fields, from one
-    throwaway env; agents of one policy with different spaces are refused here."""
-    _refuse_single_agent_keys(config)
-    env = AgentEnv(config.env)
+    throwaway env (`made`, where the caller has made it, is closed after); agents of one policy
+    with different spaces are refused here."""
+    env = AgentEnv(config.env, made)
     try:
+        _refuse_single_agent_keys(config)
         agents = env.possible_agents
         mapping = map_agents(agents, config)
         seats = _self_play_seats(agents, mapping, config)

@@ -96,7 +96,8 @@ class MultiLearner:
                     metrics[f"policies/{name}/{tag}"] = value
             deviations.append(part["losses/first_minibatch_ratio_dev"])
             bf16.append(part["perf/learner_bf16"])
-            metrics[f"policies/{name}/charts/agent_steps"] = float(learner.buffer.valid.sum().item())
+            agent_steps = learner.collective.sum(learner.buffer.valid.sum())  # every rank's shard
+            metrics[f"policies/{name}/charts/agent_steps"] = float(agent_steps.item())
         metrics["losses/first_minibatch_ratio_dev"] = max(deviations)
         metrics["perf/learner_bf16"] = max(bf16)
         if self.pool is not None:
@@ -114,3 +115,17 @@ class MultiLearner:
             self.pool.add(self.version, self.learners[settings.policy].policy.state_dict())
             metrics["selfplay/pool_size"] = float(len(self.pool.members))
         return metrics
+
+
+def merged_state(parts: list[dict]) -> dict:
+    """One learner state (`weights_state` or `state_dict`) from those of learners that hold some
+    of the policies each (learner.actor_per_policy): their policies and optimizers together, the
+    self-play pool from the one that has it, the counters (the same in all) from the first."""
+    merged = dict(parts[0])
+    for key in ("policies", "optimizer"):
+        if key in merged:
+            merged[key] = {name: value for part in parts for name, value in part[key].items()}
+    pools = [part["opponent_pool"] for part in parts if "opponent_pool" in part]
+    if pools:
+        merged["opponent_pool"] = pools[0]
+    return merged

@@ -266,8 +266,14 @@ class LearnerGroup:
             raise LearnerFailedError(
                 f"the learner died ({reason}) with its learner.max_restarts={limit} rebuilds used up"
             )
+        self.respawn(lambda source: f"the learner died ({reason}); rebuilding it from {source} "
+                     f"(restart {self.restarts}/{limit})")  # fmt: skip
+
+    def respawn(self, saying: Callable[[str], str]) -> None:
+        """Stop every rank and start new ones holding the newest state; logs `saying(where that
+        state comes from)` first."""
         state, source = self._newest_state()
-        self.log(f"the learner died ({reason}); rebuilding it from {source} (restart {self.restarts}/{limit})")
+        self.log(saying(source))
         self.kill()
         self.actors = self._spawn()
         self.wait_ready()

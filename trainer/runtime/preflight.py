@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 
-from trainer.core.agent_envs import is_multi_agent
+from trainer.core.agent_envs import made_agent_env
 from trainer.core.agents import AgentsProbe, probe_agents
 from trainer.core.config import Config
 from trainer.core.envs import Probe, probe_env, probe_run
@@ -26,8 +26,8 @@ def preflight(config: Config, checkpoint: dict | None, address: str | None = Non
     address = address or os.environ.get("RAY_ADDRESS")
     if config.execution == "ray" and address:
         check_cluster(address)
-    if is_multi_agent(config.env):
-        probe = probe_agents(config)
+    if (made := made_agent_env(config.env)) is not None:
+        probe = probe_agents(config, made)
         if checkpoint is not None:
             check_spaces(checkpoint, probe, config.env.id, checkpoint["path"])
         return with_eval_opponent(config, probe)

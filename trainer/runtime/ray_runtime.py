@@ -36,6 +36,7 @@ from trainer.runtime.actors import (
 from trainer.runtime.checkpoint import capture_rng, restore_rng, worker_rng_states
 from trainer.runtime.learner_group import LearnerGroup, LearnerLost
 from trainer.runtime.placement import ensure_fits, host_name, scheduling_strategy, worker_hosts
+from trainer.runtime.policy_learners import PolicyLearners, learner_for
 from trainer.runtime.ray_connect import connect, disconnect
 from trainer.runtime.stats import IterationStats, LearnerState
 from workers.ray_worker import LIVENESS_GROUPS, RolloutHostActor
@@ -75,13 +76,13 @@ class RayRuntime:
         # policy from before it: the learner accepts rollouts one version behind.
         self.max_policy_lag = 1 if config.workers.overlap else 0
         self._in_flight: tuple | None = None  # (snapshot, pending collections, their lag) started ahead
-        self.learner: LearnerGroup | None = None
+        self.learner: LearnerGroup | PolicyLearners | None = None
         self.host_workers = worker_hosts(config)  # the worker indices of each host process
         self.hosts: list = []
         self.started_ray = connect(config, address)
         try:
             ensure_fits(config, log, embedded=self.started_ray)
-            self.learner = LearnerGroup(config, probe, self.max_policy_lag, log)
+            self.learner = learner_for(config, probe, self.max_policy_lag, log)
             self.hosts = [self._spawn(indices) for indices in self.host_workers]
             self._with_learner(self.learner.wait_ready)
             wait_started(self.hosts, config.workers.sample_timeout_s)
