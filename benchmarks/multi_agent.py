@@ -159,7 +159,7 @@ def pair(steps: int, run_dir: Path) -> dict:
         "env": {"id": "tests.envs.agents:SpeakerListener", "kwargs": {"length": PAIR_LENGTH}},
         "policies": {"speaker": {}, "listener": {"kind": "lstm", "lstm_hidden_size": 32}},
         "policy_mapping": {"speaker*": "speaker", "listener*": "listener"},
-        "ppo": {"total_steps": steps, "rollout_steps": 32, "sequence_length": 8, "lr": 1e-3},
+        "ppo": {"total_steps": steps, "rollout_steps": 32, "sequence_length": 8, "lr": 1e-3, "update_epochs": 8},
         "eval": {"every": 10, "episodes": 50},
     }
     summary = trainer.train(config, run_dir=run_dir)
