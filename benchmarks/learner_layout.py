@@ -133,7 +133,8 @@ def main() -> None:
         else:
             result = run(args.pairs, args.iterations, args.hidden, args.envs, args.steps, args.overlap)
     result |= {"mode": args.mode, "config": str(CONFIG.relative_to(REPO_ROOT)), "hidden_sizes": [args.hidden] * 2,
-               "envs_per_worker": args.envs, "rollout_steps": args.steps, "overlap": args.overlap, "cpus": os.cpu_count()}  # fmt: skip
+               "envs_per_worker": args.envs, "rollout_steps": args.steps, "overlap": args.overlap,
+               "cpus": os.cpu_count()}  # fmt: skip
     log(f"medians ({result['unit']}): " + ", ".join(f"{k} {v:.3f}" for k, v in result["medians"].items())
         + f"; an actor per policy {result['actor_per_policy_speedup']:.2f}x")  # fmt: skip
     if args.json:

@@ -203,7 +203,9 @@ def learning(args) -> dict:
     print(table(f"tic-tac-toe after {results['tictactoe']['steps']:,} steps, {args.games} games a seat against a "
                 "random legal player", ["seat", "won", "drew", "lost", "won or drew"], rows))  # fmt: skip
     exact = results["tictactoe"]["exact"]
-    rows = [[seat, *(fmt(rates[k], ".3f") for k in ("win", "draw", "loss", "win_or_draw"))] for seat, rates in exact.items()]
+    rows = [
+        [seat, *(fmt(rates[k], ".3f") for k in ("win", "draw", "loss", "win_or_draw"))] for seat, rates in exact.items()
+    ]
     print(table("the same policy, exact probabilities over every game a random legal player can make",
                 ["seat", "won", "drew", "lost", "won or drew"], rows))  # fmt: skip
     print("win rate against the pool:", results["tictactoe"]["pool_win_rate"])
