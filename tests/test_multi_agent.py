@@ -66,6 +66,22 @@ def test_shared_policy_learns_every_agents_task_when_agents_finish_and_join_at_d
     assert "policies/shared/losses/policy" in logged and "policies/shared/normalizer/obs_std_mean" in logged
 
 
+@pytest.mark.learning
+def test_shared_policy_learns_continuous_actions_that_the_env_gets_within_its_bounds(tmp_path):
+    """Box actions: sampled ones often fall outside [-1, 1], which the env refuses, so every
+    action it gets went through the clip; the stored ones keep their sampled log-probs."""
+    env = {"id": CUES["id"], "kwargs": CUES["kwargs"] | {"continuous": True}}
+    config = make_small_config(
+        execution="inline", env=env, ppo={"total_steps": 16384, "rollout_steps": 32, "num_minibatches": 2, "lr": 1e-3}
+    )
+    summary = train(config, run_dir=tmp_path / "run")
+    logged = scalars(tmp_path / "run")
+    for agent, length in (("runner_0", 5), ("runner_1", 9), ("runner_2", 13)):
+        returns = logged[f"agents/{agent}/episodic_return"]
+        assert returns[0] < 0.6 * length and summary["agents"][agent]["mean_return_last20"] >= 0.85 * length, returns
+    assert max(logged["policies/shared/losses/first_minibatch_ratio_dev"]) < 1e-5
+
+
 def test_separate_policies_for_agents_with_different_spaces_train_inline_and_on_ray_alike(tmp_path, local_ray):
     """Same seeds: the Ray run's workers and learner compute what the inline run does, bit for
     bit, whether one learner actor holds both policies or each has its own."""

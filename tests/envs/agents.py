@@ -5,7 +5,9 @@ numbers) and earns 1 for taking the action it names, 0 otherwise. Agent i's epis
 `lengths[i]` of its steps and it joins at env step `join_at[i]`: agents that finish early and
 agents that join later; the env's episode ends when every agent has. `truncate`: agents end by
 truncation instead of termination. `fixed`: cue = (agent's step + its index) % choices, the
-same in every episode whatever the seed (for exact-resume tests).
+same in every episode whatever the seed (for exact-resume tests). `continuous`: the action is a
+number in [-1, 1] and earns 1 - its distance to the cue's point (cue c of n at -1 + 2c / (n - 1));
+one outside the space is refused, as a real simulator's may be.
 
 `SpeakerListener`: a cooperative pair with different spaces. The speaker sees a target (one-hot
 of 3) and says one of 3 words; the listener sees the speaker's last word (one-hot) and a
@@ -35,19 +37,27 @@ class CueMatch(ParallelEnv):
         truncate: bool = False,
         prefix: str = "runner",
         fixed: bool = False,
+        continuous: bool = False,
     ) -> None:
         self.possible_agents = [f"{prefix}_{i}" for i in range(num_agents)]
         self.lengths = dict(zip(self.possible_agents, lengths or [10] * num_agents))
         self.join_at = dict(zip(self.possible_agents, join_at or [0] * num_agents))
         self.sizes = dict(zip(self.possible_agents, sizes or [choices] * num_agents))
-        self.choices, self.truncate, self.fixed = choices, truncate, fixed
+        self.choices, self.truncate, self.fixed, self.continuous = choices, truncate, fixed, continuous
         self.rng = np.random.default_rng()
 
     def observation_space(self, agent):
         return spaces.Box(0.0, 1.0, (self.sizes[agent],), np.float32)
 
     def action_space(self, agent):
-        return spaces.Discrete(self.choices)
+        return spaces.Box(-1.0, 1.0, (1,), np.float32) if self.continuous else spaces.Discrete(self.choices)
+
+    def _reward(self, agent, action) -> float:
+        if not self.continuous:
+            return float(action == self.cues[agent])
+        if not self.action_space(agent).contains(np.asarray(action, np.float32)):
+            raise ValueError(f"{agent}: action {action} outside [-1, 1]")
+        return 1.0 - abs(float(action[0]) - (-1.0 + 2.0 * self.cues[agent] / (self.choices - 1)))
 
     def _cue(self, agent) -> int:
         if self.fixed:
@@ -74,7 +84,7 @@ class CueMatch(ParallelEnv):
         return {agent: self._observe(agent) for agent in self.agents}, {agent: {} for agent in self.agents}
 
     def step(self, actions):
-        rewards = {agent: float(actions[agent] == self.cues[agent]) for agent in self.agents}
+        rewards = {agent: self._reward(agent, actions[agent]) for agent in self.agents}
         terminated, truncated = {}, {}
         for agent in self.agents:
             self.steps[agent] += 1
