@@ -1,7 +1,7 @@
 """Multi-agent runs on PettingZoo envs: a shared policy over agents that finish and join at
-different steps, separate policies for agents with different spaces, a turn-based board game's
-rewards reaching the moves that earned them, padding in GAE, inline and Ray alike, a killed
-worker and learner, checkpoints and exact resume."""
+different steps (discrete and continuous actions), separate policies for agents with different
+spaces, a turn-based board game's rewards reaching the moves that earned them, padding in GAE,
+inline and Ray alike, a killed worker and learner, checkpoints and exact resume."""
 
 from __future__ import annotations
 
