@@ -310,6 +310,19 @@ def test_bad_self_play_settings_are_one_line_at_start():
         make_small_config(env=TICTACTOE, self_play={"policy": "p", "opponents": ["player_2"]})
 
 
+@pytest.mark.parametrize("spoil", ["reward", "observation"])
+def test_nan_from_an_agent_stops_the_run_naming_env_agent_worker_and_step(tmp_path, spoil):
+    result = cli(
+        "train", "configs/cartpole.yaml", "--run-dir", str(tmp_path / "run"), "--set", "execution=inline",
+        "--set", "env.id=tests.envs.agents:CueMatch", "--set", f"env.kwargs={{spoil_at: 7, spoil: {spoil}}}",
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    what = "a reward of nan" if spoil == "reward" else "a NaN or inf observation value"
+    message = f"error: env 'tests.envs.agents:CueMatch' returned {what} for agent 'runner_1' (worker 0, env step "
+    assert result.stderr.startswith(message) and result.stderr.count("\n") == 1, result.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()  # nothing trained on NaN was saved
+
+
 def test_single_agent_run_directory_written_before_the_multi_agent_keys_still_resumes(tmp_path):
     run = tmp_path / "run"
     train(make_small_config(ppo={"total_steps": 128}), run_dir=run)

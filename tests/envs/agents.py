@@ -7,7 +7,8 @@ agents that join later; the env's episode ends when every agent has. `truncate`:
 truncation instead of termination. `fixed`: cue = (agent's step + its index) % choices, the
 same in every episode whatever the seed (for exact-resume tests). `continuous`: the action is a
 number in [-1, 1] and earns 1 - its distance to the cue's point (cue c of n at -1 + 2c / (n - 1));
-one outside the space is refused, as a real simulator's may be.
+one outside the space is refused, as a real simulator's may be. `spoil_at`: at that env step the
+last agent's reward (`spoil: reward`) or observation (`spoil: observation`) is NaN.
 
 `SpeakerListener`: a cooperative pair with different spaces. The speaker sees a target (one-hot
 of 3) and says one of 3 words; the listener sees the speaker's last word (one-hot) and a
@@ -38,12 +39,15 @@ class CueMatch(ParallelEnv):
         prefix: str = "runner",
         fixed: bool = False,
         continuous: bool = False,
+        spoil_at: int | None = None,
+        spoil: str = "reward",
     ) -> None:
         self.possible_agents = [f"{prefix}_{i}" for i in range(num_agents)]
         self.lengths = dict(zip(self.possible_agents, lengths or [10] * num_agents))
         self.join_at = dict(zip(self.possible_agents, join_at or [0] * num_agents))
         self.sizes = dict(zip(self.possible_agents, sizes or [choices] * num_agents))
         self.choices, self.truncate, self.fixed, self.continuous = choices, truncate, fixed, continuous
+        self.spoil_at, self.spoil = spoil_at, spoil
         self.rng = np.random.default_rng()
 
     def observation_space(self, agent):
@@ -92,6 +96,12 @@ class CueMatch(ParallelEnv):
             terminated[agent], truncated[agent] = ends and not self.truncate, ends and self.truncate
             self.cues[agent] = self._cue(agent)
         obs = {agent: self._observe(agent) for agent in self.agents}
+        if self.t + 1 == self.spoil_at:
+            spoiled = self.agents[-1]
+            if self.spoil == "observation":
+                obs[spoiled] = np.full_like(obs[spoiled], np.nan)
+            else:
+                rewards[spoiled] = float("nan")
         infos = {agent: {} for agent in self.agents}
         self.done |= {agent for agent in self.agents if terminated[agent] or truncated[agent]}
         self.agents = [agent for agent in self.agents if agent not in self.done]

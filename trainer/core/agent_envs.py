@@ -14,10 +14,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from gymnasium import spaces
 
 from trainer.core.config import EnvConfig
 from trainer.core.env_making import EnvBuildError, entry_point, register_plugins
+from trainer.core.errors import UserError
+
+
+class NonFiniteError(UserError):
+    """The env gave an agent a NaN or inf reward or observation value."""
 
 
 @dataclass
@@ -97,11 +103,14 @@ class AgentEnv:
     def reset(self, seed: int | None = None) -> AgentStep:
         if self.turn_based:
             self.env.reset(seed=seed)
-            return self._next_turn()
+            return self._finite(self._next_turn())
         obs, _ = self.env.reset(seed=seed)
-        return AgentStep({str(agent): value for agent, value in obs.items()})
+        return self._finite(AgentStep({str(agent): value for agent, value in obs.items()}))
 
     def step(self, actions: dict[str, Any]) -> AgentStep:
+        return self._finite(self._step(actions))
+
+    def _step(self, actions: dict[str, Any]) -> AgentStep:
         if self.turn_based:
             (agent,) = actions
             self.env.step(actions[agent])
@@ -130,5 +139,29 @@ class AgentEnv:
             env.step(None)
         return AgentStep({}, rewards, ended, over=True)
 
+    def _finite(self, step: AgentStep) -> AgentStep:
+        """`step` unchanged, or one line naming the agent whose reward or observation is not
+        finite (the learner's check of the rollout could name only the field)."""
+        for agent, reward in step.rewards.items():
+            if not np.isfinite(reward):
+                raise NonFiniteError(f"env {self.id!r} returned a reward of {reward} for agent {agent!r}")
+        seen = [*step.to_act.items(), *((agent, ended[0]) for agent, ended in step.ended.items())]
+        for agent, obs in seen:
+            if not _all_finite(obs):
+                raise NonFiniteError(f"env {self.id!r} returned a NaN or inf observation value for agent {agent!r}")
+        return step
+
     def close(self) -> None:
         self.env.close()
+
+
+def _all_finite(obs: Any) -> bool:
+    """Every float in an observation (nested dicts and tuples included; None: none) is finite."""
+    if isinstance(obs, dict):
+        return all(_all_finite(value) for value in obs.values())
+    if isinstance(obs, tuple | list):
+        return all(_all_finite(value) for value in obs)
+    if obs is None:
+        return True
+    values = np.asarray(obs)
+    return values.dtype.kind != "f" or bool(np.isfinite(values).all())
