@@ -1,16 +1,18 @@
 """Multi-agent runs: agent steps/s against RLlib, tic-tac-toe by self-play, a cooperative pair.
 
-    python -m benchmarks.multi_agent throughput [--pairs 3] [--iterations 10] [--json out.json]
+    python -m benchmarks.multi_agent throughput [--envs spread,speaker_listener] [--pairs 3] [--iterations 10]
+        [--json out.json]
     python -m benchmarks.multi_agent learning [--steps N] [--games 500] [--json out.json]
 
-- throughput: MPE's simple_spread (mpe2, 3 agents, discrete actions, 25-step episodes), one
-  policy shared by the agents, on Ray: this trainer and RLlib's multi-agent PPO (the new API
-  stack, ParallelPettingZooEnv; RLlib ships in the same ray wheel) with the same 2 env runners x
-  8 envs, 2048 env steps an iteration, 4 epochs of 4 minibatches, a [64, 64] tanh network and
+- throughput, on two MPE envs (mpe2, discrete actions, 25-step episodes): simple_spread (3 agents,
+  one policy shared by them) and simple_speaker_listener (2 agents with different spaces, a policy
+  each). On Ray: this trainer and RLlib's multi-agent PPO (the new API stack,
+  ParallelPettingZooEnv; RLlib ships in the same ray wheel) with the same 2 env runners x 8 envs,
+  2048 env steps an iteration, 4 epochs of 4 minibatches per policy, [64, 64] tanh networks and
   one torch thread. Each side runs `--iterations` iterations in a fresh process; agent steps over
   training wall time (ours: summary.json's, from the first iteration to the last; RLlib's: from
   its first train() call to its last, its actors already started). The sides alternate, A B A B,
-  `--pairs` times; medians and every pair printed.
+  `--pairs` times for each env; medians and every pair printed.
 - Tic-tac-toe (configs/tictactoe_selfplay.yaml, inline): the policy trains against its pool of
   past snapshots; then its most likely moves play `--games` games against a uniformly random
   legal player as first player (player_1) and as many as second, and the same policy's exact
@@ -25,74 +27,105 @@
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.report import fmt, table, write_json
 from benchmarks.rows import REPO_ROOT
 
 PAIR_LENGTH = 20
-SPREAD = {"id": "mpe2.simple_spread_v3:parallel_env", "kwargs": {"N": 3, "max_cycles": 25, "continuous_actions": False}}
-AGENTS = 3
 WORKERS, ENVS, ROLLOUT = 2, 8, 128
+MPE = {"max_cycles": 25, "continuous_actions": False}
 
 
-def ours_throughput(iterations: int) -> float:
-    """Agent steps/s of this trainer on simple_spread, in a process of its own (its embedded Ray)."""
+@dataclass(frozen=True)
+class Scenario:
+    module: str  # mpe2's
+    kwargs: dict
+    agents: int
+    mapping: dict[str, str]  # agent pattern -> policy
+
+    @property
+    def env(self) -> dict:
+        return {"id": f"mpe2.{self.module}:parallel_env", "kwargs": self.kwargs}
+
+    def policy_of(self, agent: str) -> str:
+        return next(policy for pattern, policy in self.mapping.items() if fnmatch.fnmatch(agent, pattern))
+
+
+SCENARIOS = {
+    "spread": Scenario("simple_spread_v3", {"N": 3} | MPE, 3, {"*": "shared"}),
+    "speaker_listener": Scenario(
+        "simple_speaker_listener_v4", MPE, 2, {"speaker*": "speaker", "listener*": "listener"}
+    ),
+}
+
+
+def ours_throughput(name: str, iterations: int) -> float:
+    """Agent steps/s of this trainer, in a process of its own (its embedded Ray)."""
+    scenario = SCENARIOS[name]
     with tempfile.TemporaryDirectory() as scratch:
         config = {
-            "env": SPREAD,
+            "env": scenario.env,
             "policy": {"hidden_sizes": [64, 64]},
             "ppo": {"total_steps": iterations * WORKERS * ENVS * ROLLOUT, "rollout_steps": ROLLOUT},
             "workers": {"num_workers": WORKERS, "envs_per_worker": ENVS},
             "checkpoint": {"every": 0},
         }
+        if len(set(scenario.mapping.values())) > 1:
+            config |= {"policies": {p: {} for p in scenario.mapping.values()}, "policy_mapping": scenario.mapping}
         path = Path(scratch) / "config.yaml"
         path.write_text(json.dumps(config))
         run = Path(scratch) / "run"
         subprocess.run([sys.executable, "-m", "trainer", "train", str(path), "--run-dir", str(run)], check=True,
                        cwd=REPO_ROOT, capture_output=True)  # fmt: skip
         summary = json.loads((run / "summary.json").read_text())
-    return summary["steps_per_s"] * AGENTS
+    return summary["steps_per_s"] * scenario.agents
 
 
-def rllib_throughput(iterations: int) -> float:
-    """Agent steps/s of RLlib's PPO on simple_spread, in a process of its own."""
-    done = subprocess.run([sys.executable, "-m", "benchmarks.multi_agent", "rllib", "--iterations", str(iterations)],
-                          check=True, cwd=REPO_ROOT, capture_output=True, text=True)  # fmt: skip
+def rllib_throughput(name: str, iterations: int) -> float:
+    """Agent steps/s of RLlib's PPO, in a process of its own."""
+    command = [sys.executable, "-m", "benchmarks.multi_agent", "rllib", "--envs", name, "--iterations", str(iterations)]
+    done = subprocess.run(command, check=True, cwd=REPO_ROOT, capture_output=True, text=True)
     line = next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))
     return json.loads(line.removeprefix("RESULT "))["agent_steps_per_s"]
 
 
-def rllib_run(iterations: int) -> None:
+def rllib_run(name: str, iterations: int) -> None:
     """RLlib's side (run as its own process): prints `RESULT {json}`."""
+    import importlib
+
     import ray
     import torch
     from ray.rllib.algorithms.ppo import PPOConfig
     from ray.rllib.env.wrappers.pettingzoo_env import ParallelPettingZooEnv
     from ray.tune.registry import register_env
 
-    def make(_):
-        from mpe2 import simple_spread_v3
+    scenario = SCENARIOS[name]
 
-        return ParallelPettingZooEnv(simple_spread_v3.parallel_env(**SPREAD["kwargs"]))
+    def make(_):
+        return ParallelPettingZooEnv(importlib.import_module(f"mpe2.{scenario.module}").parallel_env(**scenario.kwargs))
 
     torch.set_num_threads(1)
     ray.init(include_dashboard=False, logging_level="ERROR")
-    register_env("spread", make)
+    register_env(name, make)
     batch = WORKERS * ENVS * ROLLOUT
+    policies = set(scenario.mapping.values())
+    per_policy = batch * scenario.agents // len(policies)  # agent steps each policy trains on
     config = (
         PPOConfig()
-        .environment("spread")
+        .environment(name)
         .env_runners(num_env_runners=WORKERS, num_envs_per_env_runner=ENVS, rollout_fragment_length=ROLLOUT)
-        .multi_agent(policies={"shared"}, policy_mapping_fn=lambda agent_id, episode, **kwargs: "shared")
+        .multi_agent(policies=policies, policy_mapping_fn=lambda agent, episode, **kwargs: scenario.policy_of(agent))
         .rl_module(model_config={"fcnet_hiddens": [64, 64], "fcnet_activation": "tanh"})
-        .training(train_batch_size_per_learner=batch, minibatch_size=batch * AGENTS // 4, num_epochs=4, lr=2.5e-4)
+        .training(train_batch_size_per_learner=batch, minibatch_size=per_policy // 4, num_epochs=4, lr=2.5e-4)
     )
     algo = config.build_algo()
     start = time.perf_counter()
@@ -176,18 +209,25 @@ def _curve(run_dir: Path, tag: str, points: int = 5) -> list[tuple[int, float]]:
     return values[:: max(1, len(values) // points)] + values[-1:]
 
 
-def throughput(pairs: int, iterations: int) -> dict:
-    runs = {"ours": [], "rllib": []}
-    for _ in range(pairs):
-        runs["ours"].append(round(ours_throughput(iterations)))
-        runs["rllib"].append(round(rllib_throughput(iterations)))
-        print(f"pair: ours {runs['ours'][-1]:,} agent steps/s, RLlib {runs['rllib'][-1]:,}", flush=True)
-    medians = {side: statistics.median(values) for side, values in runs.items()}
-    rows = [[side, fmt(medians[side]), ", ".join(f"{v:,}" for v in values)] for side, values in runs.items()]
-    print(table(f"simple_spread (3 agents, shared policy), {WORKERS} workers x {ENVS} envs, agent steps/s",
-                ["trainer", "median", "every run"], rows))  # fmt: skip
-    print(f"ours / RLlib: {medians['ours'] / medians['rllib']:.2f}")
-    return {"runs": runs, "medians": medians}
+def throughput(names: list[str], pairs: int, iterations: int) -> dict:
+    results = {}
+    for name in names:
+        runs = {"ours": [], "rllib": []}
+        for _ in range(pairs):
+            runs["ours"].append(round(ours_throughput(name, iterations)))
+            runs["rllib"].append(round(rllib_throughput(name, iterations)))
+            print(f"{name} pair: ours {runs['ours'][-1]:,} agent steps/s, RLlib {runs['rllib'][-1]:,}", flush=True)
+        medians = {side: statistics.median(values) for side, values in runs.items()}
+        results[name] = {"runs": runs, "medians": medians}
+    rows = [
+        [name, side, fmt(result["medians"][side]), ", ".join(f"{v:,}" for v in result["runs"][side])]
+        for name, result in results.items()
+        for side in ("ours", "rllib")
+    ]
+    print(table(f"agent steps/s, {WORKERS} workers x {ENVS} envs", ["env", "trainer", "median", "every run"], rows))
+    for name, result in results.items():
+        print(f"{name}: ours / RLlib {result['medians']['ours'] / result['medians']['rllib']:.2f}")
+    return results
 
 
 def learning(args) -> dict:
@@ -216,6 +256,7 @@ def learning(args) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("mode", choices=("throughput", "learning", "rllib"))
+    parser.add_argument("--envs", default=",".join(SCENARIOS), help="throughput: which envs, comma-separated")
     parser.add_argument("--pairs", type=int, default=3, help="throughput: A B pairs")
     parser.add_argument("--iterations", type=int, default=10, help="throughput: iterations of each run")
     parser.add_argument("--steps", type=int, help="learning: tic-tac-toe env steps (default: the config's)")
@@ -223,10 +264,13 @@ def main() -> None:
     parser.add_argument("--games", type=int, default=500, help="learning: games in each seat against random")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    names = args.envs.split(",")
+    if unknown := set(names) - set(SCENARIOS):
+        parser.error(f"--envs: no env {', '.join(sorted(unknown))} (they are: {', '.join(SCENARIOS)})")
     if args.mode == "rllib":
-        rllib_run(args.iterations)
+        rllib_run(names[0], args.iterations)
         return
-    results = throughput(args.pairs, args.iterations) if args.mode == "throughput" else learning(args)
+    results = throughput(names, args.pairs, args.iterations) if args.mode == "throughput" else learning(args)
     if args.json:
         write_json(args.json, results)
 
