@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import shutil
 
+import imageio.v2 as imageio
 import numpy as np
 import pytest
 import torch
@@ -323,6 +324,20 @@ def test_nan_from_an_agent_stops_the_run_naming_env_agent_worker_and_step(tmp_pa
     assert not (tmp_path / "run" / "checkpoints").exists()  # nothing trained on NaN was saved
 
 
+def test_video_of_a_pettingzoo_env_that_cannot_render_is_refused_at_start(tmp_path):
+    result = cli(
+        "train", "configs/cartpole.yaml", "--run-dir", str(tmp_path / "run"),
+        "--set", "env.id=tests.envs.agents:CueMatch", "--set", "eval.every=1", "--set", "eval.video_every=1",
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr == (
+        "error: env 'tests.envs.agents:CueMatch' cannot render rgb_array frames: its constructor takes no render_mode; "
+        "set eval.video_every: 0, or give it a render_mode argument with which render() returns an (H, W, 3) uint8 "
+        "array\n"
+    )
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
 def test_single_agent_run_directory_written_before_the_multi_agent_keys_still_resumes(tmp_path):
     run = tmp_path / "run"
     train(make_small_config(ppo={"total_steps": 128}), run_dir=run)
@@ -337,7 +352,7 @@ def test_single_agent_run_directory_written_before_the_multi_agent_keys_still_re
 def test_self_play_run_is_evaluated_against_a_random_player_in_both_seats_during_training_and_after(tmp_path):
     config = make_small_config(execution="inline", env=TICTACTOE, self_play=SELF_PLAY,
                                ppo={"rollout_steps": 16, "num_minibatches": 2, "total_steps": 4 * 64},
-                               eval={"every": 2, "episodes": 20, "opponent": "random"})  # fmt: skip
+                               eval={"every": 2, "episodes": 20, "opponent": "random", "video_every": 2})  # fmt: skip
     run = tmp_path / "run"
     train(config, run_dir=run)
     logged = scalars(run)
@@ -345,9 +360,17 @@ def test_self_play_run_is_evaluated_against_a_random_player_in_both_seats_during
         assert len(logged[tag]) == 2, tag
     rates = [logged[f"eval/{name}_rate"][-1] for name in ("win", "draw", "loss")]
     assert abs(sum(rates) - 1) < 1e-6
-    result = cli("evaluate", str(run), "--episodes", "20", "--opponent", "random")
+    videos = sorted((run / "videos").iterdir())  # the first of every second evaluation's games, filmed
+    assert [video.name for video in videos] == ["eval_step_000000128.mp4"] and videos[0].read_bytes()[4:8] == b"ftyp"
+    images = EventAccumulator(str(run), size_guidance={"images": 0})
+    images.Reload()
+    assert [image.step for image in images.Images("eval/video")] == [128]
+    result = cli("evaluate", str(run), "--episodes", "20", "--opponent", "random", "--video", str(tmp_path / "video"))
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("20 episodes against random: overall won ") and "; as player_2 won" in result.stdout
+    assert result.stdout.rstrip().endswith(f", video {tmp_path / 'video' / 'episode_0.mp4'}"), result.stdout
+    frames = imageio.get_reader(tmp_path / "video" / "episode_0.mp4").count_frames()
+    assert 6 <= frames <= 10  # the board after the reset and after each of a game's 5 to 9 moves
     itself = cli("evaluate", str(run), "--episodes", "6", "--opponent", f"{run}:shared")  # a checkpoint's policy
     assert itself.returncode == 0 and itself.stdout.startswith(f"6 episodes against {run}:shared: "), itself.stderr
 

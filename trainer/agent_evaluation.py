@@ -7,6 +7,7 @@ from pathlib import Path
 from trainer.core.agent_evaluator import AgentEvaluator
 from trainer.core.agents import probe_agents
 from trainer.core.config import load_config
+from trainer.core.video import VIDEO_FILE, check_renders, save_video
 from trainer.inference import CHECKPOINT, stored_format
 from trainer.runtime.agent_checkpoints import with_eval_opponent
 from trainer.runtime.checkpoint import check_spaces, load_checkpoint
@@ -20,23 +21,35 @@ def agents_checkpoint(target: str | Path) -> bool:
 
 
 def evaluate_agents(
-    target: str | Path, episodes: int | None, deterministic: bool | None, seed: int | None, opponent: str | None
+    target: str | Path,
+    episodes: int | None,
+    deterministic: bool | None,
+    seed: int | None,
+    opponent: str | None,
+    video_dir: Path | None = None,
 ) -> dict:
     """`trainer evaluate` of a multi-agent checkpoint, with its config's `eval` settings where
-    an argument is None: what evaluation during training logs, as a dict."""
+    an argument is None: what evaluation during training logs, as a dict; with `video_dir`, the
+    first episode as an MP4 there."""
     path, state = load_checkpoint(target)
     config = load_config(state["config"], [f"eval.opponent={opponent}"] if opponent is not None else [])
     probe = probe_agents(config)
     check_spaces(state, probe, config.env.id, path)
     probe = with_eval_opponent(config, probe)
+    if video_dir is not None:
+        check_renders(config.eval_env, "evaluate without --video", agents=True)
     settings = config.eval
     deterministic = settings.deterministic if deterministic is None else deterministic
     evaluator = AgentEvaluator(config, probe)
     evaluator.load(state["runtime"]["learner"]["policies"])
     episodes = settings.episodes if episodes is None else episodes
-    scalars, returns = evaluator.evaluate(episodes, deterministic, settings.seed if seed is None else seed)
-    return {"episodes": episodes, "deterministic": deterministic, "agents": list(probe.agents),
-            "opponent": settings.opponent, **scalars, "returns": returns}  # fmt: skip
+    seed = settings.seed if seed is None else seed
+    scalars, returns, filmed = evaluator.evaluate(episodes, deterministic, seed, record=video_dir is not None)
+    result = {"episodes": episodes, "deterministic": deterministic, "agents": list(probe.agents),
+              "opponent": settings.opponent, **scalars, "returns": returns}  # fmt: skip
+    if filmed is not None:
+        result["video"] = save_video(filmed.frames, filmed.fps, video_dir, VIDEO_FILE)
+    return result
 
 
 def describe_agent_result(result: dict) -> str:

@@ -150,13 +150,13 @@ def main(argv: list[str] | None = None) -> int:
             from trainer.evaluate import evaluate
 
             result = evaluate(args.checkpoint, args.episodes, args.deterministic, args.video, args.seed, args.opponent)
+            video = f", video {result['video']}" if "video" in result else ""
             if "agents" in result:
-                print(describe_agent_result(result))
+                print(describe_agent_result(result) + video)
                 return 0
             print(
                 f"{result['episodes']} episodes: return {result['mean_return']:.2f} +- {result['std_return']:.2f}, "
-                f"length {result['mean_length']:.1f} +- {result['std_length']:.1f}"
-                + (f", video {result['video']}" if "video" in result else "")
+                f"length {result['mean_length']:.1f} +- {result['std_length']:.1f}{video}"
             )
         elif args.command == "export":
             from trainer.export import export_checkpoint

@@ -14,12 +14,11 @@ from pathlib import Path
 from trainer.agent_evaluation import agents_checkpoint, evaluate_agents
 from trainer.core.episodes import run_episodes
 from trainer.core.errors import UserError
-from trainer.core.video import VideoError, check_renders, require_video, write_mp4
+from trainer.core.video import VIDEO_FILE, VideoError, check_renders, require_video, save_video
 from trainer.export import unwritable
 from trainer.inference import load_policy
 
 MAX_SEED = 2**64 - 1  # the sampling generator's (torch.Generator.manual_seed) largest seed
-VIDEO_FILE = "episode_0.mp4"
 
 
 def evaluate(
@@ -40,9 +39,7 @@ def evaluate(
         require_video()
         check_video_dir(Path(video_dir))
     if agents_checkpoint(target):
-        if video_dir is not None:
-            raise VideoError("evaluate --video records gymnasium envs' frames; leave it out for a PettingZoo env")
-        return evaluate_agents(target, episodes, deterministic, seed, opponent)
+        return evaluate_agents(target, episodes, deterministic, seed, opponent, video_dir and Path(video_dir))
     if opponent is not None:
         raise UserError("evaluate --opponent plays against a multi-agent run's self-play policy; leave it out here")
     policy = load_policy(target)
@@ -68,11 +65,7 @@ def evaluate(
         "returns": results.returns,
     }
     if video_dir is not None:
-        path = Path(video_dir) / VIDEO_FILE
-        try:
-            result["video"] = str(write_mp4(results.frames, path, results.fps))
-        except OSError as exc:
-            raise VideoError(f"could not write the video {path}: {exc.strerror or exc}") from None
+        result["video"] = save_video(results.frames, results.fps, Path(video_dir), VIDEO_FILE)
     return result
 
 

@@ -26,6 +26,12 @@ class EvalOutcome:
     video_gif: bytes | None = None
     frame_shape: tuple[int, ...] = field(default=())
 
+    def with_video(self, frames: list, fps: int) -> EvalOutcome:
+        """This outcome with the recorded episode as an MP4 (the run's videos/) and a GIF (TensorBoard)."""
+        self.video_mp4, self.video_gif = mp4_bytes(frames, fps), gif_bytes(frames, fps)
+        self.frame_shape = tuple(frames[0].shape)
+        return self
+
 
 class EvaluationWorker:
     def __init__(self, config: Config, probe: Probe | AgentsProbe) -> None:
@@ -45,8 +51,11 @@ class EvaluationWorker:
         settings = self.config.eval
         if self.agents is not None:
             self.agents.load(learner_state["policies"])
-            scalars, returns = self.agents.evaluate(settings.episodes, settings.deterministic, settings.seed)
-            return EvalOutcome({f"eval/{name}": value for name, value in scalars.items()}, returns)
+            scalars, returns, filmed = self.agents.evaluate(
+                settings.episodes, settings.deterministic, settings.seed, record
+            )
+            outcome = EvalOutcome({f"eval/{name}": value for name, value in scalars.items()}, returns)
+            return outcome.with_video(filmed.frames, filmed.fps) if filmed is not None else outcome
         self.policy.load_state_dict(learner_state["policy"])
         runs: dict[str, EpisodeResults] = {}
         for deterministic in (True, False) if settings.deterministic else (False,):
@@ -65,11 +74,7 @@ class EvaluationWorker:
         if "stochastic" in runs and main is not runs["stochastic"]:
             scalars["eval/stochastic_return_mean"] = _scalars(runs["stochastic"])["return_mean"]
         outcome = EvalOutcome(scalars, main.returns)
-        if record:
-            outcome.video_mp4 = mp4_bytes(main.frames, main.fps)
-            outcome.video_gif = gif_bytes(main.frames, main.fps)
-            outcome.frame_shape = tuple(main.frames[0].shape)
-        return outcome
+        return outcome.with_video(main.frames, main.fps) if record else outcome
 
 
 def _scalars(results: EpisodeResults) -> dict[str, float]:

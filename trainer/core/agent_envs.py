@@ -78,9 +78,12 @@ def _build(config: EnvConfig) -> Any:
 class AgentEnv:
     """One PettingZoo env, Parallel or AEC (turn-based unless it can be converted)."""
 
-    def __init__(self, config: EnvConfig, made: Any | None = None) -> None:
-        """`made`: the env `made_agent_env` already made from this config, else one is made here."""
+    def __init__(self, config: EnvConfig, made: Any | None = None, render_mode: str | None = None) -> None:
+        """`made`: the env `made_agent_env` already made from this config, else one is made here
+        (with `render_mode`, PettingZoo's constructor argument, where one is given)."""
         register_plugins(config)
+        if render_mode is not None:
+            config = config.model_copy(update={"kwargs": config.kwargs | {"render_mode": render_mode}})
         env = _build(config) if made is None else made
         kind = pettingzoo_kind(env)
         if kind is None:
@@ -93,6 +96,14 @@ class AgentEnv:
         self.turn_based = kind == "aec"
         self.possible_agents: list[str] = [str(agent) for agent in env.possible_agents]
         self.names = {str(agent): agent for agent in env.possible_agents}  # agent ids need not be strings
+
+    @property
+    def fps(self) -> int:
+        """Frames a second of the env's own renderer (its metadata's render_fps)."""
+        return int(self.env.metadata.get("render_fps", 30))
+
+    def render(self) -> Any:
+        return self.env.render()
 
     def observation_space(self, agent: str) -> spaces.Space:
         return self.env.observation_space(self.names[agent])

@@ -19,6 +19,7 @@ from trainer.core.action_masks import mask_sizes
 from trainer.core.agent_envs import AgentEnv
 from trainer.core.config import EnvConfig
 from trainer.core.spec import ObsSpec
+from trainer.core.video import frame_of
 
 
 class NetworkPlayer:
@@ -61,6 +62,8 @@ class AgentEpisodes:
     returns: dict[str, list[float]] = field(default_factory=dict)  # agent -> its return in each episode
     results: list[float] = field(default_factory=list)  # the evaluated side's +1 / 0 / -1, per episode
     lengths: list[int] = field(default_factory=list)  # env steps of each episode
+    frames: list[np.ndarray] = field(default_factory=list)  # the first episode's, from its reset to its end
+    fps: int = 30
 
     def summary(self) -> dict[str, float]:
         """Mean return per agent (`agents/<id>/return_mean`) and, where sides played, the rates."""
@@ -74,13 +77,18 @@ class AgentEpisodes:
 
 
 def play(
-    env_config: EnvConfig, players: dict, episodes: int, seed: int, evaluated: tuple[str, ...] = ()
+    env_config: EnvConfig,
+    players: dict,
+    episodes: int,
+    seed: int,
+    evaluated: tuple[str, ...] = (),
+    record: bool = False,
 ) -> AgentEpisodes:
     """`episodes` whole episodes (episode k reset with seed + k), agent a acting with `players[a]`
     (players may be shared between agents only when they have no memory). `evaluated`: the agents
-    whose side's result is recorded against all the others'."""
-    env = AgentEnv(env_config)
-    outcome = AgentEpisodes()
+    whose side's result is recorded against all the others'. `record`: the first episode's frames."""
+    env = AgentEnv(env_config, render_mode="rgb_array" if record else None)
+    outcome = AgentEpisodes(fps=env.fps)
     try:
         for k in range(episodes):
             for player in {id(p): p for p in players.values()}.values():
@@ -88,7 +96,10 @@ def play(
             step = env.reset(seed=seed + k)
             totals = dict.fromkeys(env.possible_agents, 0.0)
             length = 0
+            filming = record and k == 0
             while True:
+                if filming:
+                    outcome.frames.append(frame_of(env, env_config.id))
                 with torch.inference_mode():
                     actions = {agent: players[agent].act(obs) for agent, obs in step.to_act.items()}
                 step = env.step(actions)
@@ -96,6 +107,8 @@ def play(
                 for agent, reward in step.rewards.items():
                     totals[agent] += reward
                 if step.over:
+                    if filming:  # the end, as a board game's last move leaves it
+                        outcome.frames.append(frame_of(env, env_config.id))
                     break
             outcome.lengths.append(length)
             for agent, total in totals.items():

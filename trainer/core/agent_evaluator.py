@@ -37,30 +37,36 @@ class AgentEvaluator:
         for name, network in self.networks.items():
             network.load_state_dict(policies[name]["policy"])
 
-    def evaluate(self, episodes: int, deterministic: bool, seed: int) -> tuple[dict[str, float], list[float]]:
-        """Scalars (without the eval/ prefix) and the returns behind `return_mean` (what best.pt
-        follows): every agent's per episode, or against an opponent the evaluated side's. The
-        scalars: each agent's mean return, and against an opponent the win, draw and loss rates
-        in each seat it trains in (`as_<agent>/...`) and overall."""
+    def evaluate(
+        self, episodes: int, deterministic: bool, seed: int, record: bool = False
+    ) -> tuple[dict[str, float], list[float], AgentEpisodes | None]:
+        """Scalars (without the eval/ prefix), the returns behind `return_mean` (what best.pt
+        follows): every agent's per episode, or against an opponent the evaluated side's; and with
+        `record` the episodes whose first one was filmed. The scalars: each agent's mean return,
+        and against an opponent the win, draw and loss rates in each seat it trains in
+        (`as_<agent>/...`) and overall."""
         generator = torch.Generator().manual_seed(seed)
         if self.config.eval.opponent is None:
             players = {agent: self._player(agent, deterministic, generator) for agent in self.probe.agents}
-            outcome = play(self.config.eval_env, players, episodes, seed)
+            outcome = play(self.config.eval_env, players, episodes, seed, record=record)
             returns = [r for agent_returns in outcome.returns.values() for r in agent_returns]
-            return outcome.summary() | _moments(returns, outcome.lengths), returns
+            return outcome.summary() | _moments(returns, outcome.lengths), returns, outcome if record else None
         seats = self.probe.self_play
         sides = [seats.sides(False)] + ([seats.sides(True)] if seats.swap else [])
-        scalars, results, returns, lengths = {}, [], [], []
+        scalars, results, returns, lengths, filmed = {}, [], [], [], None
         for index, (trained, others) in enumerate(sides):
             players = {agent: self._player(agent, deterministic, generator) for agent in trained}
             players |= {agent: self._opponent(agent, deterministic, generator, seed) for agent in others}
             count = (episodes + index) // len(sides)
-            outcome = play(self.config.eval_env, players, count, seed + index * episodes, evaluated=trained)
+            outcome = play(
+                self.config.eval_env, players, count, seed + index * episodes, trained, record=record and index == 0
+            )
+            filmed = filmed or (outcome if record else None)
             scalars |= {f"as_{trained[0]}/{key}": value for key, value in _rates(outcome).items()}
             results += outcome.results
             lengths += outcome.lengths
             returns += [sum(outcome.returns[agent][k] for agent in trained) for k in range(count)]
-        return scalars | _rates(AgentEpisodes(results=results)) | _moments(returns, lengths), returns
+        return scalars | _rates(AgentEpisodes(results=results)) | _moments(returns, lengths), returns, filmed
 
     def _player(self, agent: str, deterministic: bool, generator) -> NetworkPlayer:
         name = self.probe.policy_of(agent)

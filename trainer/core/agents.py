@@ -263,5 +263,3 @@ def _refuse_single_agent_keys(config: Config) -> None:
         raise AgentMappingError(
             f"workers.vector_env: {workers.vector_env} is for gymnasium envs; PettingZoo envs run sync"
         )
-    if config.eval.video_every:
-        raise AgentMappingError("eval.video_every records gymnasium envs' frames; set it to 0 for a PettingZoo env")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import gymnasium as gym
 import numpy as np
 import torch
 
@@ -18,7 +17,7 @@ from trainer.core.acting import Acting, finished_episodes
 from trainer.core.config import EnvConfig
 from trainer.core.envs import make_vector_env
 from trainer.core.spec import ObsSpec
-from trainer.core.video import FRAME, VideoError, frame_problem
+from trainer.core.video import frame_of
 
 
 @dataclass
@@ -62,7 +61,7 @@ def run_episodes(
         obs, _ = envs.reset(seed=seed)
         while counts != targets:
             if record and counts[0] == 0:
-                results.frames.append(_frame(envs.envs[0], env.id))
+                results.frames.append(frame_of(envs.envs[0], env.id))
             action, _, _ = acting.act(obs_spec.batch(obs), deterministic=deterministic, generator=generator)
             obs, _, terminated, truncated, info = envs.step(acting.env_actions(action))
             acting.ended(terminated | truncated)
@@ -74,14 +73,3 @@ def run_episodes(
         return results
     finally:
         envs.close()
-
-
-def _frame(env: gym.Env, env_id: str) -> np.ndarray:
-    """The env's frame now; an env that stops giving images mid-episode is stopped in one line."""
-    frame = env.render()
-    if (problem := frame_problem(frame)) is not None:
-        raise VideoError(
-            f"env {env_id!r} cannot render rgb_array frames: {problem} during the recorded episode; "
-            f"make render() return {FRAME}"
-        )
-    return frame

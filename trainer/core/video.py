@@ -16,6 +16,7 @@ from trainer.core.errors import UserError
 
 GIF_MAX_FRAMES = 200  # a longer episode is shown at every k-th frame: the GIF stays a few MB
 FRAME = "an (H, W, 3) uint8 array"
+VIDEO_FILE = "episode_0.mp4"  # what `trainer evaluate --video DIR` writes in DIR
 
 
 class VideoError(UserError):
@@ -31,14 +32,19 @@ def require_video() -> None:
         raise VideoError("recording video needs the video extra: pip install 'ray-ppo-trainer[video]'") from None
 
 
-def check_renders(env: EnvConfig, without_video: str) -> None:
+def check_renders(env: EnvConfig, without_video: str, agents: bool = False) -> None:
     """Fail at start, in one line, when `env` cannot give frames to record: its constructor takes
     no render_mode, or after a reset its render() returns no image. `without_video` says how to run
-    without recording (e.g. "set eval.video_every: 0")."""
+    without recording (e.g. "set eval.video_every: 0"). `agents`: a PettingZoo env."""
     require_video()
     cannot = f"env {env.id!r} cannot render rgb_array frames"
     try:
-        made = make_env(env, render_mode="rgb_array")
+        if agents:
+            from trainer.core.agent_envs import AgentEnv  # it imports this module's neighbours, not this one
+
+            made = AgentEnv(env, render_mode="rgb_array")
+        else:
+            made = make_env(env, render_mode="rgb_array")
     except EnvBuildError as exc:
         if "unexpected keyword argument 'render_mode'" not in str(exc):
             raise
@@ -68,13 +74,24 @@ def frame_problem(frame) -> str | None:
     return None
 
 
+def frame_of(env, env_id: str) -> np.ndarray:
+    """The env's frame now; an env that stops giving images mid-episode is stopped in one line."""
+    frame = env.render()
+    if (problem := frame_problem(frame)) is not None:
+        raise VideoError(
+            f"env {env_id!r} cannot render rgb_array frames: {problem} during the recorded episode; "
+            f"make render() return {FRAME}"
+        )
+    return frame
+
+
 def mp4_bytes(frames: list[np.ndarray], fps: int) -> bytes:
     require_video()
     import imageio.v2 as imageio
 
     with tempfile.TemporaryDirectory() as directory:
         path = Path(directory) / "episode.mp4"
-        imageio.mimwrite(path, frames, fps=fps, codec="libx264", macro_block_size=1)
+        imageio.mimwrite(path, frames, fps=fps, codec="libx264", macro_block_size=1, ffmpeg_log_level="error")
         return path.read_bytes()
 
 
@@ -82,6 +99,15 @@ def write_mp4(frames: list[np.ndarray], path: Path, fps: int) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(mp4_bytes(frames, fps))
     return path
+
+
+def save_video(frames: list[np.ndarray], fps: int, directory: Path, name: str) -> str:
+    """`trainer evaluate --video`: the recorded episode as DIRECTORY/NAME, or one line why not."""
+    path = directory / name
+    try:
+        return str(write_mp4(frames, path, fps))
+    except OSError as exc:
+        raise VideoError(f"could not write the video {path}: {exc.strerror or exc}") from None
 
 
 def gif_bytes(frames: list[np.ndarray], fps: int) -> bytes:

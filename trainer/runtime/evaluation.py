@@ -43,11 +43,11 @@ def _rates(scalars: dict[str, float]) -> str:
     return ", " + ", ".join(f"{word} {scalars[f'eval/{rate}_rate']:.0%}" for word, rate in words)
 
 
-def check_video(config: Config) -> None:
-    """With eval.video_every, the eval env must render frames to record: refused before training
-    starts, in one line, rather than at the first recorded evaluation."""
+def check_video(config: Config, agents: bool = False) -> None:
+    """With eval.video_every, the eval env (`agents`: a PettingZoo env) must render frames to
+    record: refused before training starts, in one line, rather than at the first recorded evaluation."""
     if config.eval.every and config.eval.video_every:
-        check_renders(config.eval_env, "set eval.video_every: 0")
+        check_renders(config.eval_env, "set eval.video_every: 0", agents)
 
 
 class Evaluation(Callback):

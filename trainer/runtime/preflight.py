@@ -30,6 +30,7 @@ def preflight(config: Config, checkpoint: dict | None, address: str | None = Non
         probe = probe_agents(config, made)
         if checkpoint is not None:
             check_spaces(checkpoint, probe, config.env.id, checkpoint["path"])
+        check_video(config, agents=True)
         return with_eval_opponent(config, probe)
     if config.policies or config.policy_mapping or config.self_play or config.eval.opponent:
         raise UserError(
