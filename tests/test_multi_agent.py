@@ -142,6 +142,46 @@ def test_turn_based_game_rewards_reach_the_moves_that_earned_them():
     assert (first_of_game.sum(0) >= ends.sum(0)).all()  # a game's first move comes before its last
 
 
+@pytest.mark.parametrize("env, limit", [(CUES | {"kwargs": {"lengths": [50, 50]}}, 7), (TICTACTOE, 3)])
+def test_max_episode_steps_truncates_every_agent_left_including_those_waiting_for_their_turn(env, limit):
+    """At the limit every agent still in the env ends truncated and bootstraps from what it sees;
+    in tic-tac-toe after 3 turns the first player (waiting, 2 moves made) and the second (to move,
+    1 made) both end, and no game can be decided yet."""
+    limited = env | {"max_episode_steps": limit}
+    config = make_small_config(execution="inline", env=limited, workers={"envs_per_worker": 2},
+                               ppo={"rollout_steps": 32, "num_minibatches": 1})  # fmt: skip
+    probe = probe_agents(config)
+    worker = MultiAgentRolloutWorker(config, 0, probe)
+    rollouts = worker.collect(PolicySnapshot(0, {"shared": worker.groups["shared"].policy.state_dict()}))
+    data = rollouts.parts["shared"].tensors
+    valid, truncated = data["valid"], data["truncated"]
+    assert not data["terminated"].any()
+    assert (truncated & ~valid).sum() == 0 and truncated.sum() == len(rollouts.episodes.lengths) > 0
+    assert (data["bootstrap_value"][truncated] != 0).all()  # V of each agent's final observation
+    if env is TICTACTOE:
+        lengths = dict(zip(rollouts.episodes.agents, rollouts.episodes.lengths))
+        assert lengths == {"player_1": 2, "player_2": 1}
+        assert set(rollouts.episodes.returns) == {0.0} and (data["reward"][valid] == 0).all()
+    else:
+        assert set(rollouts.episodes.lengths) == {limit}
+
+
+def test_at_the_time_limit_a_waiting_player_keeps_the_reward_of_its_last_move():
+    """Counting (turn-based): a move earns its mover what it says at once. With the limit at 3
+    turns the first player waits after its second move when time is up: that move's reward is
+    still the env's, and must reach its sample like every other."""
+    counting = {"id": "tests.envs.agents:Counting", "max_episode_steps": 3}
+    config = make_small_config(execution="inline", env=counting, workers={"envs_per_worker": 1},
+                               ppo={"rollout_steps": 16, "num_minibatches": 1})  # fmt: skip
+    worker = MultiAgentRolloutWorker(config, 0, probe_agents(config))
+    rollouts = worker.collect(PolicySnapshot(0, {"shared": worker.groups["shared"].policy.state_dict()}))
+    data = rollouts.parts["shared"].tensors
+    first, valid = 0, data["valid"][:, 0]
+    moves = data["actions"][valid, first, 0].float()
+    assert torch.equal(data["reward"][valid, first], moves)  # each move's own number, the last of each game too
+    assert data["truncated"][valid, first].sum() == sum(agent == "first_0" for agent in rollouts.episodes.agents)
+
+
 def test_gae_over_padded_samples_equals_gae_over_the_valid_samples_alone():
     T, gamma, lam = 8, 0.9, 0.8
     spec = RolloutSpec.build(ObsSpec((ObsLeaf("obs", "vector", (1,), torch.float32),)), action_dim=1,

@@ -14,6 +14,9 @@ last agent's reward (`spoil: reward`) or observation (`spoil: observation`) is N
 of 3) and says one of 3 words; the listener sees the speaker's last word (one-hot) and a
 constant, and must pick the target the speaker saw one step before. Both earn 1 when it does.
 `step_sleep_s`: each step waits that long (a slow simulator, for the fault tests).
+
+`Counting`: a turn-based (AEC) game of two players that never ends by itself; each move earns its
+mover the number it says (0 or 1) at once, while the other player waits.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import time
 
 import numpy as np
 from gymnasium import spaces
-from pettingzoo import ParallelEnv
+from pettingzoo import AECEnv, ParallelEnv
 
 
 class CueMatch(ParallelEnv):
@@ -157,3 +160,36 @@ class SpeakerListener(ParallelEnv):
         if ends:
             self.agents = []
         return obs, rewards, terminated, truncated, {agent: {} for agent in obs}
+
+
+class Counting(AECEnv):
+    metadata = {"name": "counting_v0"}  # noqa: RUF012 - PettingZoo's convention
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.possible_agents = ["first_0", "second_0"]
+
+    def observation_space(self, agent):
+        return spaces.Box(0.0, 1.0, (2,), np.float32)
+
+    def action_space(self, agent):
+        return spaces.Discrete(2)
+
+    def observe(self, agent):
+        return np.eye(2, dtype=np.float32)[self.possible_agents.index(agent)]
+
+    def reset(self, seed=None, options=None):
+        self.agents = list(self.possible_agents)
+        self.rewards = dict.fromkeys(self.agents, 0.0)
+        self._cumulative_rewards = dict.fromkeys(self.agents, 0.0)
+        self.terminations = dict.fromkeys(self.agents, False)
+        self.truncations = dict.fromkeys(self.agents, False)
+        self.infos = {agent: {} for agent in self.agents}
+        self.agent_selection = self.agents[0]
+
+    def step(self, action):
+        mover = self.agent_selection
+        self._cumulative_rewards[mover] = 0.0
+        self.rewards = dict.fromkeys(self.agents, 0.0) | {mover: float(action)}
+        self._accumulate_rewards()
+        self.agent_selection = self.agents[1 - self.agents.index(mover)]

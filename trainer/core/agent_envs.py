@@ -94,6 +94,7 @@ class AgentEnv:
             env, kind = aec_to_parallel(env), "parallel"
         self.env, self.id = env, config.id
         self.turn_based = kind == "aec"
+        self.limit, self.steps = config.max_episode_steps, 0  # env.max_episode_steps, in steps (turns)
         self.possible_agents: list[str] = [str(agent) for agent in env.possible_agents]
         self.names = {str(agent): agent for agent in env.possible_agents}  # agent ids need not be strings
 
@@ -112,6 +113,7 @@ class AgentEnv:
         return self.env.action_space(self.names[agent])
 
     def reset(self, seed: int | None = None) -> AgentStep:
+        self.steps = 0
         if self.turn_based:
             self.env.reset(seed=seed)
             return self._finite(self._next_turn())
@@ -119,7 +121,25 @@ class AgentEnv:
         return self._finite(AgentStep({str(agent): value for agent, value in obs.items()}))
 
     def step(self, actions: dict[str, Any]) -> AgentStep:
-        return self._finite(self._step(actions))
+        step = self._step(actions)
+        self.steps += 1
+        if self.limit is not None and self.steps >= self.limit and not step.over:
+            step = self._time_up(step)
+        return self._finite(step)
+
+    def _time_up(self, step: AgentStep) -> AgentStep:
+        """env.max_episode_steps reached: every agent still in the env ends truncated, with what
+        it sees now (in a turn-based game, those waiting for their turn too), and the episode is over."""
+        if not self.turn_based:
+            ended = {name: (seen, False, True) for name, seen in step.to_act.items()}
+            return AgentStep({}, step.rewards, step.ended | ended, over=True)
+        env, rewards, ended = self.env, dict(step.rewards), dict(step.ended)
+        for agent in env.agents:
+            name = str(agent)
+            if name not in step.to_act:  # waiting for its turn: the reward since its last move is still the env's
+                rewards[name] = rewards.get(name, 0.0) + float(env._cumulative_rewards.get(agent, 0.0))
+            ended[name] = (env.observe(agent), bool(env.terminations.get(agent, False)), True)
+        return AgentStep({}, rewards, ended, over=True)
 
     def _step(self, actions: dict[str, Any]) -> AgentStep:
         if self.turn_based:

@@ -252,11 +252,6 @@ def _refuse_single_agent_keys(config: Config) -> None:
         raise AgentMappingError(
             f"env.wrappers wrap gymnasium envs; {env.id!r} is a PettingZoo env: wrap it in your factory instead"
         )
-    if env.max_episode_steps is not None:
-        raise AgentMappingError(
-            f"env.max_episode_steps limits gymnasium envs; give {env.id!r} its own limit in env.kwargs "
-            "(PettingZoo envs take e.g. max_cycles)"
-        )
     if env.on_error != "stop":
         raise AgentMappingError(f"env.on_error: {env.on_error} resets gymnasium envs; a PettingZoo env's runs stop")
     if workers.vector_env != "sync":
