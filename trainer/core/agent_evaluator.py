@@ -58,10 +58,9 @@ class AgentEvaluator:
             players = {agent: self._player(agent, deterministic, generator) for agent in trained}
             players |= {agent: self._opponent(agent, deterministic, generator, seed) for agent in others}
             count = (episodes + index) // len(sides)
-            outcome = play(
-                self.config.eval_env, players, count, seed + index * episodes, trained, record=record and index == 0
-            )
-            filmed = filmed or (outcome if record else None)
+            filming = record and index == 0  # the trained policy in its first seat
+            outcome = play(self.config.eval_env, players, count, seed + index * episodes, trained, record=filming)
+            filmed = outcome if filming else filmed
             scalars |= {f"as_{trained[0]}/{key}": value for key, value in _rates(outcome).items()}
             results += outcome.results
             lengths += outcome.lengths
